@@ -1,0 +1,165 @@
+"""The `ollafleet` command: argument parsing, exit codes, output. No reconcile logic here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from rich.console import Console
+
+from reconciler.config import DesiredState, load
+from reconciler.errors import ConfigError
+from reconciler.plan import engine, render
+from reconciler.plan.changes import ChangeResult, PassReport, Plan
+from reconciler.progress import BarProgress, LogProgress
+from reconciler.targets import Target, build_targets
+
+DEFAULT_FILE = "desired_state.toml"
+TargetFactory = Callable[[DesiredState], list[Target]]
+
+
+def _console(stream: object = None) -> Console:
+    return Console(file=stream or sys.stdout, highlight=False, soft_wrap=True)
+
+
+def _load(path: str, **kw: bool) -> DesiredState | None:
+    try:
+        return load(path, **kw)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+async def _close(targets: Sequence[Target]) -> None:
+    await asyncio.gather(*(t.close() for t in targets), return_exceptions=True)
+
+
+async def make_plan(state: DesiredState, factory: TargetFactory = build_targets) -> Plan:
+    targets = factory(state)
+    try:
+        return await engine.plan(targets)
+    finally:
+        await _close(targets)
+
+
+async def plan_and_apply(state: DesiredState, factory: TargetFactory, *, on_plan: Callable[[Plan], None],
+                         on_result: Callable[[ChangeResult], None], progress: object) -> PassReport:
+    targets = factory(state)
+    try:
+        the_plan = await engine.plan(targets)
+        on_plan(the_plan)
+        limits = engine.Limits(per_target=state.reconcile.max_pulls_per_node)
+        return await engine.apply(the_plan, targets, limits=limits, progress=progress,  # type: ignore[arg-type]
+                                  on_result=on_result)
+    finally:
+        await _close(targets)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    state = _load(args.file, skip_env=args.no_env)
+    if state is None:
+        return 1
+    models = ", ".join(state.models) or "no models"
+    print(f"{args.file}: valid ({len(state.nodes)} nodes; {models}"
+          f"{'; Open WebUI at ' + state.openwebui.url if state.openwebui else ''})")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace, factory: TargetFactory = build_targets) -> int:
+    state = _load(args.file)
+    if state is None:
+        return 1
+    the_plan = asyncio.run(make_plan(state, factory))
+    if args.json:
+        print(render.to_json(the_plan))
+    else:
+        render.print_plan(the_plan, _console())
+    return the_plan.exit_code(args.detailed_exitcode)
+
+
+def cmd_apply(args: argparse.Namespace, factory: TargetFactory = build_targets) -> int:
+    state = _load(args.file)
+    if state is None:
+        return 1
+    console = _console()
+    quiet = args.json
+    done: list[ChangeResult] = []
+
+    def on_plan(p: Plan) -> None:
+        if not quiet and p.changes:
+            render.print_plan(p, console)
+
+    def on_result(r: ChangeResult) -> None:
+        done.append(r)
+        if not quiet:
+            console.print(render.result_line(r), highlight=False)
+
+    bars = BarProgress(console) if console.is_terminal and not quiet else LogProgress()
+    try:
+        with bars:
+            report = asyncio.run(plan_and_apply(state, factory, on_plan=on_plan, on_result=on_result, progress=bars))
+    except KeyboardInterrupt:
+        applied = [r for r in done if r.status.value == "applied"]
+        print(f"\nInterrupted: {len(applied)} change(s) were applied before the stop:", file=sys.stderr)
+        for r in applied:
+            print(f"  {r.change.target} {r.change.path_text}", file=sys.stderr)
+        print("Run `ollafleet apply` again to finish.", file=sys.stderr)
+        return 130
+    if quiet:
+        print(render.to_json(report))
+    else:
+        render.print_report(report, console)
+    return report.exit_code()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ollafleet", description="Keep an offline Ollama + Open WebUI network "
+                                     "matching desired_state.toml, and balance its load.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check the file; change nothing, contact nothing")
+    p.add_argument("file", nargs="?", default=DEFAULT_FILE)
+    p.add_argument("--no-env", action="store_true", help="do not require the ${VARIABLES} to be set")
+    p.set_defaults(run=cmd_validate)
+
+    p = sub.add_parser("plan", help="show what apply would change")
+    p.add_argument("file", nargs="?", default=DEFAULT_FILE)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes")
+    p.set_defaults(run=cmd_plan)
+
+    p = sub.add_parser("apply", help="make the network match the file")
+    p.add_argument("file", nargs="?", default=DEFAULT_FILE)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=cmd_apply)
+
+    p = sub.add_parser("simulate", help="run simulated Ollama nodes on 127.0.0.1", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(run=lambda a: _simulate(a.rest))
+    return parser
+
+
+def _simulate(rest: list[str]) -> int:
+    from simulator.cli import main as simulate_main
+
+    return simulate_main(rest)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

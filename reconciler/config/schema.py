@@ -1,0 +1,121 @@
+"""The desired state of an offline LLM network, as pydantic models of desired_state.toml.
+
+Strict: unknown keys are errors and no value is coerced ("30000" is not a number). Checks
+that span sections (references, duplicates, parameter ranges) live in checks.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from reconciler.config.values import Duration, Listen, SecretRef, Url
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+
+class Balancer(Strict):
+    listen: Listen = "127.0.0.1:11434"
+    public_url: Url | None = None        # the URL Open WebUI should use; default built from listen
+    silence_timeout: Duration = 120.0     # abandon an upstream that sends nothing this long (0: never)
+    connect_timeout: Duration = 1.0
+    queue_timeout: Duration = 0.0         # wait this long for a free node before 503 (0: answer at once)
+    poll_interval: Duration = 5.0         # how often /api/tags and /api/ps are read from every node
+    refuse_management: bool = True        # 403 for /api/pull, /api/create, ... sent through the balancer
+
+
+class Reconcile(Strict):
+    interval: Duration = 60.0             # drift correction
+    retry_interval: Duration = 15.0       # after a failed pass
+    prune_models: bool = False            # delete models the file does not list
+    suspend: bool = False                 # report drift, change nothing
+    max_pulls_per_node: int = Field(1, ge=1)
+    status_listen: Listen = "127.0.0.1:11435"
+
+
+class Node(Strict):
+    name: str = Field(min_length=1)
+    url: Url
+    capability: int = Field(0, ge=0)      # tier: higher can take the harder requests
+    speed: int = Field(0, ge=0)           # tier: higher is preferred among equals
+    max_concurrent: int = Field(1, ge=1)  # OLLAMA_NUM_PARALLEL on that node
+    models: list[str] | None = None       # default: every model that does not name its nodes
+
+
+class ModelOpenWebUI(Strict):
+    name: str | None = None               # display name; default: the model id
+    description: str | None = None
+    visibility: Literal["public", "private"] = "private"
+    capabilities: dict[str, bool] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    system: str | None = None
+
+
+class Model(Strict):
+    # where it comes from: a registry (default: the public one, by this model's name), a local
+    # GGUF file pushed to each node, or another declared model with overrides
+    pull: str | None = None
+    insecure: bool = False
+    gguf: str | None = None
+    from_: str | None = Field(None, alias="from")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    system: str | None = None
+    template: str | None = None
+    digest: str | None = Field(None, pattern=r"^(sha256:)?[0-9a-f]{64}$")
+    keep_loaded: bool = False
+    nodes: list[str] | None = None        # default: every node
+    openwebui: ModelOpenWebUI | None = None
+
+    @property
+    def source(self) -> Literal["pull", "gguf", "from"]:
+        if self.gguf is not None:
+            return "gguf"
+        if self.from_ is not None:
+            return "from"
+        return "pull"
+
+
+class CodeExecution(Strict):
+    enabled: bool = True
+    engine: Literal["pyodide", "jupyter"] = "pyodide"
+
+
+class OpenWebUI(Strict):
+    url: Url
+    api_key: SecretRef | None = None
+    admin_email: SecretRef | None = None
+    admin_password: SecretRef | None = None
+    admin_name: str = "Administrator"
+    task_model: str | None = None
+    code_interpreter: bool | None = None
+    code_execution: CodeExecution | None = None
+    default_user_role: Literal["pending", "user", "admin"] | None = None
+    enable_signup: bool | None = None
+    enable_api_keys: bool | None = None
+    ollama_urls: list[Url] | None = None  # default: the balancer's public URL
+    openai_api: bool | None = None
+
+
+class DesiredState(Strict):
+    version: Literal[1]
+    balancer: Balancer = Field(default_factory=Balancer)
+    reconcile: Reconcile = Field(default_factory=Reconcile)
+    nodes: list[Node] = Field(default_factory=list)
+    models: dict[str, Model] = Field(default_factory=dict)
+    openwebui: OpenWebUI | None = None
+
+    def models_on(self, node: Node) -> list[str]:
+        """The declared models that belong on `node`, in file order."""
+        return [name for name, model in self.models.items()
+                if (node.models is None or name in node.models)
+                and (model.nodes is None or node.name in model.nodes)]
+
+    def balancer_public_url(self) -> str:
+        if self.balancer.public_url:
+            return self.balancer.public_url
+        host, _, port = self.balancer.listen.rpartition(":")
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "[::]") else host
+        return f"http://{host}:{port}"

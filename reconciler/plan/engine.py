@@ -1,0 +1,125 @@
+"""Observe every target at once, diff into a plan, apply the plan in dependency order.
+
+A failure stays with its target: the other targets still converge, and the report names it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from reconciler.errors import TargetError
+from reconciler.plan.changes import Change, ChangeResult, PassReport, Plan, Status, TargetProblem
+from reconciler.targets.base import Observed, Progress, Target
+
+
+class NoProgress:
+    def update(self, task: str, completed: float, total: float | None, status: str = "") -> None:
+        pass
+
+    def done(self, task: str, status: str = "") -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Limits:
+    per_target: int = 1      # changes applied at once on one target (one pull per node by default)
+    overall: int = 16        # changes applied at once on the whole network
+
+
+async def observe_all(targets: Sequence[Target]) -> list[Observed]:
+    async def one(target: Target) -> Observed:
+        try:
+            return await target.observe()
+        except TargetError as exc:
+            return Observed(target.name, error=str(exc))
+        except Exception as exc:  # a bug in one target must not hide the others
+            return Observed(target.name, error=f"{type(exc).__name__}: {exc}")
+
+    return list(await asyncio.gather(*(one(t) for t in targets)))
+
+
+def plan_from(targets: Sequence[Target], observed: Sequence[Observed]) -> Plan:
+    changes: list[Change] = []
+    problems: list[TargetProblem] = []
+    notes: list[TargetProblem] = []
+    for target, seen in zip(targets, observed):
+        notes += [TargetProblem(target.name, n) for n in seen.notes]
+        if seen.error is not None:
+            problems.append(TargetProblem(target.name, seen.error))
+            continue
+        try:
+            found, said = target.diff(seen)
+        except Exception as exc:
+            problems.append(TargetProblem(target.name, f"could not plan: {type(exc).__name__}: {exc}"))
+            continue
+        changes += found
+        notes += [TargetProblem(target.name, n) for n in said]
+    return Plan(tuple(changes), tuple(problems), tuple(notes))
+
+
+async def plan(targets: Sequence[Target]) -> Plan:
+    return plan_from(targets, await observe_all(targets))
+
+
+async def apply(
+    the_plan: Plan,
+    targets: Sequence[Target],
+    *,
+    limits: Limits = Limits(),
+    progress: Progress | None = None,
+    on_result: Callable[[ChangeResult], None] | None = None,
+) -> PassReport:
+    """Apply exactly the changes of `the_plan`. Never raises for a failed change; on
+    cancellation (Ctrl-C) the changes not finished are reported as cancelled, then it re-raises."""
+    by_name = {t.name: t for t in targets}
+    progress = progress or NoProgress()
+    started = time.time()
+    results: dict[str, ChangeResult] = {}
+    finished = {c.key: asyncio.Event() for c in the_plan.changes}
+    per_target = {name: asyncio.Semaphore(limits.per_target) for name in by_name}
+    overall = asyncio.Semaphore(limits.overall)
+
+    def record(result: ChangeResult) -> None:
+        results[result.change.key] = result
+        finished[result.change.key].set()
+        if on_result:
+            on_result(result)
+
+    async def run(change: Change) -> None:
+        for key in change.requires:
+            if key in finished:
+                await finished[key].wait()
+        failed = [k for k in change.requires if k in results and results[k].status is not Status.APPLIED]
+        if failed:
+            record(ChangeResult(change, Status.SKIPPED_DEPENDENCY, f"needs {failed[0]}, which did not succeed"))
+            return
+        target = by_name.get(change.target)
+        if target is None:
+            record(ChangeResult(change, Status.FAILED, "no such target"))
+            return
+        async with overall, per_target[change.target]:
+            t0 = time.monotonic()
+            try:
+                await target.apply(change, progress)
+            except asyncio.CancelledError:
+                record(ChangeResult(change, Status.CANCELLED, "interrupted", time.monotonic() - t0))
+                raise
+            except TargetError as exc:
+                record(ChangeResult(change, Status.FAILED, str(exc), time.monotonic() - t0))
+            except Exception as exc:
+                record(ChangeResult(change, Status.FAILED, f"{type(exc).__name__}: {exc}", time.monotonic() - t0))
+            else:
+                record(ChangeResult(change, Status.APPLIED, "", time.monotonic() - t0))
+
+    tasks = [asyncio.ensure_future(run(c)) for c in the_plan.changes]
+    try:
+        await asyncio.gather(*tasks)
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return PassReport(the_plan, tuple(results[c.key] for c in the_plan.changes), started, time.time())

@@ -1,0 +1,82 @@
+"""Show a plan or a pass report: `+ create`, `~ path: before → after`, `- delete`; or JSON."""
+
+from __future__ import annotations
+
+import json
+from itertools import groupby
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from reconciler.plan.changes import REDACTED, Action, Change, ChangeResult, PassReport, Plan, Status
+
+_SIGN = {Action.CREATE: ("+", "green"), Action.UPDATE: ("~", "yellow"),
+         Action.REPLACE: ("±", "yellow"), Action.DELETE: ("-", "red")}
+
+
+def show_value(value: Any) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "(none)"
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+
+
+def change_line(change: Change) -> str:
+    sign, colour = _SIGN[change.action]
+    text = f"{sign} {change.path_text}"
+    if change.action in (Action.UPDATE, Action.REPLACE):
+        before = REDACTED if change.secret else show_value(change.before)
+        after = REDACTED if change.secret else show_value(change.after)
+        text += f": {before} → {after}"
+    elif change.action is Action.CREATE and change.after is not None and not change.secret:
+        text += f" = {show_value(change.after)}"
+    if change.note:
+        text += f"  ({change.note})"
+    return f"[{colour}]{escape(text)}[/]"
+
+
+def summary(changes: tuple[Change, ...]) -> str:
+    count = {a: sum(1 for c in changes if c.action is a) for a in Action}
+    if not changes:
+        return "No changes: the network matches the file."
+    return (f"Plan: {count[Action.CREATE]} to create, {count[Action.UPDATE] + count[Action.REPLACE]} to change, "
+            f"{count[Action.DELETE]} to delete.")
+
+
+def print_plan(plan: Plan, console: Console) -> None:
+    for target, changes in groupby(plan.changes, key=lambda c: c.target):
+        console.print(f"[bold]{escape(target)}[/]")
+        for change in changes:
+            console.print("  " + change_line(change), highlight=False)
+    for note in plan.notes:
+        console.print(f"[cyan]note[/] {escape(note.target)}: {escape(note.message)}", highlight=False)
+    for problem in plan.problems:
+        console.print(f"[red bold]error[/] {escape(problem.target)}: {escape(problem.message)}", highlight=False)
+    console.print(summary(plan.changes))
+
+
+def result_line(result: ChangeResult) -> str:
+    mark = {Status.APPLIED: "[green]ok[/]", Status.FAILED: "[red]FAILED[/]",
+            Status.SKIPPED_DEPENDENCY: "[yellow]skipped[/]", Status.CANCELLED: "[yellow]cancelled[/]"}[result.status]
+    tail = f": {escape(result.message)}" if result.message else ""
+    return f"{mark} {escape(result.change.target)} {change_line(result.change)}{tail}"
+
+
+def print_report(report: PassReport, console: Console) -> None:
+    for problem in report.plan.problems:
+        console.print(f"[red bold]error[/] {escape(problem.target)}: {escape(problem.message)}", highlight=False)
+    done = sum(1 for r in report.results if r.status is Status.APPLIED)
+    failed = len(report.failed)
+    if not report.results:
+        console.print("No changes: the network matches the file." if not report.plan.problems
+                      else "Nothing applied.")
+    else:
+        console.print(f"Applied {done} of {len(report.results)} changes" + (f", {failed} not applied." if failed else "."))
+
+
+def to_json(obj: Plan | PassReport) -> str:
+    return json.dumps(obj.to_json(), indent=2, default=str)
