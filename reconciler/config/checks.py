@@ -65,7 +65,7 @@ def check(file: str, state: DesiredState) -> list[Problem]:
         if model.from_ is not None:
             if model.from_ not in state.models:
                 problem(at + ("from",), f'base model "{model.from_}" is not declared in [models]',
-                        did_you_mean(model.from_, model_names) or f'declare [models."{model.from_}"] so it is pulled first')
+                        did_you_mean(model.from_, [m for m in model_names if m != name]) or f'declare [models."{model.from_}"] so it is pulled first')
             elif model.from_ == name:
                 problem(at + ("from",), "a model cannot be derived from itself")
         if (model.parameters or model.system or model.template) and model.source == "pull":
@@ -80,6 +80,12 @@ def check(file: str, state: DesiredState) -> list[Problem]:
             _check_params(problem, at + ("openwebui", "params"), model.openwebui.params, OPENWEBUI_EXTRA_PARAMS)
 
     _check_derived_cycles(problem, state)
+    for i, node in enumerate(state.nodes):
+        on_node = state.models_on(node)
+        for name in on_node:
+            base = state.models[name].from_
+            if base in state.models and base not in on_node:
+                problem(("nodes", i), f'derived model "{name}" is on "{node.name}" but its base "{base}" is not')
     ow = state.openwebui
     if ow is not None:
         if ow.task_model is not None and ow.task_model not in state.models:
@@ -106,12 +112,16 @@ def _check_params(problem: Any, at: tuple[str | int, ...], params: dict[str, Any
 
 
 def _check_derived_cycles(problem: Any, state: DesiredState) -> None:
+    in_loop: set[str] = set()
     for name in state.models:
+        if name in in_loop:
+            continue
         seen = [name]
         current = state.models[name].from_
         while current is not None and current in state.models:
             if current in seen:
                 problem(("models", name, "from"), "derived models form a loop: " + " → ".join([*seen, current]))
+                in_loop.update(seen)
                 break
             seen.append(current)
             current = state.models[current].from_

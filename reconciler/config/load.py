@@ -58,4 +58,6 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, skip_env: bo
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError([Problem(file, (), f"not UTF-8 text (bad byte at line {line}); save the file as UTF-8")]) from None
-    return load_text(text, file, env=env, skip_env=skip_env)
+    state = load_text(text, file, env=env, skip_env=skip_env)
+    state._base_dir = p.resolve().parent
+    return state

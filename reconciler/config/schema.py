@@ -6,9 +6,10 @@ that span sections (references, duplicates, parameter ranges) live in checks.py.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from reconciler.config.values import Duration, Listen, SecretRef, Url
 
@@ -106,6 +107,12 @@ class DesiredState(Strict):
     nodes: list[Node] = Field(default_factory=list)
     models: dict[str, Model] = Field(default_factory=dict)
     openwebui: OpenWebUI | None = None
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)  # the file's folder, set by load()
+
+    def resolve_path(self, relative: str) -> Path:
+        """A path written in the file (a GGUF file), relative to the file's own folder."""
+        path = Path(relative).expanduser()
+        return path if path.is_absolute() else self._base_dir / path
 
     def models_on(self, node: Node) -> list[str]:
         """The declared models that belong on `node`, in file order."""

@@ -58,7 +58,7 @@ def parse_listen(value: Any) -> str:
     host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise PydanticCustomError(
-            "listen", 'expected "HOST:PORT" such as "0.0.0.0:11434", got {value}', {"value": repr(value)})
+            "listen", 'expected "HOST:PORT" such as "0.0.0.0:11434", got {value}', {"value": f'"{value}"' if isinstance(value, str) else repr(value)})
     return value
 
 
@@ -87,7 +87,8 @@ def parse_secret(value: Any, info: ValidationInfo) -> Secret:
     match = _ENV_REF.match(value) if isinstance(value, str) else None
     if not match:
         raise PydanticCustomError(
-            "secret", 'secrets come from the environment: write "${{SOME_VARIABLE}}" here, not the value', {})
+            "secret", 'secrets come from the environment: write "{example}" here, not the value',
+            {"example": "${VARIABLE}"})
     var = match.group(1)
     context = info.context or {}
     env = context.get("env", {})
