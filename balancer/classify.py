@@ -1,0 +1,104 @@
+"""Pure request classification: method, path, body -> RequestInfo.
+
+No I/O. The proxy uses the result to decide how to route (model-aware, fleet-wide,
+refused, plain passthrough) and how to tell a complete stream from a broken one.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["inference", "model_info", "listing", "management", "other"]
+Framing = Literal["ndjson", "openai", "responses", "anthropic", "none"]
+
+INFERENCE_PATHS: dict[str, Framing] = {
+    "/api/chat": "ndjson",
+    "/api/generate": "ndjson",
+    "/api/embed": "none",
+    "/api/embeddings": "none",
+    "/v1/chat/completions": "openai",
+    "/v1/completions": "openai",
+    "/v1/embeddings": "none",
+    "/v1/responses": "responses",
+    "/v1/messages": "anthropic",
+}
+LISTING_PATHS = frozenset({"/api/tags", "/api/ps", "/v1/models"})
+MANAGEMENT_PATHS = frozenset({"/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete"})
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    kind: Kind
+    path: str
+    model: str | None = None  # normalised name ("qwq" -> "qwq:latest")
+    model_as_sent: str | None = None
+    uses_slot: bool = False  # counts against a node's max_concurrent
+    framing: Framing = "none"
+    stream: bool = False
+
+
+def normalize_model(name: str) -> str:
+    """Shortest lower-case form Ollama lists: default host/namespace dropped, tag added."""
+    n = name.strip().lower()
+    for prefix in ("registry.ollama.ai/", "library/"):
+        if n.startswith(prefix):
+            n = n[len(prefix):]
+    last = n.rsplit("/", 1)[-1]
+    if ":" not in last:
+        n += ":latest"
+    return n
+
+
+def _model_from_body(body: bytes) -> str | None:
+    if not body:
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    model = data.get("model") or data.get("name")
+    return model if isinstance(model, str) and model else None
+
+
+def _stream_flag(body: bytes, default: bool) -> bool:
+    if b'"stream"' not in body:
+        return default
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return default
+    value = data.get("stream", default) if isinstance(data, dict) else default
+    return bool(value)
+
+
+def is_management(method: str, path: str) -> bool:
+    if path in MANAGEMENT_PATHS:
+        return method not in ("GET", "HEAD", "OPTIONS")
+    return path.startswith("/api/blobs/") and method in ("POST", "PUT")
+
+
+def classify(method: str, path: str, body: bytes = b"") -> RequestInfo:
+    method = method.upper()
+    if is_management(method, path):
+        return RequestInfo("management", path, model_as_sent=_model_from_body(body))
+    if method in ("GET", "HEAD") and path in LISTING_PATHS:
+        return RequestInfo("listing", path)
+    if method == "GET" and path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
+        sent = path[len("/v1/models/"):]
+        return RequestInfo("model_info", path, normalize_model(sent), sent)
+    if method == "POST" and path == "/api/show":
+        sent = _model_from_body(body)
+        return RequestInfo("model_info", path, sent and normalize_model(sent), sent)
+    if method == "POST" and path in INFERENCE_PATHS:
+        sent = _model_from_body(body)
+        framing = INFERENCE_PATHS[path]
+        stream = _stream_flag(body, default=framing == "ndjson") if framing != "none" else False
+        return RequestInfo(
+            "inference", path, sent and normalize_model(sent), sent,
+            uses_slot=True, framing=framing if stream else "none", stream=stream,
+        )
+    # Anything else passes through; an unknown POST may start GPU work, so it takes a slot.
+    return RequestInfo("other", path, uses_slot=method not in ("GET", "HEAD", "OPTIONS"))

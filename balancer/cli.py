@@ -1,0 +1,89 @@
+"""Command line compatible with ollama_load_balancer:
+
+    python -m balancer --server "http://HOST:PORT=NAME" ... [--timeout N] [--bind HOST:PORT]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .config import NodeSpec, Settings
+from .server import Balancer
+
+
+def parse_server(text: str) -> NodeSpec:
+    """'http://host:port=Name' -> NodeSpec; split at the first '=' after the scheme."""
+    scheme_end = text.find("://")
+    start = scheme_end + 3 if scheme_end >= 0 else 0
+    eq = text.find("=", start)
+    if eq < 0:
+        raise argparse.ArgumentTypeError(f"expected URL=NAME, got {text!r}")
+    url, name = text[:eq], text[eq + 1:]
+    if not url or not name:
+        raise argparse.ArgumentTypeError(f"expected URL=NAME, got {text!r}")
+    return NodeSpec(name=name, url=url)
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m balancer",
+        description="Model-aware load balancer for Ollama nodes (drop-in for ollama_load_balancer).")
+    p.add_argument("--server", action="append", type=parse_server, required=True,
+                   metavar="URL=NAME", help="an Ollama node, e.g. http://10.0.0.5:11434=gpu-1 "
+                   "(repeat for each node; order = preference)")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="N",
+                   help="seconds of upstream silence before a node is abandoned (0 disables)")
+    p.add_argument("--bind", type=parse_bind, default=("127.0.0.1", 11434), metavar="HOST:PORT",
+                   help="listen address (default 127.0.0.1:11434)")
+    p.add_argument("--queue-timeout", type=float, default=0.0, metavar="N",
+                   help="wait up to N s for a free node before answering 503 (default 0)")
+    p.add_argument("--allow-management", action="store_true",
+                   help="pass /api/pull, /api/create, /api/delete, ... through instead of 403")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings(silence_timeout=args.timeout, queue_timeout=args.queue_timeout,
+                    refuse_management=not args.allow_management)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    names = [s.name for s in args.server]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"error: duplicate server names in {names}")
+    balancer = Balancer(settings_from(args), args.server)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await balancer.start(*args.bind)
+    await stop.wait()
+    logging.getLogger("balancer").info("shutting down: finishing open streams")
+    await balancer.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        asyncio.run(serve(args))
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,33 @@
+"""Settings and node specs: the balancer's frozen inputs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_MANAGEMENT_MESSAGE = (
+    "model management is disabled on this balancer: the fleet's models are managed by "
+    "desired_state.toml (edit the file and let ollafleet apply it)"
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    silence_timeout: float = 120.0  # seconds without a byte from a node; 0 disables
+    connect_timeout: float = 1.0
+    queue_timeout: float = 0.0  # 0 = answer 503 at once when every node is busy
+    poll_interval: float = 5.0  # /api/tags and /api/ps polls; 0 disables the background loop
+    refuse_management: bool = True
+    management_message: str = DEFAULT_MANAGEMENT_MESSAGE
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    url: str
+    max_concurrent: int = 1
+    models: tuple[str, ...] | list[str] | None = None  # None = whatever the node reports
+    capability: int = 0
+    speed: int = 0
+
+    @property
+    def base_url(self) -> str:
+        return self.url.rstrip("/")

@@ -1,0 +1,200 @@
+"""The balancer's only mutable state: the node table, in-flight counts, poll results.
+
+Everything here is synchronous, so `decide(fleet.snapshot(), ...)` followed by
+`fleet.reserve(pick)` with no await in between is atomic on the event loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from .classify import normalize_model
+from .config import NodeSpec
+from .scheduling import Event, NodeView, Pick, Reliability, Snapshot, next_reliability
+
+log = logging.getLogger("balancer")
+
+
+@dataclass(frozen=True)
+class NodeState:
+    name: str
+    url: str
+    reliability: str
+    in_flight: int
+    max_concurrent: int
+    models: tuple[str, ...] | None  # None = not known yet
+    loaded: tuple[str, ...]
+    reachable: bool | None  # None = not polled yet
+    last_error: str | None
+
+
+@dataclass
+class Metrics:
+    requests_total: int = 0
+    failures_total: int = 0
+    rejected_total: int = 0
+    client_cancelled_total: int = 0
+    retries_total: int = 0
+    in_flight: int = 0
+    queued: int = 0
+    node_requests: dict[str, int] = field(default_factory=dict)
+    node_failures: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+class Node:
+    def __init__(self, spec: NodeSpec, order: int) -> None:
+        self.spec = spec
+        self.order = order
+        self.reliability = Reliability.RELIABLE
+        self.in_flight = 0
+        self.reported: frozenset[str] | None = None
+        self.loaded: frozenset[str] = frozenset()
+        self.reachable: bool | None = None
+        self.last_error: str | None = None
+        self.draining: set[str] = set()
+        self.removed = False
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def models(self) -> frozenset[str] | None:
+        static = None if self.spec.models is None else frozenset(
+            normalize_model(m) for m in self.spec.models)
+        if self.reported is None:
+            return static
+        return self.reported if static is None else self.reported & static
+
+    def view(self) -> NodeView:
+        return NodeView(self.name, self.order, self.reliability, self.in_flight,
+                        self.spec.max_concurrent, self.models, self.loaded,
+                        self.spec.capability, self.spec.speed, frozenset(self.draining))
+
+    def state(self) -> NodeState:
+        models = self.models
+        return NodeState(self.name, self.spec.url, self.reliability.value, self.in_flight,
+                         self.spec.max_concurrent, None if models is None else tuple(sorted(models)),
+                         tuple(sorted(self.loaded)), self.reachable, self.last_error)
+
+
+class Fleet:
+    def __init__(self, specs: list[NodeSpec]) -> None:
+        self.nodes: dict[str, Node] = {}
+        self.metrics = Metrics()
+        self._changed = asyncio.Event()
+        self.replace(specs)
+
+    # -- reading -------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        return Snapshot(tuple(n.view() for n in self.nodes.values()))
+
+    def states(self) -> list[NodeState]:
+        return [n.state() for n in self.nodes.values()]
+
+    def describe(self) -> str:
+        return " | ".join(
+            f"{n.name}: {n.reliability.value}, {n.in_flight}/{n.spec.max_concurrent} busy"
+            for n in self.nodes.values()) or "no nodes"
+
+    # -- changing ------------------------------------------------------------------
+    def reserve(self, pick: Pick, slot: bool = True) -> Node:
+        """Take the picked node; `slot=False` for light requests that don't occupy it."""
+        node = self.nodes[pick.node]
+        if pick.new_round:
+            for other in self.nodes.values():
+                if other.reliability is Reliability.SECOND_CHANCE_GIVEN:
+                    other.reliability = Reliability.UNRELIABLE
+        if pick.second_chance:
+            node.reliability = next_reliability(node.reliability, Event.SECOND_CHANCE)
+        if not slot:
+            return node
+        node.in_flight += 1
+        self.metrics.in_flight += 1
+        self.metrics.node_requests[node.name] = self.metrics.node_requests.get(node.name, 0) + 1
+        log.info("request -> %s (%s); %s", node.name, pick.reason, self.describe())
+        return node
+
+    def release(self, node: Node, event: Event, error: str | None = None,
+                slot: bool = True) -> None:
+        if slot:
+            node.in_flight -= 1
+            self.metrics.in_flight -= 1
+        elif event is Event.COMPLETED and node.reliability is Reliability.RELIABLE:
+            return
+        before = node.reliability
+        node.reliability = next_reliability(before, event)
+        if event is Event.FAILED:
+            node.last_error = error
+            self.metrics.failures_total += 1
+            self.metrics.node_failures[node.name] = self.metrics.node_failures.get(node.name, 0) + 1
+        elif event is Event.CLIENT_CANCELLED:
+            self.metrics.client_cancelled_total += 1
+        what = f"{event.value}" + (f" ({error})" if error else "")
+        if before is not node.reliability:
+            what += f", {before.value} -> {node.reliability.value}"
+        level = logging.WARNING if event is Event.FAILED else logging.INFO
+        log.log(level, "request done on %s: %s; %s", node.name, what, self.describe())
+        self.notify()
+
+    def replace(self, specs: list[NodeSpec]) -> tuple[list[Node], list[Node]]:
+        """Swap the node list; in-flight streams on removed nodes finish undisturbed."""
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate node names in {names}")
+        old = self.nodes
+        added: list[Node] = []
+        new: dict[str, Node] = {}
+        for order, spec in enumerate(specs):
+            node = old.get(spec.name)
+            if node is None or node.spec.url != spec.url:
+                node = Node(spec, order)
+                added.append(node)
+            node.spec, node.order = spec, order
+            new[spec.name] = node
+        removed = [n for name, n in old.items() if new.get(name) is not n]
+        for n in removed:
+            n.removed = True
+        self.nodes = new
+        if added or removed:
+            log.info("nodes changed (+%s -%s); %s", [n.name for n in added],
+                     [n.name for n in removed], self.describe())
+        self.notify()
+        return added, removed
+
+    def set_draining(self, name: str, model: str, draining: bool) -> None:
+        node = self.nodes[name]
+        (node.draining.add if draining else node.draining.discard)(normalize_model(model))
+        self.notify()
+
+    def update_poll(self, node: Node, models: frozenset[str] | None,
+                    loaded: frozenset[str] | None, error: str | None) -> None:
+        was = node.reachable
+        node.reachable = error is None
+        if error is None:
+            if models is not None:
+                node.reported = models
+            if loaded is not None:
+                node.loaded = loaded
+        else:
+            node.last_error = error
+        if was is not node.reachable:
+            log.info("poll: %s is %s%s; %s", node.name,
+                     "reachable" if node.reachable else "unreachable",
+                     f" ({error})" if error else "", self.describe())
+        self.notify()
+
+    # -- waiting -------------------------------------------------------------------
+    def notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_changed(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except TimeoutError:
+            pass

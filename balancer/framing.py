@@ -1,0 +1,72 @@
+"""Pure incremental end-of-stream checkers.
+
+A stream is complete only when its protocol says so: NDJSON needs a line with
+"done": true, OpenAI SSE needs `data: [DONE]`, /v1/responses needs a
+`response.completed` event and Anthropic SSE a `message_stop` event. A stream that
+ends without it (node died, error line, cut connection) is a failure of the node.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from .classify import Framing
+
+_DONE_TRUE = re.compile(rb'"done"\s*:\s*true')
+_SSE_ENDS: dict[str, tuple[bytes, ...]] = {
+    "openai": (b"data: [DONE]", b"data:[DONE]"),
+    "responses": (b"event: response.completed", b"event:response.completed"),
+    "anthropic": (b"event: message_stop", b"event:message_stop"),
+}
+
+
+class EndChecker:
+    """Feed response chunks in order; `complete` tells whether the end marker was seen."""
+
+    __slots__ = ("framing", "complete", "_tail")
+
+    def __init__(self, framing: Framing, content_type: str = "") -> None:
+        ctype = content_type.split(";", 1)[0].strip().lower()
+        # A non-streaming answer (JSON body, an error) carries no end marker.
+        if framing == "ndjson" and ctype != "application/x-ndjson":
+            framing = "none"
+        elif framing in _SSE_ENDS and ctype != "text/event-stream":
+            framing = "none"
+        self.framing: Framing = framing
+        self.complete = framing == "none"
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        if self.framing == "none" or not chunk:
+            return
+        data = self._tail + chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._tail = data
+            return
+        lines, self._tail = data[: cut + 1], data[cut + 1:]
+        if self.framing == "ndjson":
+            self._feed_ndjson(lines)
+        else:
+            self._feed_sse(lines)
+
+    def _feed_ndjson(self, lines: bytes) -> None:
+        if _DONE_TRUE.search(lines) is None:
+            return
+        for line in lines.splitlines():
+            if _DONE_TRUE.search(line) is None:
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict) and obj.get("done") is True and "error" not in obj:
+                self.complete = True
+
+    def _feed_sse(self, lines: bytes) -> None:
+        markers = _SSE_ENDS[self.framing]
+        if not any(m in lines for m in markers):
+            return
+        for line in lines.splitlines():
+            if line.rstrip(b"\r") in markers:
+                self.complete = True

@@ -1,0 +1,175 @@
+"""One request: choose -> reserve -> connect (retry before the first byte) -> pump -> release.
+
+The only module besides pollers/fleetwide that talks to nodes. Client disconnects arrive
+as a cancellation of the handler (the server runs with handler_cancellation=True), so the
+upstream response is closed at once, whatever the pump is awaiting at that moment.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from . import errors
+from .classify import RequestInfo, classify
+from .config import Settings
+from .fleet import Fleet, Node
+from .fleetwide import FleetWide
+from .framing import EndChecker
+from .scheduling import Event, Reject, Wait, decide
+
+log = logging.getLogger("balancer")
+
+HOP_BY_HOP = frozenset(h.lower() for h in (
+    "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
+    "Transfer-Encoding", "Upgrade", "Host", "Content-Length"))
+UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+
+
+def json_response(request: web.BaseRequest, status: int, message: str) -> web.Response:
+    body, ctype = errors.error_body(request.path, status, message)
+    return web.Response(status=status, body=body, headers={"Content-Type": ctype})
+
+
+def _describe(exc: BaseException, silence: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no byte for {silence:g} s"
+    return str(exc) or type(exc).__name__
+
+
+class Proxy:
+    def __init__(self, fleet: Fleet, settings: Settings, session: aiohttp.ClientSession,
+                 fleetwide: FleetWide) -> None:
+        self.fleet = fleet
+        self.settings = settings
+        self.session = session
+        self.fleetwide = fleetwide
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=settings.connect_timeout,
+            sock_read=settings.silence_timeout or None)
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        method, path = request.method, request.path
+        streamed_upload = path.startswith("/api/blobs/") and not self.settings.refuse_management
+        body = b"" if streamed_upload else await request.read()
+        info = classify(method, path, body)
+        if info.kind == "management" and self.settings.refuse_management:
+            return json_response(request, 403, self.settings.management_message)
+        if info.kind == "listing":
+            return await self.fleetwide.answer(request, info)
+        data: Any = request.content if streamed_upload else body
+        return await self.route(request, info, data)
+
+    async def route(self, request: web.BaseRequest, info: RequestInfo,
+                    data: Any) -> web.StreamResponse:
+        metrics = self.fleet.metrics
+        metrics.requests_total += 1
+        tried: set[str] = set()
+        last_error = ""
+        deadline = time.monotonic() + self.settings.queue_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            decision = decide(self.fleet.snapshot(), info, frozenset(tried), can_wait=remaining > 0)
+            if isinstance(decision, Wait):
+                metrics.queued += 1
+                try:
+                    await self.fleet.wait_changed(remaining)
+                finally:
+                    metrics.queued -= 1
+                continue
+            if isinstance(decision, Reject):
+                metrics.rejected_total += 1
+                return self._reject(request, info, decision, last_error)
+            node = self.fleet.reserve(decision, slot=info.uses_slot)
+            tried.add(node.name)
+            result = await self._attempt(request, info, node, data)
+            if isinstance(result, web.StreamResponse):
+                return result
+            last_error = result
+            if data is request.content:  # an upload stream cannot be replayed
+                return json_response(request, 502, last_error)
+            metrics.retries_total += 1
+
+    def _reject(self, request: web.BaseRequest, info: RequestInfo, decision: Reject,
+                last_error: str) -> web.Response:
+        if decision.code == "no_model":
+            model = info.model_as_sent or info.model or ""
+            return json_response(request, 404, errors.not_found_message(info.path, model))
+        if decision.code == "exhausted":
+            return json_response(request, 502, f"{decision.message}; last error: {last_error}")
+        return json_response(request, decision.status, decision.message)
+
+    async def _attempt(self, request: web.BaseRequest, info: RequestInfo, node: Node,
+                       data: Any) -> web.StreamResponse | str:
+        """Serve the request from `node`; a string result is a failure before the first byte."""
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
+        upstream: aiohttp.ClientResponse | None = None
+        sent = False
+        event, error = Event.CLIENT_CANCELLED, None
+        try:
+            try:
+                upstream = await self.session.request(
+                    request.method, node.spec.base_url + request.path_qs, data=data or None,
+                    headers=headers, timeout=self.timeout, allow_redirects=False)
+                first = await upstream.content.readany()
+            except UPSTREAM_ERRORS as exc:
+                text = _describe(exc, self.settings.silence_timeout)
+                event, error = Event.FAILED, f"before first byte: {text}"
+                return f"node {node.name}: {error}"
+            resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            resp.headers.extend(
+                (k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP)
+            if upstream.content_length is not None and request.method != "HEAD":
+                resp.content_length = upstream.content_length
+            checker = EndChecker(info.framing, upstream.headers.get("Content-Type", ""))
+            checker.feed(first)
+            await resp.prepare(request)
+            sent = True
+            await resp.write(first)
+            chunk = first
+            while chunk:
+                try:
+                    chunk = await upstream.content.readany()
+                except UPSTREAM_ERRORS as exc:
+                    text = _describe(exc, self.settings.silence_timeout)
+                    event, error = Event.FAILED, f"mid-stream: {text}"
+                    await self._cut(request, resp, info, node, error)
+                    return resp
+                checker.feed(chunk)
+                await resp.write(chunk)
+            if checker.complete:
+                event = Event.COMPLETED
+            else:
+                event, error = Event.FAILED, "stream ended without its end marker"
+            await resp.write_eof()
+            return resp
+        except (ConnectionError, aiohttp.ClientConnectionResetError):
+            # writing to the client failed: it went away
+            return web.Response(status=499) if not sent else resp
+        finally:
+            if upstream is not None:
+                if event is Event.COMPLETED:
+                    upstream.release()
+                else:
+                    upstream.close()  # the node sees the disconnect and stops generating
+            self.fleet.release(node, event, error, slot=info.uses_slot)
+
+    async def _cut(self, request: web.BaseRequest, resp: web.StreamResponse, info: RequestInfo,
+                   node: Node, error: str) -> None:
+        """End a broken stream so the client notices: an error line (NDJSON), then no terminator."""
+        if info.framing == "ndjson":
+            line = json.dumps({"error": f"balancer: node {node.name} failed {error}"})
+            try:
+                await resp.write(line.encode() + b"\n")
+            except (ConnectionError, aiohttp.ClientConnectionResetError):
+                pass
+        if request.transport is not None:
+            request.transport.close()
+        resp.force_close()
+        await asyncio.sleep(0)
