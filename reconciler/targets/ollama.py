@@ -1,0 +1,207 @@
+"""The Ollama nodes as targets: one `ollama/<node>` per node, observed, diffed and changed
+through the REST API only (reference: ollama-api.md §13 recipes)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from reconciler.config.params import PARAMS, check_param
+from reconciler.config.schema import DesiredState
+from reconciler.errors import PermanentError, TargetError, TemporaryError
+from reconciler.plan.changes import Change
+from reconciler.targets.base import Observed, Progress
+from reconciler.targets.ollama_api import OllamaClient, PullProgress, ShowInfo, model_key, to_wire
+from reconciler.targets.ollama_diff import (NodeView, Wanted, WantedModel, Work, diff_node, needs_show,
+                                            settings_note, wanted_for)
+
+__all__ = ["OllamaNode", "node_targets", "file_sha256"]
+
+CHUNK = 1 << 20
+
+# ---------------------------------------------------------------- GGUF hashing, once per file
+
+_hashes: dict[tuple[str, int, int], str] = {}
+_hash_locks: dict[str, asyncio.Lock] = {}
+
+
+def _hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+async def file_sha256(path: Path) -> str:
+    """sha256 of a file, computed once per process (per path, size and mtime), off the loop."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise PermanentError(f"cannot read the GGUF file {path}: {exc.strerror}") from exc
+    cache_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    lock = _hash_locks.setdefault(cache_key[0], asyncio.Lock())
+    async with lock:
+        if cache_key not in _hashes:
+            _hashes[cache_key] = await asyncio.to_thread(_hash_file, path)
+        return _hashes[cache_key]
+
+
+async def _read_chunks(path: Path, task: str, progress: Progress, size: int) -> AsyncIterator[bytes]:
+    sent = 0
+    with path.open("rb") as f:
+        while chunk := await asyncio.to_thread(f.read, CHUNK):
+            sent += len(chunk)
+            progress.update(task, sent, size, "uploading")
+            yield chunk
+
+
+def check_parameters(model: WantedModel) -> None:
+    """Ollama stores any value and then fails every request: refuse bad ones before sending."""
+    for key, value in model.parameters.items():
+        if key not in PARAMS:
+            raise PermanentError(f"{model.name}: unknown Ollama parameter {key!r}; not sent")
+        wrong = check_param(key, value)
+        if wrong:
+            raise PermanentError(f"{model.name}: parameter {key}: {wrong}; not sent")
+
+
+# ---------------------------------------------------------------- the target
+
+class OllamaNode:
+    """One Ollama node. observe() reads, diff() is pure, apply() makes one change."""
+
+    def __init__(self, wanted: Wanted, url: str, *, timeout: float = 10.0, stream_timeout: float = 600.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.name = f"ollama/{wanted.node}"
+        self.node = wanted.node
+        self.wanted = wanted
+        self.api = OllamaClient(url, name=self.name, timeout=timeout, stream_timeout=stream_timeout,
+                                transport=transport)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._built: set[str] = set()        # models (re)created in this pass: one create per model
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def observe(self) -> Observed:
+        self._built.clear()
+        try:
+            version, models, loaded = await asyncio.gather(self.api.version(), self.api.tags(), self.api.ps())
+            view = NodeView(version, tuple(models), tuple(loaded))
+            names = needs_show(self.wanted, view)
+            loaded_names = [e.name for e in loaded if e.name not in names and view.present(e.name)]
+            shows = await asyncio.gather(*(self.api.show(n) for n in [*names, *loaded_names]))
+        except TargetError as exc:
+            return Observed(self.name, error=f"unreachable: {exc}")
+        view = replace(view, shows={model_key(n): s for n, s in zip([*names, *loaded_names], shows)})
+        return Observed(self.name, view)
+
+    def diff(self, observed: Observed) -> tuple[list[Change], list[str]]:
+        view = observed.data
+        assert isinstance(view, NodeView)
+        changes, notes = diff_node(self.name, self.wanted, view)
+        return changes, [*notes, settings_note(self.wanted)]
+
+    async def apply(self, change: Change, progress: Progress) -> None:
+        work = change.data
+        assert isinstance(work, Work)
+        if work.kind == "delete":
+            await self.api.delete(work.name)
+            return
+        model = work.model
+        assert model is not None
+        lock = self._locks.setdefault(model.key, asyncio.Lock())
+        async with lock:
+            if work.kind == "pull":
+                await self._pull(model, progress)
+            elif work.kind == "create":
+                if model.key in self._built:
+                    return       # another drifted value of the same model: already re-created
+                await self._create(model, progress)
+                self._built.add(model.key)
+            elif work.kind == "load":
+                await self._load(model)
+            else:
+                raise PermanentError(f"unknown change kind {work.kind!r}")
+
+    # ------------------------------------------------------------ the work
+
+    def _task(self, verb: str, model: WantedModel) -> str:
+        return f"{self.node} {verb} {model.name}"
+
+    async def _pull(self, model: WantedModel, progress: Progress) -> None:
+        task = self._task("pull", model)
+        seen = PullProgress()
+
+        def on_line(line: dict[str, Any]) -> None:
+            seen.feed(line)
+            progress.update(task, seen.completed, seen.total, seen.status)
+
+        try:
+            await self.api.pull(model.pull, insecure=model.insecure, on_line=on_line)
+        except TargetError:
+            progress.done(task, "failed")
+            raise
+        if model_key(model.pull) != model.key:      # a mirror: serve it under the declared name
+            await self.api.copy(model.pull, model.name)
+            await self.api.delete(model.pull)
+        progress.done(task, "pulled")
+        if model.digest:
+            got = next((m.digest for m in await self.api.tags() if model_key(m.name) == model.key), None)
+            if got != model.digest:
+                raise PermanentError(f"{model.name}: the registry serves digest {got}, the file pins {model.digest}")
+
+    async def _create(self, model: WantedModel, progress: Progress) -> None:
+        check_parameters(model)
+        body: dict[str, Any] = {"model": model.name, **model.create_body()}
+        if "parameters" in body:
+            body["parameters"] = to_wire(body["parameters"])
+        if model.source == "from":
+            assert model.base
+            if await self.api.show(model.base) is None:      # else Ollama would pull it silently
+                raise TemporaryError(f"{model.name}: its base {model.base} is not on the node")
+            body["from"] = model.base
+        else:
+            assert model.gguf is not None
+            body["files"] = {model.gguf.name: await self._upload(model, progress)}
+        task = self._task("create", model)
+        await self.api.create(body, on_line=lambda line: progress.update(task, 0, None, str(line.get("status", ""))))
+        progress.done(task, "created")
+
+    async def _upload(self, model: WantedModel, progress: Progress) -> str:
+        assert model.gguf is not None
+        path = model.gguf
+        digest = "sha256:" + await file_sha256(path)
+        if not await self.api.has_blob(digest):
+            task = self._task("upload", model)
+            size = os.path.getsize(path)
+            try:
+                await self.api.push_blob(digest, _read_chunks(path, task, progress, size), size)
+            except TargetError:
+                progress.done(task, "failed")
+                raise
+            progress.done(task, "uploaded")
+        return digest
+
+    async def _load(self, model: WantedModel) -> None:
+        info: ShowInfo | None = await self.api.show(model.name)
+        if info is None:
+            raise TemporaryError(f"{model.name} is not on the node, cannot load it")
+        await self.api.load(model.name, embedding="embedding" in info.capabilities)
+
+
+def node_targets(state: DesiredState, *, base_dir: Path | None = None, timeout: float = 10.0,
+                 stream_timeout: float = 600.0) -> list[OllamaNode]:
+    """One target per [[nodes]] entry, named ollama/<node name>. Relative GGUF paths are
+    resolved against `base_dir` (the file's folder), else the working directory."""
+    return [OllamaNode(wanted_for(state, node, base_dir), node.url, timeout=timeout, stream_timeout=stream_timeout)
+            for node in state.nodes]
+
