@@ -33,6 +33,10 @@ class WantedModel:
     digest: str | None = None         # pinned manifest digest, 64 hex
     keep_loaded: bool = False
 
+    def __post_init__(self) -> None:
+        if not self.pull:
+            object.__setattr__(self, "pull", self.name)
+
     @property
     def key(self) -> str:
         return model_key(self.name)

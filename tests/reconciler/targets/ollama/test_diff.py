@@ -1,0 +1,164 @@
+"""The diff of one node as tables: desired + observed → the changes a user would see in the plan."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from reconciler.config import load_text
+from reconciler.plan.changes import Action
+from reconciler.targets.ollama_api import PsEntry, ShowInfo, TagEntry
+from reconciler.targets.ollama_diff import NodeView, Wanted, WantedModel, diff_node, needs_show, wanted_for
+
+T = "ollama/gpu-1"
+NOW = datetime(2026, 11, 25, tzinfo=timezone.utc)
+FOREVER = NOW + timedelta(days=365 * 292)
+D1, D2 = "1" * 64, "2" * 64
+BASE_PARAMS = {"stop": ["[INST]", "[/INST]"]}
+
+CODESTRAL = WantedModel("codestral:22b")
+DERIVED = WantedModel("codestral-30k", "from", base="codestral:22b",
+                      parameters={"num_ctx": 30000, "temperature": 0.1})
+
+
+def view(*names: str, shows: dict[str, ShowInfo | None] | None = None, loaded: tuple[PsEntry, ...] = ()) -> NodeView:
+    return NodeView("0.13.5", tuple(TagEntry(n, D1) for n in names), loaded, shows or {}, NOW)
+
+
+def base_show() -> ShowInfo:
+    return ShowInfo(dict(BASE_PARAMS), "tmpl", "", "", ("completion",), "w" * 64)
+
+
+def derived_show(**params: object) -> ShowInfo:
+    return ShowInfo({**BASE_PARAMS, **params}, "tmpl", "", "codestral:22b", ("completion",), "w" * 64)
+
+
+def plan(models: tuple[WantedModel, ...], seen: NodeView, prune: bool = False) -> list[tuple[str, str, object, object]]:
+    changes, _ = diff_node(T, Wanted("gpu-1", models, prune), seen)
+    return [(c.action.value, c.path_text, c.before, c.after) for c in changes]
+
+
+CASES = {
+    "fresh node: pull, then create from it": (
+        (CODESTRAL, DERIVED), view(),
+        [("create", 'models."codestral:22b"', None, "codestral:22b"),
+         ("create", "models.codestral-30k", None, {"from": "codestral:22b",
+                                                   "parameters": {"num_ctx": 30000, "temperature": 0.1}})]),
+    "converged: no change (1e+06-style floats compare as numbers)": (
+        (CODESTRAL, DERIVED),
+        view("codestral:22b", "codestral-30k:latest", shows={
+            "codestral:22b": base_show(), "codestral-30k:latest": derived_show(num_ctx=30000.0, temperature=0.1)}),
+        []),
+    "case and :latest do not matter": ((WantedModel("QWQ"),), view("qwq:latest"), []),
+    "changed parameter: update that key": (
+        (CODESTRAL, DERIVED),
+        view("codestral:22b", "codestral-30k:latest", shows={
+            "codestral:22b": base_show(), "codestral-30k:latest": derived_show(num_ctx=4096, temperature=0.1)}),
+        [("update", "models.codestral-30k.parameters.num_ctx", 4096, 30000)]),
+    "override dropped from the file: removed by a re-create": (
+        (CODESTRAL, DERIVED),
+        view("codestral:22b", "codestral-30k:latest", shows={
+            "codestral:22b": base_show(),
+            "codestral-30k:latest": derived_show(num_ctx=30000, temperature=0.1, top_k=10)}),
+        [("update", "models.codestral-30k.parameters.top_k", 10, None)]),
+    "wrong base: replace": (
+        (CODESTRAL, DERIVED),
+        view("codestral:22b", "codestral-30k:latest", shows={
+            "codestral:22b": base_show(),
+            "codestral-30k:latest": ShowInfo({**BASE_PARAMS, "num_ctx": 30000, "temperature": 0.1}, "tmpl", "",
+                                             "qwq:32b")}),
+        [("replace", "models.codestral-30k.from", "qwq:32b", "codestral:22b")]),
+    "pinned digest differs: pull again": (
+        (WantedModel("qwq:32b", digest=D2),), view("qwq:32b"),
+        [("replace", 'models."qwq:32b".digest', D1, D2)]),
+    "pinned digest matches": ((WantedModel("qwq:32b", digest=D1),), view("qwq:32b"), []),
+    "mirror: pull the mirror name": (
+        (WantedModel("qwq:32b", pull="mirror:5000/library/qwq:32b", insecure=True),), view(),
+        [("create", 'models."qwq:32b"', None, "mirror:5000/library/qwq:32b")]),
+    "unlisted model kept without prune": ((CODESTRAL,), view("codestral:22b", "old:7b"), []),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_diff_table(name: str) -> None:
+    models, seen, expected = CASES[name]
+    assert plan(models, seen) == expected
+
+
+def test_prune_deletes_only_unlisted() -> None:
+    assert plan((CODESTRAL,), view("codestral:22b", "old:7b", "Codestral:22B"), prune=True) == [
+        ("delete", 'models."old:7b"', "old:7b", None)]
+
+
+def test_derived_waits_for_its_base_even_when_declared_first() -> None:
+    changes, _ = diff_node(T, Wanted("gpu-1", (DERIVED, CODESTRAL)), view())
+    pull, create = changes
+    assert pull.path_text == 'models."codestral:22b"' and create.requires == (pull.key,)
+
+
+def test_keep_loaded_loads_after_the_pull_and_notes_when_not_loaded() -> None:
+    w = WantedModel("codestral:22b", keep_loaded=True)
+    changes, _ = diff_node(T, Wanted("gpu-1", (w,)), view())
+    pull, load = changes
+    assert load.path_text == 'models."codestral:22b".loaded' and load.action is Action.CREATE
+    assert load.requires == (pull.key,)
+    changes, notes = diff_node(T, Wanted("gpu-1", (w,)), view("codestral:22b"))
+    assert [c.path_text for c in changes] == ['models."codestral:22b".loaded']
+    assert "codestral:22b is not loaded" in notes
+
+
+@pytest.mark.parametrize("expires, changed", [(FOREVER, False), (NOW + timedelta(minutes=5), True)])
+def test_keep_loaded_pinned_or_not(expires: datetime, changed: bool) -> None:
+    w = WantedModel("codestral:22b", keep_loaded=True)
+    seen = view("codestral:22b", loaded=(PsEntry("codestral:22b", D1, expires),))
+    changes, _ = diff_node(T, Wanted("gpu-1", (w,)), seen)
+    assert [(c.action, c.before) for c in changes] == ([(Action.UPDATE, "until 2026-11-25 00:05")] if changed else [])
+
+
+def test_runner_loaded_by_a_model_with_the_same_weights_counts() -> None:
+    w = WantedModel("codestral:22b", keep_loaded=True)
+    seen = NodeView("0.13.5", (TagEntry("codestral:22b", D1), TagEntry("codestral-30k:latest", D2)),
+                    (PsEntry("codestral-30k:latest", D2, FOREVER),),
+                    {"codestral:22b": base_show(), "codestral-30k:latest": derived_show()}, NOW)
+    assert diff_node(T, Wanted("gpu-1", (w,)), seen)[0] == []
+
+
+def test_notes_name_version_missing_and_unlisted() -> None:
+    _, notes = diff_node(T, Wanted("gpu-1", (CODESTRAL, WantedModel("qwq:32b"))), view("codestral:22b", "old:7b"))
+    assert notes[0].startswith("Ollama 0.13.5; 1 of 2 models present; missing: qwq:32b")
+    assert any("prune_models is off: old:7b" in n for n in notes)
+
+
+def test_needs_show_only_what_is_compared() -> None:
+    seen = view("codestral:22b", "codestral-30k:latest", "qwq:32b")
+    assert needs_show(Wanted("gpu-1", (CODESTRAL, DERIVED, WantedModel("qwq:32b"))), seen) == [
+        "codestral-30k:latest", "codestral:22b"]
+
+
+def test_wanted_for_projects_the_file_onto_a_node(tmp_path: Path) -> None:
+    state = load_text("""
+version = 1
+[[nodes]]
+name = "a"
+url = "http://127.0.0.1:1"
+[[nodes]]
+name = "b"
+url = "http://127.0.0.1:2"
+models = ["m:1"]
+[models."m:1"]
+gguf = "m.gguf"
+parameters = { num_ctx = 8192 }
+[models."q:2"]
+pull = "mirror:5000/library/q:2"
+insecure = true
+digest = "sha256:""" + D1 + """"
+keep_loaded = true
+""")
+    a = wanted_for(state, state.nodes[0], tmp_path)
+    assert [w.name for w in a.models] == ["m:1", "q:2"]
+    m, q = a.models
+    assert m.source == "gguf" and m.gguf == tmp_path / "m.gguf" and m.parameters == {"num_ctx": 8192}
+    assert (q.pull, q.insecure, q.digest, q.keep_loaded) == ("mirror:5000/library/q:2", True, D1, True)
+    assert [w.name for w in wanted_for(state, state.nodes[1]).models] == ["m:1"]
