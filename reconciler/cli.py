@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -138,10 +137,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=cmd_apply)
 
+    p = sub.add_parser("daemon", help="run the balancer and keep the network converged (the service)")
+    p.add_argument("file", nargs="?", default=DEFAULT_FILE)
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    p.add_argument("--drain-timeout", type=float, default=60.0, help="seconds to let streams finish on stop")
+    p.set_defaults(run=cmd_daemon)
+
+    p = sub.add_parser("status", help="show a running daemon's status")
+    p.add_argument("file", nargs="?", default=DEFAULT_FILE, help="read status_listen from this file")
+    p.add_argument("--url", help="the daemon's status address (default: from the file, else 127.0.0.1:11435)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_status)
+
+    p = sub.add_parser("demo", help="simulated nodes on 127.0.0.1 plus the daemon on the demo network")
+    p.add_argument("file", nargs="?", default=None, help="default: examples/demo.toml")
+    p.set_defaults(run=lambda a: __import__("reconciler.demo", fromlist=["main"]).main(a.file))
+
     p = sub.add_parser("simulate", help="run simulated Ollama nodes on 127.0.0.1", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(run=lambda a: _simulate(a.rest))
     return parser
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from reconciler.daemon import logs, run
+
+    logs.setup(args.log_format, args.verbose)
+    return run.main(args.file, args.drain_timeout)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from reconciler import status_cli
+
+    url = args.url
+    if url is None:
+        try:
+            url = "http://" + load(args.file, skip_env=True).reconcile.status_listen
+        except ConfigError:
+            url = "http://127.0.0.1:11435"
+    if not url.startswith("http"):
+        url = "http://" + url
+    return status_cli.main(url, args.json)
 
 
 def _simulate(rest: list[str]) -> int:
@@ -150,14 +186,11 @@ def _simulate(rest: list[str]) -> int:
     return simulate_main(rest)
 
 
-def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    from reconciler.daemon import logs
+
+    logs.setup("text", args.verbose)
     return int(args.run(args))
 
 

@@ -25,8 +25,9 @@ def show_value(value: Any) -> str:
     return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
 
 
-def change_line(change: Change) -> str:
-    sign, colour = _SIGN[change.action]
+def change_text(change: Change) -> str:
+    """`~ path: before → after` without colour; secrets hidden."""
+    sign, _ = _SIGN[change.action]
     text = f"{sign} {change.path_text}"
     if change.action in (Action.UPDATE, Action.REPLACE):
         before = REDACTED if change.secret else show_value(change.before)
@@ -36,7 +37,11 @@ def change_line(change: Change) -> str:
         text += f" = {show_value(change.after)}"
     if change.note:
         text += f"  ({change.note})"
-    return f"[{colour}]{escape(text)}[/]"
+    return text
+
+
+def change_line(change: Change) -> str:
+    return f"[{_SIGN[change.action][1]}]{escape(change_text(change))}[/]"
 
 
 def summary(changes: tuple[Change, ...]) -> str:

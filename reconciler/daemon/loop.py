@@ -1,0 +1,200 @@
+"""Passes, one at a time: re-read the file, plan, apply (or only plan when suspended), record.
+
+Triggers (a file change, the interval, SIGHUP, a retry after a failure) only *request* a pass;
+a request that arrives during a pass queues exactly one more. A broken file is reported and
+ignored: the last good state stays in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reconciler.config import DesiredState, load
+from reconciler.daemon.revision import Revision, revision_of
+from reconciler.errors import ConfigError
+from reconciler.plan import engine, render
+from reconciler.plan.changes import ChangeResult, PassReport, Plan, Status
+from reconciler.progress import LogProgress
+from reconciler.targets import Target, build_targets
+
+log = logging.getLogger("ollafleet.daemon")
+
+TargetFactory = Callable[[DesiredState], Sequence[Target]]
+
+
+@dataclass
+class TargetRecord:
+    """What the last pass saw and did on one target."""
+
+    last_pass: float = 0.0
+    ok: bool = True
+    applied: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Counters:
+    passes: int = 0
+    failed_passes: int = 0
+    changes_applied: int = 0
+    changes_failed: int = 0
+
+
+class Daemon:
+    def __init__(self, path: str | Path, *, factory: TargetFactory = build_targets,
+                 on_new_state: Callable[[DesiredState], None] | None = None,
+                 wrap: Callable[[Sequence[Target]], Sequence[Target]] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.path = Path(path)
+        self.factory = factory
+        self.on_new_state = on_new_state
+        self.wrap = wrap
+        self.env = env
+        self.state: DesiredState | None = None
+        self.revision: Revision | None = None
+        self.file_errors: list[str] = []
+        self.targets: dict[str, TargetRecord] = {}
+        self.counters = Counters()
+        self.last_pass: dict[str, Any] | None = None
+        self.on_pass_failed: Callable[[], None] = lambda: None
+        self._wake = asyncio.Event()
+        self._reasons: list[str] = []
+        self.running_pass = False
+        self.pass_done = asyncio.Condition()
+
+    # -- the file -------------------------------------------------------------------------
+    def reload(self) -> bool:
+        """Read the file; on success it becomes the state in force. False when it is broken."""
+        try:
+            content = self.path.read_bytes()
+        except OSError as exc:
+            return self._broken([f"{self.path}: cannot read: {exc.strerror or exc}"])
+        if self.revision is not None and self.revision.same_content(content) and not self.file_errors:
+            return True
+        try:
+            state = load(self.path, env=self.env)
+        except ConfigError as exc:
+            return self._broken([str(p) for p in exc.problems])
+        changed = self.state is not None
+        self.state = state
+        self.revision = revision_of(self.path, content)
+        self.file_errors = []
+        log.info("%s file %s (sha256 %s%s)", "loaded new" if changed else "loaded", self.path,
+                 self.revision.sha256[:12], f", commit {self.revision.git_commit[:10]}" if self.revision.git_commit else "")
+        if self.on_new_state:
+            self.on_new_state(state)
+        return True
+
+    def _broken(self, problems: list[str]) -> bool:
+        if problems != self.file_errors:
+            for line in problems:
+                log.error("file rejected, the last good state stays in force: %s", line)
+        self.file_errors = problems
+        return False
+
+    # -- triggers ---------------------------------------------------------------------------
+    def request(self, reason: str) -> None:
+        self._reasons.append(reason)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The runner: one pass per wake-up, forever."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            reasons, self._reasons = self._reasons, []
+            await self.run_pass(", ".join(dict.fromkeys(reasons)) or "request")
+
+    # -- one pass ---------------------------------------------------------------------------
+    async def run_pass(self, reason: str) -> PassReport | None:
+        self.running_pass = True
+        try:
+            return await self._pass(reason)
+        finally:
+            self.running_pass = False
+            async with self.pass_done:
+                self.pass_done.notify_all()
+
+    async def _pass(self, reason: str) -> PassReport | None:
+        good = self.reload()
+        state = self.state
+        if state is None:
+            return None
+        if not good and ("file" in reason or "SIGHUP" in reason):
+            return None  # a broken save changes nothing on any server
+        started = time.time()
+        targets = list(self.factory(state))
+        if self.wrap:
+            targets = list(self.wrap(targets))
+        try:
+            plan = await engine.plan(targets)
+            if state.reconcile.suspend:
+                report = PassReport(plan, (), started, time.time())
+            else:
+                limits = engine.Limits(per_target=state.reconcile.max_pulls_per_node)
+                report = await engine.apply(plan, targets, limits=limits, progress=LogProgress(),
+                                            on_result=_log_result)
+        finally:
+            await asyncio.gather(*(t.close() for t in targets), return_exceptions=True)
+        self._record(report, targets, reason, suspended=state.reconcile.suspend)
+        return report
+
+    def _record(self, report: PassReport, targets: Sequence[Target], reason: str, *, suspended: bool) -> None:
+        plan: Plan = report.plan
+        now = time.time()
+        records = {t.name: TargetRecord(last_pass=now) for t in targets}
+        for problem in plan.problems:
+            records[problem.target].errors.append(problem.message)
+        for note in plan.notes:
+            records[note.target].notes.append(note.message)
+        if suspended:
+            for change in plan.changes:
+                records[change.target].drift.append(render.change_text(change))
+        for result in report.results:
+            rec = records[result.change.target]
+            if result.status is Status.APPLIED:
+                rec.applied += 1
+            else:
+                rec.failed += 1
+                rec.errors.append(f"{result.change.path_text}: {result.message}")
+                rec.drift.append(result.change.path_text)
+        for rec in records.values():
+            rec.ok = not rec.errors
+        self.targets = records
+        ok = report.ok
+        self.counters.passes += 1
+        self.counters.failed_passes += 0 if ok else 1
+        self.counters.changes_applied += sum(r.applied for r in records.values())
+        self.counters.changes_failed += sum(r.failed for r in records.values())
+        self.last_pass = {"reason": reason, "started": report.started, "finished": report.finished, "ok": ok,
+                          "suspended": suspended, "changes": len(plan.changes),
+                          "applied": sum(r.applied for r in records.values()),
+                          "failed": sum(r.failed for r in records.values())}
+        verb = "found" if suspended else "applied"
+        log.info("pass (%s) %s: %d change(s) %s, %d failed, %d target error(s)", reason,
+                 "ok" if ok else "FAILED", len(plan.changes) if suspended else self.last_pass["applied"], verb,
+                 self.last_pass["failed"], len(plan.problems))
+        for problem in plan.problems:
+            log.warning("%s: %s", problem.target, problem.message)
+        if not ok:
+            self.on_pass_failed()
+
+    async def wait_for_pass(self, timeout: float) -> None:
+        async with self.pass_done:
+            await asyncio.wait_for(self.pass_done.wait(), timeout)
+
+
+def _log_result(result: ChangeResult) -> None:
+    level = logging.INFO if result.status is Status.APPLIED else logging.WARNING
+    log.log(level, "%s %s %s %s%s", result.status.value, result.change.target, result.change.action.value,
+            result.change.path_text, f": {result.message}" if result.message else "")
+

@@ -1,0 +1,124 @@
+"""`ollafleet daemon`: the balancer, the reconcile loop, the file watcher, the schedule, the
+status endpoint and the signals, in one asyncio process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from watchfiles import awatch
+
+from balancer import Balancer
+from reconciler.config import DesiredState
+from reconciler.config.values import split_listen
+from reconciler.daemon.loop import Daemon, TargetFactory
+from reconciler.daemon.status import status_app
+from reconciler.daemon.wiring import balancer_nodes, balancer_settings, draining
+from reconciler.targets import build_targets
+
+log = logging.getLogger("ollafleet.daemon")
+
+
+async def watch_file(path: Path, daemon: Daemon, stop: asyncio.Event) -> None:
+    """Watch the folder, not the file: editors and git replace files by renaming."""
+    name = path.name
+    async for changes in awatch(path.parent, debounce=300, step=50, stop_event=stop, recursive=False):
+        if any(Path(changed).name == name for _, changed in changes):
+            daemon.request("file change")
+
+
+class Service:
+    def __init__(self, path: str | Path, *, factory: TargetFactory = build_targets,
+                 drain_timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        self.daemon = Daemon(self.path, factory=factory)
+        self.drain_timeout = drain_timeout
+        self.stop_event = asyncio.Event()
+        self.balancer: Balancer | None = None
+        self.status_url = ""
+        self.scheduler = AsyncIOScheduler()
+        self._status_runner: web.AppRunner | None = None
+        self._listen = ""
+
+    async def start(self) -> bool:
+        if not self.daemon.reload():
+            for line in self.daemon.file_errors:
+                print(line, file=sys.stderr)
+            return False
+        state = self.daemon.state
+        assert state is not None
+        self.balancer = Balancer(balancer_settings(state), balancer_nodes(state))
+        host, port = split_listen(state.balancer.listen)
+        await self.balancer.start(host, port)
+        self._listen = state.balancer.listen
+        log.info("balancer listening on %s", self.balancer.url)
+        self.daemon.on_new_state = self._new_state
+        self.daemon.wrap = draining(self.balancer)
+        self.daemon.on_pass_failed = self._schedule_retry
+        self._status_runner = web.AppRunner(status_app(self.daemon, self.balancer), access_log=None)
+        await self._status_runner.setup()
+        shost, sport = split_listen(state.reconcile.status_listen)
+        site = web.TCPSite(self._status_runner, shost, sport, reuse_address=True)
+        await site.start()
+        bound = self._status_runner.addresses[0]
+        self.status_url = f"http://{shost}:{bound[1]}"
+        log.info("status on %s/status and %s/metrics", self.status_url, self.status_url)
+        self.scheduler.add_job(self.daemon.request, "interval", seconds=state.reconcile.interval,
+                               args=["interval"], id="interval")
+        self.scheduler.start()
+        self.daemon.request("start")
+        return True
+
+    def _new_state(self, state: DesiredState) -> None:
+        assert self.balancer is not None
+        self.balancer.replace_nodes(balancer_nodes(state))
+        if state.balancer.listen != self._listen:
+            log.warning("balancer.listen changed to %s: restart the daemon to listen there", state.balancer.listen)
+        if self.scheduler.running:
+            self.scheduler.reschedule_job("interval", trigger="interval", seconds=state.reconcile.interval)
+
+    def _schedule_retry(self) -> None:
+        state = self.daemon.state
+        if state is None or not self.scheduler.running:
+            return
+        when = datetime.now() + timedelta(seconds=state.reconcile.retry_interval)
+        self.scheduler.add_job(self.daemon.request, "date", run_date=when, args=["retry"], id="retry",
+                               replace_existing=True)
+
+    async def run(self) -> int:
+        if not await self.start():
+            return 1
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_event.set)
+        if hasattr(signal, "SIGHUP"):
+            loop.add_signal_handler(signal.SIGHUP, self.daemon.request, "SIGHUP")
+        runner = asyncio.create_task(self.daemon.run())
+        watcher = asyncio.create_task(watch_file(self.path, self.daemon, self.stop_event))
+        await self.stop_event.wait()
+        log.info("stopping: finishing open streams (up to %.0f s)", self.drain_timeout)
+        await self.shutdown(runner, watcher)
+        return 0
+
+    async def shutdown(self, *tasks: asyncio.Task[None]) -> None:
+        self.stop_event.set()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.balancer is not None:
+            await self.balancer.stop(drain_timeout=self.drain_timeout)
+        if self._status_runner is not None:
+            await self._status_runner.cleanup()
+        log.info("stopped")
+
+
+def main(path: str, drain_timeout: float = 60.0) -> int:
+    return asyncio.run(Service(path, drain_timeout=drain_timeout).run())

@@ -1,0 +1,87 @@
+"""/status (JSON) and /metrics (Prometheus text) on the admin address, 127.0.0.1 by default."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from balancer import Balancer
+from reconciler.daemon.loop import Daemon
+
+
+def status_json(daemon: Daemon, balancer: Balancer | None) -> dict[str, Any]:
+    pending = [f"{name}: {d}" for name, rec in daemon.targets.items() for d in rec.drift]
+    errors = list(daemon.file_errors) + [f"{name}: {e}" for name, rec in daemon.targets.items() for e in rec.errors]
+    return {
+        "revision": daemon.revision.to_json() if daemon.revision else None,
+        "file_errors": daemon.file_errors,
+        "suspended": bool(daemon.state and daemon.state.reconcile.suspend),
+        "pass_running": daemon.running_pass,
+        "last_pass": daemon.last_pass,
+        "targets": {name: dataclasses.asdict(rec) for name, rec in daemon.targets.items()},
+        "pending_drift": pending,
+        "errors": errors,
+        "counters": dataclasses.asdict(daemon.counters),
+        "balancer": None if balancer is None else {
+            "url": balancer.url,
+            "nodes": [dataclasses.asdict(s) for s in balancer.states()],
+            "metrics": balancer.metrics.as_dict(),
+        },
+    }
+
+
+class _Collector:
+    def __init__(self, daemon: Daemon, balancer: Balancer | None) -> None:
+        self.daemon, self.balancer = daemon, balancer
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.daemon.counters
+        yield CounterMetricFamily("ollafleet_reconcile_passes", "Reconcile passes run", value=c.passes)
+        yield CounterMetricFamily("ollafleet_reconcile_failed_passes", "Passes with an error", value=c.failed_passes)
+        changes = CounterMetricFamily("ollafleet_reconcile_changes", "Changes applied or failed", labels=["result"])
+        changes.add_metric(["applied"], c.changes_applied)
+        changes.add_metric(["failed"], c.changes_failed)
+        yield changes
+        yield GaugeMetricFamily("ollafleet_file_valid", "1 when the file in force is the file on disk",
+                                value=0 if self.daemon.file_errors else 1)
+        drift = GaugeMetricFamily("ollafleet_pending_drift", "Changes not yet made, per target", labels=["target"])
+        for name, rec in self.daemon.targets.items():
+            drift.add_metric([name], len(rec.drift))
+        yield drift
+        if self.balancer is None:
+            return
+        m = self.balancer.metrics
+        yield CounterMetricFamily("ollafleet_balancer_requests", "Requests received", value=m.requests_total)
+        yield CounterMetricFamily("ollafleet_balancer_failures", "Requests a node failed", value=m.failures_total)
+        yield CounterMetricFamily("ollafleet_balancer_rejected", "Requests answered 4xx/503 by the balancer",
+                                  value=m.rejected_total)
+        yield GaugeMetricFamily("ollafleet_balancer_in_flight", "Requests being served", value=m.in_flight)
+        yield GaugeMetricFamily("ollafleet_balancer_queued", "Requests waiting for a free node", value=m.queued)
+        per_node = GaugeMetricFamily("ollafleet_node_in_flight", "Requests being served per node", labels=["node"])
+        reliable = GaugeMetricFamily("ollafleet_node_reliable", "1 when the node is Reliable", labels=["node"])
+        for s in self.balancer.states():
+            per_node.add_metric([s.name], s.in_flight)
+            reliable.add_metric([s.name], 1 if s.reliability == "Reliable" else 0)
+        yield per_node
+        yield reliable
+
+
+def status_app(daemon: Daemon, balancer: Balancer | None) -> web.Application:
+    registry = CollectorRegistry()
+    registry.register(_Collector(daemon, balancer))  # type: ignore[arg-type]
+
+    async def status(_: web.Request) -> web.Response:
+        return web.json_response(status_json(daemon, balancer))
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": "text/plain; version=0.0.4"})
+
+    app = web.Application()
+    app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics)
+    return app

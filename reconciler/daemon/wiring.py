@@ -1,0 +1,70 @@
+"""What the daemon feeds the balancer: its settings and node list from the file, and a drain
+around every change that rebuilds or removes a model on a node."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from balancer import Balancer, NodeSpec, Settings
+from reconciler.config import DesiredState
+from reconciler.plan.changes import Change
+from reconciler.targets.base import Observed, Progress, Target
+
+
+def balancer_settings(state: DesiredState) -> Settings:
+    b = state.balancer
+    return Settings(silence_timeout=b.silence_timeout, connect_timeout=b.connect_timeout,
+                    queue_timeout=b.queue_timeout, poll_interval=b.poll_interval,
+                    refuse_management=b.refuse_management)
+
+
+def balancer_nodes(state: DesiredState) -> list[NodeSpec]:
+    # models=None: the balancer routes by what each node reports, which is the truth even
+    # while the reconciler is still pulling.
+    return [NodeSpec(name=n.name, url=n.url, max_concurrent=n.max_concurrent,
+                     capability=n.capability, speed=n.speed) for n in state.nodes]
+
+
+class Draining:
+    """Wraps an Ollama node target: while a model is created, re-created or deleted on that
+    node, the balancer sends no request for that model there."""
+
+    def __init__(self, inner: Target, balancer: Balancer) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.balancer = balancer
+
+    async def observe(self) -> Observed:
+        return await self.inner.observe()
+
+    def diff(self, observed: Observed) -> tuple[list[Change], list[str]]:
+        return self.inner.diff(observed)
+
+    async def apply(self, change: Change, progress: Progress) -> None:
+        model = self._model_rebuilt(change)
+        if model is None:
+            await self.inner.apply(change, progress)
+            return
+        node = self.name.split("/", 1)[1]
+        self.balancer.set_draining(node, model, True)
+        try:
+            await self.inner.apply(change, progress)
+        finally:
+            self.balancer.set_draining(node, model, False)
+            await self.balancer.refresh()
+
+    def _model_rebuilt(self, change: Change) -> str | None:
+        if not self.name.startswith("ollama/") or len(change.path) < 2 or change.path[0] != "models":
+            return None
+        if len(change.path) > 2 and change.path[2] == "loaded":
+            return None
+        return str(change.path[1])
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def draining(balancer: Balancer) -> Callable[[Sequence[Target]], Sequence[Target]]:
+    def wrap(targets: Sequence[Target]) -> list[Target]:
+        return [Draining(t, balancer) for t in targets]
+    return wrap
