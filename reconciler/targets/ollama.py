@@ -97,7 +97,8 @@ class OllamaNode:
             version, models, loaded = await asyncio.gather(self.api.version(), self.api.tags(), self.api.ps())
             view = NodeView(version, tuple(models), tuple(loaded))
             names = needs_show(self.wanted, view)
-            loaded_names = [e.name for e in loaded if e.name not in names and view.present(e.name)]
+            pinning = any(w.keep_loaded for w in self.wanted.models)   # runners may share weights
+            loaded_names = [e.name for e in loaded if pinning and e.name not in names and view.present(e.name)]
             shows = await asyncio.gather(*(self.api.show(n) for n in [*names, *loaded_names]))
         except TargetError as exc:
             return Observed(self.name, error=f"unreachable: {exc}")

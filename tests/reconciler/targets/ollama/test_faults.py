@@ -1,0 +1,79 @@
+"""One faulty node does not stop the others; it is named in the report, and the next pass retries."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from simulator.faults import Fault
+
+from .conftest import add_nodes, apply, desired, failures, plan
+
+MODELS = '[models."codestral:22b"]\nkeep_loaded = true\n[models."qwq:32b"]\n'
+
+
+async def test_refusing_and_silent_nodes_are_reported_and_the_others_converge(sim: Any) -> None:
+    good, refusing, silent = await add_nodes(sim, 3)
+    refusing.set_fault(Fault.REFUSE)
+    silent.set_fault(Fault.NO_ANSWER)
+    state = desired([good, refusing, silent], MODELS)
+    t0 = time.monotonic()
+    report = await apply(state, timeout=0.5)
+    assert time.monotonic() - t0 < 5
+    problems = {p.target: p.message for p in report.plan.problems}
+    assert set(problems) == {"ollama/gpu-2", "ollama/gpu-3"}
+    assert "unreachable" in problems["ollama/gpu-2"] and "cannot connect" in problems["ollama/gpu-2"]
+    assert "did not answer" in problems["ollama/gpu-3"]
+    assert report.failed == () and not report.ok
+    assert sorted(good.installed_models()) == ["codestral:22b", "qwq:32b"]
+    assert good.loaded_models() == ["codestral:22b"]
+
+
+async def test_pull_failing_mid_stream_reports_ollamas_message_and_the_next_pass_retries(sim: Any) -> None:
+    good, bad = await add_nodes(sim, 2)
+    bad.install("codestral:22b")
+    bad.set_fault(Fault.DISK_FULL)
+    state = desired([good, bad], MODELS)
+    report = await apply(state)
+    assert failures(report) == ['ollama/gpu-2:models."qwq:32b": POST /api/pull qwq:32b: no space left on device']
+    assert bad.loaded_models() == ["codestral:22b"]       # its other model still converged
+    assert sorted(good.installed_models()) == ["codestral:22b", "qwq:32b"]
+    bad.clear_fault()
+    report = await apply(state)
+    assert failures(report) == [] and [r.change.target for r in report.results] == ["ollama/gpu-2"]
+    assert (await plan(state)).changes == ()
+
+
+async def test_error_line_and_broken_streams_fail_the_pull(sim: Any) -> None:
+    nodes = await add_nodes(sim, 3)
+    for node, fault in zip(nodes, (Fault.FAIL_MID_STREAM, Fault.RST_MID_STREAM, Fault.HANG_AFTER_HEADERS)):
+        node.set_fault(fault, paths=("/api/pull",), message="pull model manifest: file does not exist")
+    report = await apply(desired(nodes, '[models."qwq:32b"]\n'), stream_timeout=0.5)
+    messages = {r.change.target: r.message for r in report.failed}
+    assert set(messages) == {"ollama/gpu-1", "ollama/gpu-2", "ollama/gpu-3"}
+    assert messages["ollama/gpu-1"].endswith("pull model manifest: file does not exist")
+    assert "dropped the connection" in messages["ollama/gpu-2"] or "failed" in messages["ollama/gpu-2"]
+    assert "did not answer" in messages["ollama/gpu-3"]
+
+
+async def test_registry_offline_is_a_failed_pull_with_the_dial_error(sim: Any) -> None:
+    [node] = await add_nodes(sim, 1)
+    node.registry_online = False
+    report = await apply(desired([node], '[models."qwq:32b"]\n'))
+    [failed] = report.failed
+    assert "pull model manifest" in failed.message
+
+
+async def test_invalid_parameter_is_refused_before_sending(sim: Any) -> None:
+    from reconciler.config.schema import DesiredState
+
+    [node] = await add_nodes(sim, 1)
+    node.install("codestral:22b")
+    good = desired([node], '[models."codestral:22b"]\n[models.c30]\nfrom = "codestral:22b"\nparameters = { num_ctx = 30000 }\n')
+    data = good.model_dump(by_alias=True)
+    data["models"]["c30"]["parameters"] = {"num_ctx": "30000"}   # what the file check would refuse
+    bad = DesiredState.model_validate(data, strict=False)
+    report = await apply(bad)
+    [failed] = report.failed
+    assert "num_ctx" in failed.message and "not sent" in failed.message
+    assert node.write_requests() == []
