@@ -1,0 +1,251 @@
+"""SimNode: one simulated Ollama server (state, faults, request log, listening socket)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from aiohttp import web
+
+from .catalogue import CATALOGUE, Catalogue, lookup
+from .faults import DEFAULT_ERROR, Fault, FaultState, reset_transport
+from .names import parse_name
+from .state import NodeState, derive_model, model_from_catalogue
+from .timing import Timing
+
+GiB = 1024**3
+_WRITE_PATHS = ("/api/pull", "/api/create", "/api/delete", "/api/copy", "/api/push",
+                "/api/blobs/")
+_DEFAULT_MESSAGES = {Fault.HTTP_500: "llama runner process has terminated: exit status 2",
+                     Fault.DISK_FULL: "no space left on device"}
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    body: Any  # parsed JSON, or None
+    client_disconnected: bool
+    status: int | None
+    started: float  # time.monotonic()
+    cut_by_fault: bool = False
+
+    def is_load_call(self) -> bool:
+        """generate/chat/embed used only to load or unload (nothing to evaluate)."""
+        if self.method != "POST" or not isinstance(self.body, dict):
+            return False
+        if self.path == "/api/generate":
+            return not self.body.get("prompt") and not self.body.get("images")
+        if self.path == "/api/chat":
+            return not self.body.get("messages")
+        if self.path == "/api/embed":
+            return not self.body.get("input")
+        return False
+
+
+class SimNode:
+    """A simulated node. Create it with `Simulator.add_node`."""
+
+    def __init__(self, name: str, *, catalogue: Catalogue = CATALOGUE,
+                 timing: Timing | None = None, version: str = "0.13.5", num_parallel: int = 1,
+                 max_queue: int = 512, max_loaded: int = 3, vram: int = 24 * GiB,
+                 reply_tokens: int = 12, keep_alive: float = 300.0,
+                 registry_online: bool = True) -> None:
+        self.name = name
+        self.catalogue = catalogue
+        self.timing = timing or Timing()
+        self.version = version
+        self.num_parallel = num_parallel
+        self.max_queue = max_queue
+        self.max_loaded = max_loaded
+        self.vram = vram
+        self.reply_tokens = reply_tokens
+        self.default_keep_alive_ns = int(keep_alive * 1e9)
+        self.registry_online = registry_online
+        self.state = NodeState(catalogue)
+        self.fault_state = FaultState()
+        self.requests: list[RecordedRequest] = []
+        self.cancelled_generations = 0
+        self.port = 0
+        self.stopping = False
+        self.waiting = 0
+        self.slots: asyncio.Semaphore | None = None
+        self._thaw = asyncio.Event()
+        self._thaw.set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._site: web.SockSite | None = None
+        self._site_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def version_at_least(self, *want: int) -> bool:
+        try:
+            have = tuple(int(p) for p in self.version.split("-")[0].split(".")[:3])
+        except ValueError:
+            return True
+        return have >= want
+
+    async def start(self, port: int = 0) -> None:
+        from .server import build_app
+
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self.slots = asyncio.Semaphore(self.num_parallel)
+        self._runner = web.AppRunner(build_app(self), handler_cancellation=True,
+                                     shutdown_timeout=0.2, access_log=None)
+        await self._runner.setup()
+        self._listen(port)
+        assert self._site_task is not None
+        await self._site_task
+
+    def _listen(self, port: int) -> None:
+        assert self._runner is not None and self._loop is not None
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(128)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        self._site = web.SockSite(self._runner, sock)
+        self._site_task = self._loop.create_task(self._site.start())
+
+    def _unlisten(self) -> None:
+        site, self._site = self._site, None
+        if site is None:
+            return
+        server = getattr(site, "_server", None)
+        if server is not None:
+            server.close()  # the port refuses from now on
+            assert self._loop is not None
+            self._loop.create_task(site.stop())
+        else:
+            site._sock.close()  # type: ignore[attr-defined]
+        for handler in self._connections():
+            reset_transport(handler.transport)
+
+    def _connections(self) -> list[Any]:
+        server = self._runner.server if self._runner else None
+        return list(server.connections) if server is not None else []
+
+    async def stop(self) -> None:
+        self.stopping = True
+        self._thaw.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._site = None
+
+    # -- thread-safety -----------------------------------------------------------------
+    def _on_loop(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self._loop is None or threading.get_ident() == self._thread:
+            return fn(*args, **kwargs)
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # handed to the calling thread
+                done.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(run)
+        return done.result(timeout=10)
+
+    # -- faults ------------------------------------------------------------------------
+    def set_fault(self, fault: Fault | str, *, after_chunks: int = 2, delay: float = 0.5,
+                  message: str | None = None, paths: tuple[str, ...] | None = None) -> None:
+        """Switch the node into a fault mode (replaces the previous one)."""
+        fault = Fault(fault)
+        msg = message or _DEFAULT_MESSAGES.get(fault, DEFAULT_ERROR)
+        self._on_loop(self._apply_fault, FaultState(fault, after_chunks, delay, msg, paths))
+
+    def clear_fault(self) -> None:
+        self._on_loop(self._apply_fault, FaultState())
+
+    def _apply_fault(self, new: FaultState) -> None:
+        old = self.fault_state.fault
+        self.fault_state = new
+        if new.fault is Fault.REFUSE and old is not Fault.REFUSE and self._runner:
+            self._unlisten()
+        if old is Fault.REFUSE and new.fault is not Fault.REFUSE and not self.stopping:
+            self._listen(self.port)
+        if new.fault is Fault.FREEZE and old is not Fault.FREEZE:
+            self._thaw.clear()
+            for h in self._connections():
+                if h.transport is not None and not h.transport.is_closing():
+                    h.transport.pause_reading()
+        if old is Fault.FREEZE and new.fault is not Fault.FREEZE:
+            self._thaw.set()
+            for h in self._connections():
+                if h.transport is not None and not h.transport.is_closing():
+                    h.transport.resume_reading()
+
+    async def thawed(self) -> None:
+        if not self._thaw.is_set():
+            await self._thaw.wait()
+
+    # -- observation -------------------------------------------------------------------
+    def write_requests(self) -> list[RecordedRequest]:
+        return [r for r in list(self.requests)
+                if (r.method in ("POST", "DELETE") and r.path.startswith(_WRITE_PATHS))
+                or r.is_load_call()]
+
+    def clear_requests(self) -> None:
+        self.requests.clear()
+
+    def installed_models(self) -> list[str]:
+        return [m["name"] for m in self.state.tags()]
+
+    def loaded_models(self) -> list[str]:
+        return [m["name"] for m in self.state.ps()]
+
+    async def wait_for(self, cond: Callable[[], Any], timeout: float = 5.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = cond()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name}: condition not met within {timeout} s")
+            await asyncio.sleep(0.01)
+
+    # -- setup -------------------------------------------------------------------------
+    def install(self, name: str, *, parameters: dict[str, Any] | None = None,
+                system: str | None = None, template: str | None = None,
+                from_: str | None = None) -> None:
+        """Pre-install a catalogue model (or a model derived `from_` one) instantly."""
+        self._on_loop(self._install, name, parameters, system, template, from_)
+
+    def _install(self, name: str, parameters: dict[str, Any] | None, system: str | None,
+                 template: str | None, from_: str | None) -> None:
+        n = parse_name(name)
+        if n is None:
+            raise ValueError(f"invalid model name {name!r}")
+        base_name = from_ or name
+        base = self.state.get(base_name)
+        if base is None:
+            bn = parse_name(base_name)
+            info = lookup(self.catalogue, base_name)
+            if info is None or bn is None:
+                raise KeyError(f"{base_name!r} is not in the catalogue")
+            base = model_from_catalogue(info, bn)
+            if from_ is not None:
+                self.state.put(base)
+        if from_ is None and parameters is None and system is None and template is None:
+            self.state.put(base)
+            return
+        parent = base.name.short if from_ is not None else ""
+        self.state.put(derive_model(base, n, parameters=parameters, template=template,
+                                    system=system, parent=parent))
+
+    def __repr__(self) -> str:
+        return f"SimNode({self.name!r}, {self.url})"
