@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from .conversation import Conversation, conversation_of
 
 Kind = Literal["inference", "model_info", "listing", "management", "other"]
 Framing = Literal["ndjson", "openai", "responses", "anthropic", "none"]
@@ -36,6 +38,7 @@ class RequestInfo:
     uses_slot: bool = False  # counts against a node's max_concurrent
     framing: Framing = "none"
     stream: bool = False
+    conversation: Conversation | None = None  # for KV-cache affinity
 
 
 def normalize_model(name: str) -> str:
@@ -50,28 +53,19 @@ def normalize_model(name: str) -> str:
     return n
 
 
-def _model_from_body(body: bytes) -> str | None:
+def _parse(body: bytes) -> dict[str, Any]:
     if not body:
-        return None
+        return {}
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(data, dict):
-        return None
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _model_of(data: dict[str, Any]) -> str | None:
     model = data.get("model") or data.get("name")
     return model if isinstance(model, str) and model else None
-
-
-def _stream_flag(body: bytes, default: bool) -> bool:
-    if b'"stream"' not in body:
-        return default
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return default
-    value = data.get("stream", default) if isinstance(data, dict) else default
-    return bool(value)
 
 
 def is_management(method: str, path: str) -> bool:
@@ -83,22 +77,25 @@ def is_management(method: str, path: str) -> bool:
 def classify(method: str, path: str, body: bytes = b"") -> RequestInfo:
     method = method.upper()
     if is_management(method, path):
-        return RequestInfo("management", path, model_as_sent=_model_from_body(body))
+        return RequestInfo("management", path)
     if method in ("GET", "HEAD") and path in LISTING_PATHS:
         return RequestInfo("listing", path)
     if method == "GET" and path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
         sent = path[len("/v1/models/"):]
         return RequestInfo("model_info", path, normalize_model(sent), sent)
     if method == "POST" and path == "/api/show":
-        sent = _model_from_body(body)
+        sent = _model_of(_parse(body))
         return RequestInfo("model_info", path, sent and normalize_model(sent), sent)
     if method == "POST" and path in INFERENCE_PATHS:
-        sent = _model_from_body(body)
+        data = _parse(body)
+        sent = _model_of(data)
+        model = sent and normalize_model(sent)
         framing = INFERENCE_PATHS[path]
-        stream = _stream_flag(body, default=framing == "ndjson") if framing != "none" else False
+        stream = framing != "none" and bool(data.get("stream", framing == "ndjson"))
         return RequestInfo(
-            "inference", path, sent and normalize_model(sent), sent,
-            uses_slot=True, framing=framing if stream else "none", stream=stream,
+            "inference", path, model, sent, uses_slot=True,
+            framing=framing if stream else "none", stream=stream,
+            conversation=conversation_of(path, model, data),
         )
     # Anything else passes through; an unknown POST may start GPU work, so it takes a slot.
     return RequestInfo("other", path, uses_slot=method not in ("GET", "HEAD", "OPTIONS"))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from .classify import normalize_model
 from .config import NodeSpec
+from .conversation import Conversation
 from .scheduling import Event, NodeView, Pick, Reliability, Snapshot, next_reliability
 
 log = logging.getLogger("balancer")
@@ -56,6 +57,7 @@ class Node:
         self.reachable: bool | None = None
         self.last_error: str | None = None
         self.draining: set[str] = set()
+        self.conversation: Conversation | None = None
         self.removed = False
 
     @property
@@ -73,7 +75,8 @@ class Node:
     def view(self) -> NodeView:
         return NodeView(self.name, self.order, self.reliability, self.in_flight,
                         self.spec.max_concurrent, self.models, self.loaded,
-                        self.spec.capability, self.spec.speed, frozenset(self.draining))
+                        self.spec.capability, self.spec.speed, frozenset(self.draining),
+                        self.conversation)
 
     def state(self) -> NodeState:
         models = self.models
@@ -102,7 +105,8 @@ class Fleet:
             for n in self.nodes.values()) or "no nodes"
 
     # -- changing ------------------------------------------------------------------
-    def reserve(self, pick: Pick, slot: bool = True) -> Node:
+    def reserve(self, pick: Pick, slot: bool = True,
+                conversation: Conversation | None = None) -> Node:
         """Take the picked node; `slot=False` for light requests that don't occupy it."""
         node = self.nodes[pick.node]
         if pick.new_round:
@@ -114,6 +118,8 @@ class Fleet:
         if not slot:
             return node
         node.in_flight += 1
+        if conversation is not None:
+            node.conversation = conversation
         self.metrics.in_flight += 1
         self.metrics.node_requests[node.name] = self.metrics.node_requests.get(node.name, 0) + 1
         log.info("request -> %s (%s); %s", node.name, pick.reason, self.describe())

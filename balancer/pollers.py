@@ -77,11 +77,11 @@ class Pollers:
         for node in list(self.tasks):
             if node not in current:
                 self.tasks.pop(node).cancel()
-        if self.interval <= 0:
-            return
         for node in current:
             if node not in self.tasks:
-                self.tasks[node] = asyncio.create_task(self._loop(node), name=f"poll {node.name}")
+                # without a background interval a new node is still polled once
+                job = self._loop(node) if self.interval > 0 else self.poll(node)
+                self.tasks[node] = asyncio.create_task(job, name=f"poll {node.name}")
 
     async def stop(self) -> None:
         tasks = list(self.tasks.values())

@@ -86,7 +86,7 @@ class Proxy:
             if isinstance(decision, Reject):
                 metrics.rejected_total += 1
                 return self._reject(request, info, decision, last_error)
-            node = self.fleet.reserve(decision, slot=info.uses_slot)
+            node = self.fleet.reserve(decision, info.uses_slot, info.conversation)
             tried.add(node.name)
             result = await self._attempt(request, info, node, data)
             if isinstance(result, web.StreamResponse):
@@ -110,7 +110,7 @@ class Proxy:
         """Serve the request from `node`; a string result is a failure before the first byte."""
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
         upstream: aiohttp.ClientResponse | None = None
-        sent = False
+        sent = clean = False
         event, error = Event.CLIENT_CANCELLED, None
         try:
             try:
@@ -143,10 +143,15 @@ class Proxy:
                     return resp
                 checker.feed(chunk)
                 await resp.write(chunk)
-            if checker.complete:
-                event = Event.COMPLETED
-            else:
+            clean = True
+            if not checker.complete:
                 event, error = Event.FAILED, "stream ended without its end marker"
+            elif upstream.status == 503:
+                event = Event.BUSY
+            elif upstream.status >= 500:
+                event, error = Event.FAILED, f"answered HTTP {upstream.status}"
+            else:
+                event = Event.COMPLETED
             await resp.write_eof()
             return resp
         except (ConnectionError, aiohttp.ClientConnectionResetError):
@@ -154,8 +159,8 @@ class Proxy:
             return web.Response(status=499) if not sent else resp
         finally:
             if upstream is not None:
-                if event is Event.COMPLETED:
-                    upstream.release()
+                if clean:
+                    upstream.release()  # keep the connection for the next request
                 else:
                     upstream.close()  # the node sees the disconnect and stops generating
             self.fleet.release(node, event, error, slot=info.uses_slot)

@@ -4,8 +4,9 @@ No I/O, no clock, no randomness, no mutation. The rules are ollama_load_balancer
 free Reliable nodes first in list order; else a free Unreliable node gets a second
 chance, in turn (SecondChanceGiven marks who already had it this round; when every
 candidate had one, the round restarts); else 503 at once (or Wait when a queue is on).
-On top: only nodes that have the model; a node that has it loaded before one that
-has it on disk before one not polled yet; faster tiers before slower ones.
+On top: only nodes that have the model; the node whose last conversation this request
+continues (its KV cache) first; then a node that has the model loaded, then on disk,
+then one not polled yet; faster tiers before slower ones.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .classify import RequestInfo
+from .conversation import Conversation, continues
 
 
 class Reliability(str, Enum):
@@ -26,6 +28,7 @@ class Event(str, Enum):
     FAILED = "failed"  # connect error, timeout, reset, cut or unterminated stream
     CLIENT_CANCELLED = "client_cancelled"  # the client went away: not the node's fault
     SECOND_CHANCE = "second_chance"  # an unreliable node is picked in its turn
+    BUSY = "busy"  # the node answered 503 (its own queue is full): alive, not promoted
 
 
 def next_reliability(current: Reliability, event: Event) -> Reliability:
@@ -53,6 +56,7 @@ class NodeView:
     capability: int = 0
     speed: int = 0
     draining: frozenset[str] = frozenset()
+    conversation: Conversation | None = None  # the last conversation it ran (its KV cache)
 
     @property
     def busy(self) -> bool:
@@ -123,12 +127,16 @@ def decide(
             return Wait("every node that has the model is busy")
         return Reject(503, "all_busy", "no available servers: every node is busy")
 
-    def key(n: NodeView) -> tuple[int, int, int, int, int]:
-        return (n.busy, _model_rank(n, model), -n.speed, -n.capability, n.order)
+    def key(n: NodeView) -> tuple[int, int, int, int, int, int]:
+        affinity = continues(n.conversation, request.conversation)
+        return (n.busy, not affinity, _model_rank(n, model), -n.speed, -n.capability, n.order)
 
     reliable = sorted((n for n in free if n.reliability is Reliability.RELIABLE), key=key)
     if reliable:
-        return Pick(reliable[0].name, "reliable")
+        best = reliable[0]
+        if request.conversation and continues(best.conversation, request.conversation):
+            return Pick(best.name, "reliable, continues its last conversation")
+        return Pick(best.name, "reliable")
     waiting = sorted((n for n in free if n.reliability is Reliability.UNRELIABLE), key=key)
     if waiting:
         return Pick(waiting[0].name, "second chance", second_chance=True)

@@ -152,3 +152,51 @@ def test_unknown_model_after_unpolled_nodes_failed_is_404() -> None:
     snap = nodes(("dead", R.UNRELIABLE, 0, None), ("ok", R.RELIABLE, 0, ["qwq:32b"]))
     assert decide(snap, CHAT) == Pick("dead", "second chance", second_chance=True)
     assert decide(snap, CHAT, frozenset({"dead"})).status == 404  # type: ignore[union-attr]
+
+
+def _chat(messages: list[tuple[str, str]], path: str = "/api/chat") -> RequestInfo:
+    import json
+
+    body = {"model": "m", "messages": [{"role": r, "content": c} for r, c in messages]}
+    return classify("POST", path, json.dumps(body).encode())
+
+
+def test_conversation_affinity_prefers_the_node_with_the_kv_cache() -> None:
+    turn2 = [("system", "s"), ("user", "u1"), ("assistant", "a1"), ("user", "u2")]
+    turn3 = turn2 + [("assistant", "a2"), ("user", "u3")]
+    prev = _chat(turn2).conversation
+    a = NodeView("a", 0, models=frozenset({"m:latest"}), loaded=frozenset({"m:latest"}))
+    b = NodeView("b", 1, models=frozenset({"m:latest"}), conversation=prev)
+    assert decide(Snapshot((a, b)), _chat(turn3)) == Pick(
+        "b", "reliable, continues its last conversation")
+    # an unrelated or too short history does not count
+    assert decide(Snapshot((a, b)), _chat([("user", "other")] + turn3[1:])).node == "a"
+    short = _chat([("user", "u1"), ("assistant", "a1")]).conversation
+    b2 = NodeView("b", 1, models=frozenset({"m:latest"}), conversation=short)
+    assert decide(Snapshot((a, b2)), _chat(turn2)).node == "a"
+    # a busy affinity node is not waited for
+    b3 = NodeView("b", 1, in_flight=1, models=frozenset({"m:latest"}), conversation=prev)
+    assert decide(Snapshot((a, b3)), _chat(turn3)).node == "a"
+
+
+def test_conversation_is_normalised_across_apis() -> None:
+    import json
+
+    native = _chat([("system", "s"), ("user", "u1"), ("assistant", "a1"), ("user", "u2")])
+    openai_parts = classify("POST", "/v1/chat/completions", json.dumps({
+        "model": "m", "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": [{"type": "text", "text": "u1"}]},
+            {"role": "assistant", "content": "a1"}, {"role": "user", "content": "u2"}]}).encode())
+    anthropic = classify("POST", "/v1/messages", json.dumps({
+        "model": "m", "system": "s", "max_tokens": 5, "messages": [
+            {"role": "user", "content": "u1"}, {"role": "assistant", "content": "a1"},
+            {"role": "user", "content": [{"type": "text", "text": "u2"}]}]}).encode())
+    responses = classify("POST", "/v1/responses", json.dumps({
+        "model": "m", "instructions": "s", "input": [
+            {"type": "message", "role": "user", "content": "u1"},
+            {"type": "message", "role": "assistant", "content": [
+                {"type": "output_text", "text": "a1"}]},
+            {"type": "message", "role": "user", "content": "u2"}]}).encode())
+    assert native.conversation == openai_parts.conversation == anthropic.conversation \
+        == responses.conversation

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Balancer overhead against connecting directly, on simulated nodes (127.0.0.1 only).
+
+One run prints, for 1, 16 and 64 concurrent /api/chat streams: time to first token
+(direct, through the balancer, added p50/p99), the total-time ratio, and the balancer
+process's CPU time per relayed chunk. The simulated nodes and the balancer each run in
+their own process, so the client's and the nodes' CPU don't count against the balancer.
+
+    .venv/bin/python scripts/bench_balancer.py [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+NODES = 4
+SLOTS = 16  # parallel slots per simulated node (4 x 16 = 64 streams at once)
+MODEL = "codestral:22b"
+TOKENS = 32
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+# -- child processes ----------------------------------------------------------------
+async def serve_nodes() -> None:
+    from simulator import Simulator, Timing
+
+    # instant-ish: no load time, ~1 ms per token, so chunks really stream
+    timing = Timing(load_delay=0.0, warm_load=0.0, prompt_tps=1e9, gen_tps=1000.0)
+    async with Simulator() as sim:
+        nodes = [await sim.add_node(name=f"n{i}", models=[MODEL], timing=timing,
+                                    num_parallel=SLOTS) for i in range(NODES)]
+        print(json.dumps([n.url for n in nodes]), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+async def serve_balancer(urls: list[str]) -> None:
+    from balancer import Balancer, NodeSpec, Settings
+
+    b = Balancer(Settings(poll_interval=0.0),
+                 [NodeSpec(f"n{i}", u, max_concurrent=SLOTS) for i, u in enumerate(urls)])
+    await b.start("127.0.0.1", 0)
+    print(json.dumps(b.url), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await b.stop(drain_timeout=1.0)
+
+
+# -- driver ---------------------------------------------------------------------------
+async def spawn(*args: str) -> tuple[asyncio.subprocess.Process, object]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, *args, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    return proc, json.loads(line)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK  # utime + stime
+
+
+async def one_stream(http: aiohttp.ClientSession, url: str) -> tuple[float, float, int]:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "bench"}],
+            "options": {"num_predict": TOKENS}}
+    t0 = time.perf_counter()
+    ttft = 0.0
+    chunks = 0
+    async with http.post(url + "/api/chat", json=body) as r:
+        assert r.status == 200, await r.text()
+        async for line in r.content:
+            if chunks == 0:
+                ttft = time.perf_counter() - t0
+            chunks += 1
+        assert b'"done":true' in line
+    return ttft, time.perf_counter() - t0, chunks
+
+
+async def run_level(http: aiohttp.ClientSession, urls: list[str], conc: int, rounds: int
+                    ) -> tuple[list[float], list[float], int]:
+    ttfts: list[float] = []
+    totals: list[float] = []
+    chunks = 0
+    for _ in range(rounds):
+        res = await asyncio.gather(*(one_stream(http, urls[i % len(urls)]) for i in range(conc)))
+        for ttft, total, n in res:
+            ttfts.append(ttft)
+            totals.append(total)
+            chunks += n
+    return ttfts, totals, chunks
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def main(quick: bool) -> None:
+    nodes_proc, urls = await spawn("--serve-nodes")
+    bal_proc, bal_url = await spawn("--serve-balancer", *urls)  # type: ignore[misc]
+    plan = [(1, 20 if quick else 100), (16, 5 if quick else 20), (64, 3 if quick else 10)]
+    conn = aiohttp.TCPConnector(limit=0)
+    print(f"balancer overhead: {NODES} simulated nodes x {SLOTS} slots, {TOKENS} tokens/stream, "
+          f"~1 ms/token, 127.0.0.1")
+    print(f"{'streams':>7} {'direct p50':>11} {'p99':>8} {'balanced p50':>13} {'p99':>8} "
+          f"{'added p50':>10} {'added p99':>10} {'total ratio':>12} {'cpu/chunk':>10}")
+    try:
+        async with aiohttp.ClientSession(connector=conn) as http:
+            await run_level(http, urls, 16, 2)  # warm up both paths
+            await run_level(http, [bal_url], 16, 2)
+            for conc, rounds in plan:
+                d_ttft, d_total, _ = await run_level(http, urls, conc, rounds)
+                cpu0 = cpu_seconds(bal_proc.pid)
+                b_ttft, b_total, chunks = await run_level(http, [bal_url], conc, rounds)
+                cpu = cpu_seconds(bal_proc.pid) - cpu0
+                ms = 1000.0
+                print(f"{conc:>7} {pct(d_ttft, .5) * ms:>9.2f}ms {pct(d_ttft, .99) * ms:>6.2f}ms "
+                      f"{pct(b_ttft, .5) * ms:>11.2f}ms {pct(b_ttft, .99) * ms:>6.2f}ms "
+                      f"{(pct(b_ttft, .5) - pct(d_ttft, .5)) * ms:>8.2f}ms "
+                      f"{(pct(b_ttft, .99) - pct(d_ttft, .99)) * ms:>8.2f}ms "
+                      f"{statistics.mean(b_total) / statistics.mean(d_total):>11.3f}x "
+                      f"{cpu / chunks * 1e6:>7.1f}us")
+    finally:
+        for proc in (bal_proc, nodes_proc):
+            assert proc.stdin is not None
+            proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--serve-nodes", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-balancer", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_nodes:
+        asyncio.run(serve_nodes())
+    elif args.serve_balancer:
+        asyncio.run(serve_balancer(args.serve_balancer))
+    else:
+        asyncio.run(asyncio.wait_for(main(args.quick), 300))

@@ -1,0 +1,69 @@
+"""ollama_load_balancer-compatible command line."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+
+import pytest
+
+from balancer.cli import build_parser, parse_server, settings_from
+
+
+def test_server_flag_forms() -> None:
+    args = build_parser().parse_args([
+        "--server", "http://192.168.150.134:11434=James' server",
+        "--server=http://127.0.0.1:11501=Server11501",
+        "--server", "http://10.0.0.1:11434=a=b",
+        "--timeout=7",
+    ])
+    assert [(s.url, s.name) for s in args.server] == [
+        ("http://192.168.150.134:11434", "James' server"),
+        ("http://127.0.0.1:11501", "Server11501"),
+        ("http://10.0.0.1:11434", "a=b"),
+    ]
+    assert settings_from(args).silence_timeout == 7.0
+    assert args.bind == ("127.0.0.1", 11434)
+
+
+def test_defaults_and_bind() -> None:
+    args = build_parser().parse_args(["--server", "http://h:1=n", "--bind", "0.0.0.0:8080"])
+    s = settings_from(args)
+    assert args.bind == ("0.0.0.0", 8080)
+    assert (s.silence_timeout, s.connect_timeout, s.queue_timeout, s.refuse_management) == (
+        120.0, 1.0, 0.0, True)
+
+
+@pytest.mark.parametrize("bad", ["http://h:1", "=name", "http://h:1="])
+def test_bad_server_is_rejected(bad: str) -> None:
+    with pytest.raises(Exception):
+        parse_server(bad)
+
+
+def test_server_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([])
+    assert exc.value.code == 2
+
+
+async def test_runs_logs_and_stops_on_sigterm(sim) -> None:
+    node = await sim.add_node(name="gpu-1", models=["codestral:22b"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "balancer", "--server", f"{node.url}=gpu-1",
+        "--timeout", "5", "--bind", f"127.0.0.1:{port}",
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stderr is not None
+        line = await asyncio.wait_for(proc.stderr.readline(), 10)
+        while b"listening" not in line:
+            line = await asyncio.wait_for(proc.stderr.readline(), 10)
+        assert f"127.0.0.1:{port}".encode() in line and b"gpu-1: Reliable" in line
+        assert line[:4].isdigit()  # timestamped
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
