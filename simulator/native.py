@@ -13,7 +13,7 @@ from .faults import StreamOut
 from .gofmt import now_utc
 from .state import InstalledModel
 from .timing import NS, tokenize
-from .wire import (NDJSON, HTTPError, decode_body, native_json, ndjson_line, want_str,
+from .wire import (RAW, NDJSON, HTTPError, decode_body, native_json, ndjson_line, want_str,
                    want_stream)
 
 
@@ -41,7 +41,7 @@ async def _load_or_unload(request: web.Request, node: Any, model: InstalledModel
 
 async def chat(request: web.Request) -> web.StreamResponse:
     node = _node(request)
-    body = decode_body(request["raw"], "ChatRequest")
+    body = decode_body(request[RAW], "ChatRequest")
     name = want_str(body, "model", "ChatRequest")
     if not name:
         raise HTTPError(400, "model is required")
@@ -91,7 +91,7 @@ def _check_logprobs(body: dict[str, Any]) -> None:
 
 async def generate(request: web.Request) -> web.StreamResponse:
     node = _node(request)
-    body = decode_body(request["raw"], "GenerateRequest")
+    body = decode_body(request[RAW], "GenerateRequest")
     name = want_str(body, "model", "GenerateRequest")
     stream = want_stream(body, True)
     keep = common.parse_keep_alive(body)
@@ -159,7 +159,8 @@ async def embed_vectors(node: Any, model: InstalledModel, inputs: list[str],
         runner.busy += 1
         try:
             counts = [len(tokenize(t)) for t in inputs]
-            if not truncate and any(c > runner.num_ctx for c in counts):
+            limit = min(runner.num_ctx, model.info.context_length)
+            if not truncate and any(c > limit for c in counts):
                 raise HTTPError(400, "the input length exceeds the context length")
             seconds = node.timing.prompt_seconds(sum(counts))
             await node.timing.sleep(seconds)
@@ -176,7 +177,7 @@ async def embed_vectors(node: Any, model: InstalledModel, inputs: list[str],
 
 async def embed(request: web.Request) -> web.StreamResponse:
     node = _node(request)
-    body = decode_body(request["raw"], "EmbedRequest")
+    body = decode_body(request[RAW], "EmbedRequest")
     name = want_str(body, "model", "EmbedRequest")
     keep = common.parse_keep_alive(body)
     options = common.want_options(body)
@@ -195,7 +196,7 @@ async def embed(request: web.Request) -> web.StreamResponse:
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
     node = _node(request)
-    body = decode_body(request["raw"], "EmbeddingRequest")
+    body = decode_body(request[RAW], "EmbeddingRequest")
     name = want_str(body, "model", "EmbeddingRequest")
     keep = common.parse_keep_alive(body)
     options = common.want_options(body)

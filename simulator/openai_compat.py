@@ -15,7 +15,7 @@ from .engine import GenRequest, GenResult, generation
 from .faults import StreamOut
 from .native import embed_vectors
 from .timing import tokenize
-from .wire import SSE, HTTPError, decode_body, encoder_json, sse_data
+from .wire import RAW, SSE, HTTPError, decode_body, encoder_json, sse_data
 
 
 def _node(request: web.Request) -> Any:
@@ -57,7 +57,7 @@ def _think(body: dict[str, Any], model: Any, name: str) -> bool:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     node = _node(request)
-    body = decode_body(request["raw"], "ChatCompletionRequest")
+    body = decode_body(request[RAW], "ChatCompletionRequest")
     name = body.get("model") if isinstance(body.get("model"), str) else ""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -112,7 +112,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def completions(request: web.Request) -> web.StreamResponse:
     node = _node(request)
-    body = decode_body(request["raw"], "CompletionRequest")
+    body = decode_body(request[RAW], "CompletionRequest")
     name = body.get("model") if isinstance(body.get("model"), str) else ""
     prompt = body.get("prompt")
     if not isinstance(prompt, str):
@@ -148,7 +148,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
     node = _node(request)
-    body = decode_body(request["raw"], "EmbedRequest")
+    body = decode_body(request[RAW], "EmbedRequest")
     name = body.get("model") if isinstance(body.get("model"), str) else ""
     fmt = body.get("encoding_format") or "float"
     if fmt not in ("float", "base64"):

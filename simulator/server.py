@@ -11,7 +11,7 @@ from aiohttp import web
 
 from . import anthropic, models_api, native, openai_compat
 from .faults import BUSY_ERROR, Fault, StreamCut, reset_transport
-from .wire import HTTPError, error_response, native_json, text
+from .wire import RAW, HTTPError, error_response, native_json, text
 
 if TYPE_CHECKING:
     from .node import RecordedRequest, SimNode
@@ -54,10 +54,9 @@ async def node_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if request.method in ("POST", "DELETE", "PUT", "PATCH") and not \
             request.path.startswith("/api/blobs/"):
         raw = await request.read()
-    request["raw"] = raw
+    request[RAW] = raw
     rec = RecordedRequest(request.method, request.path, _parse_json(raw), False, None,
                           time.monotonic())
-    request["rec"] = rec
     node.requests.append(rec)
     try:
         resp = await _dispatch(request, handler, node, rec)

@@ -14,6 +14,7 @@ PLAIN_JSON = "application/json"
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
 CHUNK_LIMIT = 2048  # Go's net/http sets Content-Length only below this
+RAW: web.RequestKey[bytes] = web.RequestKey("raw", bytes)  # the request body, read once
 
 
 class HTTPError(Exception):
