@@ -18,14 +18,14 @@ FAST = {"timeout": 1.0, "stream_timeout": 2.0}
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Any]:
-    from simulator.sim import Simulator
+    from simulator import Simulator
 
     async with Simulator() as s:
         yield s
 
 
 async def add_nodes(sim: Any, count: int, **kw: Any) -> list[Any]:
-    from simulator.timing import Timing
+    from simulator import Timing
 
     return [await sim.add_node(name=f"gpu-{i + 1}", port=0, timing=Timing.instant(), **kw) for i in range(count)]
 

@@ -6,10 +6,10 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from reconciler.targets import ollama
-from reconciler.targets.ollama_api import OllamaClient
 
 from .conftest import add_nodes, apply, desired, failures, plan
 
@@ -28,31 +28,28 @@ def gguf(tmp_path: Path) -> Path:
     return path
 
 
-async def test_gguf_is_uploaded_once_per_node_and_skipped_when_present(sim: Any, gguf: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_gguf_is_hashed_once_and_uploaded_only_where_the_blob_is_missing(
+        sim: Any, gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hashed: list[Path] = []
     real = ollama._hash_file
     monkeypatch.setattr(ollama, "_hash_file", lambda p: hashed.append(p) or real(p))
     monkeypatch.setattr(ollama, "_hashes", {})
-    nodes = await add_nodes(sim, 2)
-    state = desired(nodes, MODEL)
+    fresh, has_blob = await add_nodes(sim, 2)
+    digest = "sha256:" + hashlib.sha256(gguf.read_bytes()).hexdigest()
+    async with httpx.AsyncClient() as http:       # gpu-2 got the blob earlier
+        assert (await http.post(f"{has_blob.url}/api/blobs/{digest}", content=gguf.read_bytes())).status_code == 201
+    has_blob.clear_requests()
+    state = desired([fresh, has_blob], MODEL)
     report = await apply(state, base_dir=gguf.parent)
     assert failures(report) == []
     assert hashed == [gguf]                                    # once for the file, not once per node
-    digest = "sha256:" + hashlib.sha256(gguf.read_bytes()).hexdigest()
-    for node in nodes:
-        assert [r.path for r in node.write_requests()] == [f"/api/blobs/{digest}", "/api/create"]
+    assert [r.path for r in fresh.write_requests()] == [f"/api/blobs/{digest}", "/api/create"]
+    assert [r.path for r in has_blob.write_requests()] == ["/api/create"]
+    for node in (fresh, has_blob):
         assert node.installed_models() == ["tiny:1b"]
+        create = node.write_requests()[-1].body
+        assert create["files"] == {"tiny.gguf": digest} and create["parameters"] == {"num_ctx": 2048, "stop": ["</s>"]}
     assert (await plan(state, base_dir=gguf.parent)).changes == ()
-
-    # the model goes, the blob stays: the next create needs no upload
-    client = OllamaClient(nodes[0].url)
-    await client.delete("tiny:1b")
-    await client.close()
-    nodes[0].clear_requests()
-    report = await apply(state, base_dir=gguf.parent)
-    assert failures(report) == []
-    assert [r.path for r in nodes[0].write_requests()] == ["/api/create"]
     assert hashed == [gguf]
 
 
