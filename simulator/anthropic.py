@@ -63,7 +63,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if body.get("stop_sequences"):
         opts["stop"] = body["stop_sequences"]
     req = GenRequest(model, tokenize(common.render_chat(model, conv)), opts, None, think, False,
-                     request.path)
+                     request.path, streaming=body.get("stream") is True)
     mid = f"msg_{secrets.token_hex(12)}"
     stream = body.get("stream") is True
     out = StreamOut(request, node, SSE, lambda m: sse_event(
@@ -145,7 +145,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
         opts["num_predict"] = body["max_output_tokens"]
     think = "thinking" in model.capabilities
     req = GenRequest(model, tokenize(common.render_chat(model, conv)), opts, None, think, False,
-                     request.path)
+                     request.path, streaming=body.get("stream") is True)
     n = random.randrange(999)
     rid, mid, created = f"resp_{n}", f"msg_{n}", int(time.time())
     stream = body.get("stream") is True

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from .faults import BUSY_ERROR, Fault
+from .faults import BUSY_ERROR, STREAM_FAULTS, CutConnection, Fault
 from .state import InstalledModel, Runner, effective_num_ctx, runner_options
 from .timing import NS, common_prefix, tokenize
 from .wire import HTTPError
@@ -32,6 +32,7 @@ class GenRequest:
     think: bool = False
     json_format: bool = False
     path: str = "/api/chat"
+    streaming: bool = True
 
 
 @dataclass
@@ -200,8 +201,13 @@ class Generation:
             slow = f.delay if f.applies(Fault.SLOW_TOKENS, req.path) else 0.0
             extra += slow
             await asyncio.sleep(delay * node.timing.time_scale + slow)
+            if not req.streaming and res.eval_count >= f.after_chunks and \
+                    f.fault in STREAM_FAULTS and f.applies(f.fault, req.path):
+                if f.fault is Fault.FAIL_MID_STREAM:
+                    raise HTTPError(500, f.message)
+                raise CutConnection(f.fault)
             res.eval_count += 1
-            res.eval_ns = int((res.eval_count * delay + extra) * NS)
+            res.eval_ns = round((res.eval_count * delay + extra) * NS)
             if kind == "content":
                 hit = next((s for s in stops if s in res.content + piece), None)
                 if hit is not None:

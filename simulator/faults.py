@@ -61,7 +61,16 @@ class FaultState:
         return any(path.startswith(p) for p in scope)
 
 
-_STREAM_FAULTS = (Fault.FAIL_MID_STREAM, Fault.RST_MID_STREAM, Fault.FIN_MID_STREAM)
+STREAM_FAULTS = _STREAM_FAULTS = (Fault.FAIL_MID_STREAM, Fault.RST_MID_STREAM,
+                                  Fault.FIN_MID_STREAM)
+
+
+class CutConnection(Exception):
+    """Drop the connection of a non-streaming request (RST or FIN) without an answer."""
+
+    def __init__(self, fault: Fault) -> None:
+        super().__init__(fault.value)
+        self.fault = fault
 
 
 def reset_transport(transport: asyncio.BaseTransport | None) -> None:

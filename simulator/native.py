@@ -60,7 +60,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
                                     {**head, "message": {"role": "assistant", "content": ""}})
         return await native_json(request, obj)
     req = GenRequest(model, tokenize(common.render_chat(model, messages)), options, keep, think,
-                     bool(body.get("format")), request.path)
+                     bool(body.get("format")), request.path, streaming=stream)
     out = StreamOut(request, node, NDJSON, lambda m: ndjson_line({"error": m})) if stream else None
     async with generation(node, req) as gen:
         async for kind, piece in gen.pieces():
@@ -109,7 +109,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
     ctx = [t for t in body.get("context") or [] if isinstance(t, int)]
     text = common.render_generate(model, prompt, body.get("system"), raw)
     req = GenRequest(model, ctx + tokenize(text), options, keep, think,
-                     bool(body.get("format")), request.path)
+                     bool(body.get("format")), request.path, streaming=stream)
     out = StreamOut(request, node, NDJSON, lambda m: ndjson_line({"error": m})) if stream else None
     async with generation(node, req) as gen:
         async for kind, piece in gen.pieces():

@@ -70,7 +70,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     common.check_tools(body, model)
     fmt = (body.get("response_format") or {}).get("type") in ("json_object", "json_schema")
     req = GenRequest(model, tokenize(common.render_chat(model, msgs)), sampling_options(body),
-                     None, _think(body, model, name), fmt, request.path)
+                     None, _think(body, model, name), fmt, request.path,
+                     streaming=body.get("stream") is True)
     cid = f"chatcmpl-{random.randrange(999)}"
     head = {"id": cid, "object": "chat.completion.chunk"}
     stream = body.get("stream") is True
@@ -120,7 +121,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
     model = common.need_model(node, name, request.path)
     common.check_generative(model, name, "generate")
     req = GenRequest(model, tokenize(common.render_generate(model, prompt, None, False)),
-                     sampling_options(body, completions=True), None, False, False, request.path)
+                     sampling_options(body, completions=True), None, False, False, request.path,
+                     streaming=body.get("stream") is True)
     cid = f"cmpl-{random.randrange(999)}"
     stream = body.get("stream") is True
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from aiohttp import web
 
 from . import anthropic, models_api, native, openai_compat
-from .faults import BUSY_ERROR, Fault, StreamCut, reset_transport
+from .faults import BUSY_ERROR, CutConnection, Fault, StreamCut, reset_transport
 from .wire import RAW, HTTPError, error_response, native_json, text
 
 if TYPE_CHECKING:
@@ -93,6 +93,14 @@ async def _dispatch(request: web.Request, handler: Handler, node: SimNode,
         return await handler(request)
     except HTTPError as err:
         return await error_response(request, err)
+    except CutConnection as cut:
+        rec.cut_by_fault = True
+        if cut.fault is Fault.RST_MID_STREAM:
+            reset_transport(request.transport)
+        elif request.transport is not None:
+            request.transport.close()
+        await _forever()  # the closed connection cancels this handler
+        raise
     except StreamCut as cut:
         rec.cut_by_fault = True
         rec.status = cut.resp.status
