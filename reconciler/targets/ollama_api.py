@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -247,6 +248,19 @@ def _error_text(response: httpx.Response) -> str:
     return text[:200] or f"HTTP {response.status_code}"
 
 
+_tls: ssl.SSLContext | None = None
+
+
+def tls_context() -> ssl.SSLContext:
+    """One verifying TLS context for every node: loading the CA bundle costs ~15 ms each time."""
+    global _tls
+    if _tls is None:
+        import certifi
+
+        _tls = ssl.create_default_context(cafile=certifi.where())
+    return _tls
+
+
 class OllamaClient:
     """One node. `timeout` bounds quick calls; `stream_timeout` is the longest silence allowed
     inside a pull/create/upload stream and the longest a model load may take."""
@@ -258,7 +272,7 @@ class OllamaClient:
         self.timeout = timeout
         self.stream_timeout = stream_timeout
         self._http = httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(timeout), transport=transport,
-                                       trust_env=False)
+                                       trust_env=False, verify=tls_context())
 
     async def close(self) -> None:
         await self._http.aclose()
