@@ -85,10 +85,21 @@ class Node:
                          tuple(sorted(self.loaded)), self.reachable, self.last_error)
 
 
+class _Described:
+    """Formats the node table only when a log line is actually emitted."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+
+    def __str__(self) -> str:
+        return self.fleet.describe()
+
+
 class Fleet:
     def __init__(self, specs: list[NodeSpec]) -> None:
         self.nodes: dict[str, Node] = {}
         self.metrics = Metrics()
+        self.table = _Described(self)
         self._changed = asyncio.Event()
         self.replace(specs)
 
@@ -122,7 +133,7 @@ class Fleet:
             node.conversation = conversation
         self.metrics.in_flight += 1
         self.metrics.node_requests[node.name] = self.metrics.node_requests.get(node.name, 0) + 1
-        log.info("request -> %s (%s); %s", node.name, pick.reason, self.describe())
+        log.info("request -> %s (%s); %s", node.name, pick.reason, self.table)
         return node
 
     def release(self, node: Node, event: Event, error: str | None = None,
@@ -144,7 +155,7 @@ class Fleet:
         if before is not node.reliability:
             what += f", {before.value} -> {node.reliability.value}"
         level = logging.WARNING if event is Event.FAILED else logging.INFO
-        log.log(level, "request done on %s: %s; %s", node.name, what, self.describe())
+        log.log(level, "request done on %s: %s; %s", node.name, what, self.table)
         self.notify()
 
     def replace(self, specs: list[NodeSpec]) -> tuple[list[Node], list[Node]]:
@@ -168,7 +179,7 @@ class Fleet:
         self.nodes = new
         if added or removed:
             log.info("nodes changed (+%s -%s); %s", [n.name for n in added],
-                     [n.name for n in removed], self.describe())
+                     [n.name for n in removed], self.table)
         self.notify()
         return added, removed
 
@@ -191,7 +202,7 @@ class Fleet:
         if was is not node.reachable:
             log.info("poll: %s is %s%s; %s", node.name,
                      "reachable" if node.reachable else "unreachable",
-                     f" ({error})" if error else "", self.describe())
+                     f" ({error})" if error else "", self.table)
         self.notify()
 
     # -- waiting -------------------------------------------------------------------

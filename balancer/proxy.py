@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from yarl import URL
 
 from . import errors
 from .classify import RequestInfo, classify
@@ -40,6 +40,9 @@ def json_response(request: web.BaseRequest, status: int, message: str) -> web.Re
 def _describe(exc: BaseException, silence: float) -> str:
     if isinstance(exc, TimeoutError):
         return f"no byte for {silence:g} s"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        reset = "reset" in str(exc).lower()
+        return "connection reset" if reset else "connection closed before the end of the body"
     return str(exc) or type(exc).__name__
 
 
@@ -115,7 +118,8 @@ class Proxy:
         try:
             try:
                 upstream = await self.session.request(
-                    request.method, node.spec.base_url + request.path_qs, data=data or None,
+                    request.method, URL(node.spec.base_url + request.raw_path, encoded=True),
+                    data=data or None,
                     headers=headers, timeout=self.timeout, allow_redirects=False)
                 first = await upstream.content.readany()
             except UPSTREAM_ERRORS as exc:
@@ -145,8 +149,11 @@ class Proxy:
                 await resp.write(chunk)
             clean = True
             if not checker.complete:
+                # Ollama ends a broken /v1 stream cleanly; cut it so the client notices.
                 event, error = Event.FAILED, "stream ended without its end marker"
-            elif upstream.status == 503:
+                await self._cut(request, resp, info, node, error)
+                return resp
+            if upstream.status == 503:
                 event = Event.BUSY
             elif upstream.status >= 500:
                 event, error = Event.FAILED, f"answered HTTP {upstream.status}"
@@ -169,7 +176,7 @@ class Proxy:
                    node: Node, error: str) -> None:
         """End a broken stream so the client notices: an error line (NDJSON), then no terminator."""
         if info.framing == "ndjson":
-            line = json.dumps({"error": f"balancer: node {node.name} failed {error}"})
+            line = json.dumps({"error": f"balancer: node {node.name} failed, {error}"})
             try:
                 await resp.write(line.encode() + b"\n")
             except (ConnectionError, aiohttp.ClientConnectionResetError):

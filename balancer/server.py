@@ -19,6 +19,12 @@ from .pollers import Pollers
 from .proxy import Proxy
 
 log = logging.getLogger("balancer")
+MAX_BODY = 1024**3  # chat bodies carry base64 images; aiohttp's default cap is 1 MiB
+
+
+def _request_factory(message, payload, protocol, writer, task):  # type: ignore[no-untyped-def]
+    return web.BaseRequest(message, payload, protocol, writer, task, asyncio.get_running_loop(),
+                           client_max_size=MAX_BODY)
 
 
 class Balancer:
@@ -67,7 +73,8 @@ class Balancer:
                                               skip_auto_headers=("Accept-Encoding",))
         self._pollers = Pollers(self.fleet, self._session, s.poll_interval, s.connect_timeout)
         proxy = Proxy(self.fleet, s, self._session, FleetWide(self.fleet, self._pollers))
-        server = web.Server(proxy.handle, handler_cancellation=True, access_log=None)
+        server = web.Server(proxy.handle, handler_cancellation=True, access_log=None,
+                            request_factory=_request_factory)
         self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
@@ -82,7 +89,7 @@ class Balancer:
         except TimeoutError:
             pass
         self._pollers.sync()
-        log.info("listening on %s; %s", self.url, self.fleet.describe())
+        log.info("listening on %s; %s", self.url, self.fleet.table)
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
         """Stop accepting, let open streams finish for up to drain_timeout, then cancel them."""
@@ -96,6 +103,7 @@ class Balancer:
         if runner.server is not None:
             # Idle keep-alive connections close now; busy ones finish, or are cancelled at the end.
             await asyncio.sleep(0)
+            runner.server.pre_shutdown()
             await runner.server.shutdown(drain_timeout)
         await runner.cleanup()
         if self._session is not None:

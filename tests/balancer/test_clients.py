@@ -58,4 +58,11 @@ async def test_openai_client(sim, make_balancer) -> None:
     assert {m.id for m in models.data} == {"codestral:22b", "all-minilm:22m"}
     with pytest.raises(openai.NotFoundError):
         await client.chat.completions.create(model="nope", messages=MESSAGES)
+    # Ollama ends a failed /v1 stream without [DONE] but cleanly; the balancer cuts it
+    node.set_fault(Fault.FAIL_MID_STREAM, after_chunks=2)
+    stream = await client.chat.completions.create(model="codestral:22b", messages=MESSAGES,
+                                                  stream=True)
+    with pytest.raises(openai.APIConnectionError):
+        async for _ in stream:
+            pass
     await client.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from balancer import NodeSpec
-from simulator import Fault
+from simulator import Fault, Timing
 
 from .conftest import CHAT, chat_lines, state
 
@@ -167,3 +167,25 @@ async def test_upstream_error_status_is_passed_through(sim, make_balancer, http)
     b = await make_balancer([node])
     async with http.post(b.url + "/api/chat", json=CHAT) as r:
         assert r.status == 500 and "error" in await r.json()
+
+
+async def test_big_bodies_and_query_strings_pass(sim, make_balancer, http) -> None:
+    node = await sim.add_node(name="a", models=["codestral:22b"], timing=Timing.instant())
+    b = await make_balancer([node])
+    big = {**CHAT, "stream": False, "messages": [{"role": "user", "content": "x" * 1_500_000}]}
+    async with http.post(b.url + "/api/chat?x=%2F1", json=big) as r:
+        assert r.status == 200 and (await r.json())["done"] is True
+    assert node.requests[-1].body["messages"][0]["content"] == "x" * 1_500_000
+
+
+async def test_blob_upload_streams_through_when_allowed(sim, make_balancer, http) -> None:
+    import hashlib
+
+    node = await sim.add_node(name="a", models=["qwq:32b"])
+    b = await make_balancer([node], refuse_management=False)
+    data = b"GGUF" + b"\0" * 100_000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    async with http.post(b.url + "/api/blobs/" + digest, data=data) as r:
+        assert r.status == 201
+    async with http.head(b.url + "/api/blobs/" + digest) as r:
+        assert r.status == 200
