@@ -173,9 +173,7 @@ class OllamaNode:
         else:
             assert model.gguf is not None
             body["files"] = {model.gguf.name: await self._upload(model, progress)}
-        task = self._task("create", model)
-        await self.api.create(body, on_line=lambda line: progress.update(task, 0, None, str(line.get("status", ""))))
-        progress.done(task, "created")
+        await self.api.create(body)
 
     async def _upload(self, model: WantedModel, progress: Progress) -> str:
         assert model.gguf is not None

@@ -144,6 +144,8 @@ def parse_show_parameters(text: str) -> dict[str, Any]:
         if len(bits) != 2:
             continue
         key, value = bits[0], parse_value(bits[1])
+        if key in INT_PARAMS and isinstance(value, float) and value.is_integer():
+            value = int(value)
         if PARAMS.get(key) is not None and PARAMS[key].kind == "strings":
             out.setdefault(key, []).append(value)
         elif key in out:

@@ -45,6 +45,7 @@ def test_show_parameters_are_values_not_text() -> None:
     info = parse_show(SHOW)
     assert info.parameters == {"num_ctx": 30000, "temperature": 0.1, "stop": ["[INST]", "[/INST]"],
                                "num_predict": 1_000_000, "use_mmap": False}
+    assert isinstance(info.parameters["num_ctx"], int) and isinstance(info.parameters["num_predict"], int)
     assert info.parent_model == "codestral:22b" and info.system == "be brief"
     assert info.weights == "22a8" * 16 and "tools" in info.capabilities
 
