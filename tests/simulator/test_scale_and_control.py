@@ -1,0 +1,93 @@
+"""100 nodes in one process, the threaded facade, the control endpoint and the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from simulator import Fault, Simulator, SimulatorThread, Timing
+from simulator.control import start_control
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_hundred_nodes_start_and_answer(sim: Simulator) -> None:
+    t0 = time.monotonic()
+    nodes = await sim.add_nodes(100, timing=Timing.instant(), models=["codestral:22b"])
+    started = time.monotonic() - t0
+    limits = httpx.Limits(max_connections=200)
+    async with httpx.AsyncClient(limits=limits, timeout=20) as c:
+        replies = await asyncio.gather(*(c.get(n.url + "/api/version") for n in nodes))
+    total = time.monotonic() - t0
+    print(f"\n100 nodes started in {started:.2f} s; all answered /api/version after {total:.2f} s")
+    assert [r.json() for r in replies] == [{"version": "0.13.5"}] * 100
+    assert len({n.port for n in nodes}) == 100
+
+
+def test_simulator_thread_for_synchronous_code() -> None:
+    with SimulatorThread() as sim:
+        node = sim.add_node(name="gpu-1", models=["codestral:22b"], timing=Timing.instant())
+        assert httpx.get(node.url + "/api/tags").json()["models"][0]["name"] == "codestral:22b"
+        node.set_fault(Fault.HTTP_500)                    # from this (non-loop) thread
+        assert httpx.post(node.url + "/api/chat", json={"model": "codestral:22b", "messages": [
+            {"role": "user", "content": "a"}]}).status_code == 500
+        node.clear_fault()
+        node.install("qwq:32b")
+        assert sim.call(asyncio.sleep, 0, "done") == "done"
+        assert set(node.installed_models()) == {"codestral:22b", "qwq:32b"}
+        url = node.url
+        sim.remove_node(node)
+        try:
+            httpx.get(url + "/api/version", timeout=1)
+            raise AssertionError("node still answers after removal")
+        except httpx.TransportError:
+            pass
+    assert not [t for t in threading.enumerate() if t.name == "ollama-simulator"]
+
+
+async def test_control_endpoint(sim: Simulator) -> None:
+    node = await sim.add_node(name="gpu-1", models=["codestral:22b"], timing=Timing.instant())
+    runner = await start_control(sim, 0)
+    port = runner.addresses[0][1]
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+            listed = (await c.get("/nodes")).json()
+            assert listed[0]["name"] == "gpu-1" and listed[0]["url"] == node.url
+            r = await c.post("/nodes/gpu-1/fault", json={"fault": "http_503_busy"})
+            assert r.json()["fault"] == "http_503_busy" and node.fault_state.fault is Fault.HTTP_503_BUSY
+            assert (await c.post("/nodes/gpu-1/fault", json={"fault": "bogus"})).status_code == 400
+            assert (await c.delete("/nodes/gpu-1/fault")).json()["fault"] == "none"
+            assert (await c.post("/nodes/nope/fault", json={"fault": "refuse"})).status_code == 404
+            await c.post("/nodes/gpu-1/registry", json={"online": False})
+            assert node.registry_online is False
+            async with httpx.AsyncClient() as n:
+                await n.get(node.url + "/api/tags")
+            log = (await c.get("/nodes/gpu-1/requests")).json()
+            assert log[-1]["path"] == "/api/tags" and log[-1]["status"] == 200
+    finally:
+        await runner.cleanup()
+
+
+def test_command_line_runs_nodes_people_can_curl() -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "simulator", "--nodes", "2", "--port", "0",
+                             "--models", "codestral:22b,qwq:32b", "--timing", "fast"],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        urls = [proc.stdout.readline().split()[1] for _ in range(2)]
+        control = proc.stdout.readline().split()[1]
+        tags = httpx.get(urls[1] + "/api/tags", timeout=5).json()
+        assert sorted(m["name"] for m in tags["models"]) == ["codestral:22b", "qwq:32b"]
+        assert [n["name"] for n in httpx.get(control, timeout=5).json()] == ["sim-1", "sim-2"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
