@@ -135,3 +135,45 @@ async def test_keep_loaded_embedding_model_is_loaded_through_embed(sim: Any) -> 
     assert [r.path for r in node.write_requests()] == ["/api/pull", "/api/embed"]
     assert node.loaded_models() == ["nomic-embed-text:v1.5"]
     assert (await plan(state)).changes == ()
+
+
+async def test_system_and_template_round_trip_without_drift(sim: Any) -> None:
+    [node] = await add_nodes(sim, 1)
+    models = ('[models."llama3.2:1b"]\n[models.helper]\nfrom = "llama3.2:1b"\nsystem = "Answer in one line.\\nBe kind."\n'
+              'template = "{{ .System }} {{ .Prompt }}"\nparameters = { stop = ["<|eot_id|>"], seed = 42 }\n')
+    state = desired([node], models)
+    assert failures(await apply(state)) == []
+    assert (await plan(state)).changes == ()
+    changed = desired([node], models.replace("Be kind.", "Be brief."))
+    [change] = (await plan(changed)).changes
+    assert change.path_text == "models.helper.system" and change.after == "Answer in one line.\nBe brief."
+    assert failures(await apply(changed)) == [] and (await plan(changed)).changes == ()
+
+
+async def test_base_and_derived_sharing_one_runner_are_both_loaded(sim: Any) -> None:
+    [node] = await add_nodes(sim, 1)
+    models = MODELS.replace("[models.\"qwq:32b\"]\n", "") + "keep_loaded = true\n"
+    state = desired([node], models)
+    assert failures(await apply(state)) == []
+    node.clear_requests()
+    assert (await plan(state)).changes == ()       # one runner serves both: no reload ping-pong
+    assert node.write_requests() == []
+
+
+async def test_one_pull_at_a_time_per_node_by_default(sim: Any) -> None:
+    nodes = await add_nodes(sim, 2)
+    active: dict[str, set[str]] = {}
+    most: dict[str, int] = {}
+
+    class Watch(Recorder):
+        def update(self, task: str, completed: float, total: float | None, status: str = "") -> None:
+            node = task.split()[0]
+            active.setdefault(node, set()).add(task)
+            most[node] = max(most.get(node, 0), len(active[node]))
+
+        def done(self, task: str, status: str = "") -> None:
+            active[task.split()[0]].discard(task)
+
+    state = desired(nodes, '[models."qwq:32b"]\n[models."llama3.2:1b"]\n[models."codestral:22b"]\n')
+    assert failures(await apply(state, Watch())) == []
+    assert most == {"gpu-1": 1, "gpu-2": 1}
