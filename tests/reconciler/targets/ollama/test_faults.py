@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+
+import pytest
 from typing import Any
 
 from simulator import Fault
@@ -79,3 +81,42 @@ async def test_invalid_parameter_is_refused_before_sending(sim: Any) -> None:
     [failed] = report.failed
     assert "num_ctx" in failed.message and "not sent" in failed.message
     assert node.write_requests() == []
+
+
+async def test_interrupted_apply_cancels_the_pull_and_the_next_pass_finishes(sim: Any) -> None:
+    import asyncio
+
+    from simulator import Timing
+
+    from reconciler.plan import engine
+    from reconciler.plan.changes import Status
+
+    from .conftest import targets
+
+    node = await sim.add_node(name="gpu-1", port=0, timing=Timing(pull_bps=1e9, pull_tick=0.01))
+    state = desired([node], '[models."qwq:32b"]\n')
+    started = asyncio.Event()
+    results: list[Any] = []
+
+    class Progress:
+        def update(self, task: str, completed: float, total: float | None, status: str = "") -> None:
+            if completed:
+                started.set()
+
+        def done(self, task: str, status: str = "") -> None:
+            pass
+
+    ts = targets(state)
+    the_plan = await engine.plan(ts)
+    run = asyncio.ensure_future(engine.apply(the_plan, ts, progress=Progress(), on_result=results.append))
+    await asyncio.wait_for(started.wait(), 5)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert [r.status for r in results] == [Status.CANCELLED]
+    await node.wait_for(lambda: any(r.client_disconnected for r in node.requests if r.path == "/api/pull"))
+    assert node.installed_models() == []
+    for t in ts:
+        await t.close()
+    node.timing = Timing.instant()
+    assert failures(await apply(state)) == [] and node.installed_models() == ["qwq:32b"]
