@@ -10,14 +10,14 @@ from aiohttp import web
 
 from .classify import RequestInfo
 from .fleet import Fleet
-from .pollers import Pollers
+from .pollers import Pollers, listed_models
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def parse_time(text: str | None) -> datetime:
+def parse_time(text: object) -> datetime:
     """Go RFC3339Nano -> aware datetime (nanoseconds trimmed); junk sorts last."""
-    if not text:
+    if not isinstance(text, str) or not text:
         return _EPOCH
     t = text.replace("Z", "+00:00")
     if "." in t:
@@ -35,10 +35,8 @@ def union(listings: list[Any], time_key: str) -> list[dict[str, Any]]:
     """Models of every listing, one per name (the newest), newest first."""
     best: dict[str, dict[str, Any]] = {}
     for listing in listings:
-        for m in (listing or {}).get("models") or []:
+        for m in listed_models(listing):
             name = m.get("name") or m.get("model")
-            if not name:
-                continue
             old = best.get(name)
             if old is None or parse_time(m.get(time_key)) > parse_time(old.get(time_key)):
                 best[name] = m

@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from typing import Any
 
 import aiohttp
 
 from .classify import normalize_model
 from .fleet import Fleet, Node
+
+log = logging.getLogger("balancer")
 
 
 async def fetch_json(session: aiohttp.ClientSession, node: Node, path: str,
@@ -26,9 +29,17 @@ async def fetch_json(session: aiohttp.ClientSession, node: Node, path: str,
         return json.loads(body)
 
 
+def listed_models(listing: Any) -> list[dict[str, Any]]:
+    """The model entries of an /api/tags or /api/ps answer, ignoring anything malformed."""
+    models = listing.get("models") if isinstance(listing, dict) else None
+    if not isinstance(models, list):
+        return []
+    return [m for m in models if isinstance(m, dict)
+            and isinstance(m.get("name") or m.get("model"), str)]
+
+
 def model_names(listing: Any) -> frozenset[str]:
-    models = (listing or {}).get("models") or []
-    return frozenset(normalize_model(m.get("name") or m.get("model") or "") for m in models)
+    return frozenset(normalize_model(m.get("name") or m.get("model")) for m in listed_models(listing))
 
 
 class Pollers:
@@ -68,7 +79,10 @@ class Pollers:
 
     async def _loop(self, node: Node) -> None:
         while not node.removed:
-            await self.poll(node)
+            try:
+                await self.poll(node)
+            except Exception:  # a poll must never end the loop
+                log.exception("poll of %s failed", node.name)
             await asyncio.sleep(self.interval)
 
     def sync(self) -> None:

@@ -58,6 +58,7 @@ class Proxy:
             sock_read=settings.silence_timeout or None)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        self.fleet.metrics.requests_total += 1
         method, path = request.method, request.path
         streamed_upload = path.startswith("/api/blobs/") and not self.settings.refuse_management
         body = b"" if streamed_upload else await request.read()
@@ -72,7 +73,6 @@ class Proxy:
     async def route(self, request: web.BaseRequest, info: RequestInfo,
                     data: Any) -> web.StreamResponse:
         metrics = self.fleet.metrics
-        metrics.requests_total += 1
         tried: set[str] = set()
         last_error = ""
         deadline = time.monotonic() + self.settings.queue_timeout
@@ -129,8 +129,12 @@ class Proxy:
             resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             resp.headers.extend(
                 (k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP)
-            if upstream.content_length is not None and request.method != "HEAD":
-                resp.content_length = upstream.content_length
+            length = upstream.headers.get("Content-Length")
+            if length is not None:
+                if request.method == "HEAD":
+                    resp.headers["Content-Length"] = length  # describes the GET body
+                else:
+                    resp.content_length = int(length)
             checker = EndChecker(info.framing, upstream.headers.get("Content-Type", ""))
             checker.feed(first)
             await resp.prepare(request)

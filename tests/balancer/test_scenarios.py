@@ -159,8 +159,10 @@ async def test_bounded_queue_waits_for_a_free_node(sim, make_balancer, http) -> 
     node = await sim.add_node(name="gpu-1", models=["codestral:22b"], timing=Timing.instant())
     node.set_fault(Fault.SLOW_TOKENS, delay=0.02)
     b = await make_balancer([node], queue_timeout=5.0)
-    results = await asyncio.gather(*(chat_lines(http, b) for _ in range(3)))
-    assert [r[0] for r in results] == [200, 200, 200]
+    jobs = [asyncio.create_task(chat_lines(http, b)) for _ in range(3)]
+    await until(lambda: b.metrics.queued == 2)
+    results = await asyncio.gather(*jobs)
+    assert [r[0] for r in results] == [200, 200, 200] and b.metrics.queued == 0
     assert all(r[1][-1]["done"] for r in results)
 
 
@@ -197,7 +199,7 @@ async def test_get_passthrough(sim, make_balancer, http) -> None:
     async with http.get(b.url + "/api/version") as r:
         assert r.status == 200 and "version" in await r.json()
     async with http.head(b.url + "/api/version") as r:
-        assert r.status == 200
+        assert r.status == 200 and r.headers["Content-Length"] == "20"  # {"version":"0.13.5"}
     async with http.get(b.url + "/api/nonexistent") as r:
         assert r.status == 404 and await r.text() == "404 page not found"
 
