@@ -99,6 +99,8 @@ async def generate(request: web.Request) -> web.StreamResponse:
     prompt = want_str(body, "prompt", "GenerateRequest")
     model = common.need_model(node, name, request.path)
     common.check_generative(model, name, "generate")
+    if body.get("suffix") and "insert" not in model.capabilities:
+        raise HTTPError(400, f'"{name}" does not support insert')
     think = common.resolve_think(body.get("think"), model, name)
     _check_logprobs(body)
     if not prompt and not body.get("images"):

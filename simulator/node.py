@@ -67,6 +67,8 @@ class SimNode:
         self.reply_tokens = reply_tokens
         self.default_keep_alive_ns = int(keep_alive * 1e9)
         self.registry_online = registry_online
+        self.host_guard = True  # 403 for a non-local Host header, like Ollama on loopback
+        self.registry_redirects = True  # False: private-registry pulls fail "no Location header"
         self.state = NodeState(catalogue)
         self.fault_state = FaultState()
         self.requests: list[RecordedRequest] = []

@@ -71,6 +71,8 @@ async def run_pull(node: Any, n: ModelName, progress: Progress, insecure: bool,
     info = lookup(node.catalogue, n)
     if info is None:
         raise HTTPError(500, "pull model manifest: file does not exist")
+    if not n.is_default_registry and not node.registry_redirects:
+        raise HTTPError(500, "http: no Location header in response")
     full = info.layers() + [info.config()]
     disk_full = node.fault_state.applies(Fault.DISK_FULL, path)
     for layer in full:

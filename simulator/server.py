@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import socket
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
@@ -35,6 +37,22 @@ def _parse_json(raw: bytes) -> Any:
         return json.loads(raw) if raw else None
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+def host_allowed(host_header: str) -> bool:
+    """Ollama's DNS-rebinding guard for a server listening on loopback."""
+    host = host_header.lower()
+    if host.startswith("["):
+        host = host[1:host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:
+        host = host.split(":")[0]
+    if host in ("", "localhost") or host == socket.gethostname().lower():
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+        return ip.is_loopback or ip.is_private or ip.is_unspecified
+    except ValueError:
+        return host.endswith((".localhost", ".local", ".internal"))
 
 
 async def _forever() -> None:
@@ -80,6 +98,8 @@ async def _dispatch(request: web.Request, handler: Handler, node: SimNode,
     if f.applies(Fault.NO_ANSWER, path):
         await _forever()
     await node.thawed()
+    if node.host_guard and not host_allowed(request.headers.get("Host", "")):
+        return web.Response(status=403)
     try:
         if f.applies(Fault.HANG_AFTER_HEADERS, path):
             resp = web.StreamResponse(headers={"Content-Type": _hang_content_type(request)})

@@ -209,3 +209,21 @@ async def test_embed_shapes(client: httpx.AsyncClient, node: SimNode) -> None:
     assert r.content == b'{"embedding":[]}'
     r = await client.post("/api/embed", json={"model": "all-minilm", "input": "word " * 600, "truncate": False})
     assert r.json() == {"error": "the input length exceeds the context length"}
+
+
+async def test_dns_rebinding_guard(client: httpx.AsyncClient, node: SimNode) -> None:
+    for host in ("localhost:11434", "127.0.0.1", "192.168.1.20:11434", "gpu.local", "[::1]:11434"):
+        assert (await client.get("/api/version", headers={"Host": host})).status_code == 200, host
+    r = await client.get("/api/version", headers={"Host": "evil.example.com"})
+    assert (r.status_code, r.content) == (403, b"")
+    node.host_guard = False
+    assert (await client.get("/api/version", headers={"Host": "evil.example.com"})).status_code == 200
+
+
+async def test_suffix_needs_insert(client: httpx.AsyncClient, node: SimNode) -> None:
+    r = await client.post("/api/generate", json={"model": "codestral:22b", "prompt": "a", "suffix": "b"})
+    assert r.json() == {"error": '"codestral:22b" does not support insert'}
+    node.install("qwen2.5-coder:32b")
+    r = await client.post("/api/generate", json={"model": "qwen2.5-coder:32b", "prompt": "a", "suffix": "b",
+                                                 "stream": False})
+    assert r.status_code == 200

@@ -180,3 +180,10 @@ async def test_push_streams(client: httpx.AsyncClient) -> None:
     await client.post("/api/copy", json={"source": "codestral:22b", "destination": "127.0.0.1:5000/me/c:1"})
     r = await client.post("/api/push", json={"model": "127.0.0.1:5000/me/c:1", "insecure": True})
     assert json.loads(lines(r.content)[-1]) == {"status": "success"}
+
+
+async def test_private_registry_without_redirect_fails_like_ollama(client: httpx.AsyncClient,
+                                                                   node: SimNode) -> None:
+    node.registry_redirects = False
+    r = await client.post("/api/pull", json={"model": "10.0.0.5:5000/library/qwq:32b", "insecure": True})
+    assert r.content == b'{"status":"pulling manifest"}\n{"error":"http: no Location header in response"}\n'
