@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.config.schema import DesiredState, Node
-from reconciler.plan.changes import Action, Change, render_path
+from reconciler.plan.changes import Action, Change
 from reconciler.targets.ollama_api import PsEntry, ShowInfo, TagEntry, model_key, same_value
 
 PINNED_AFTER = timedelta(days=365)   # a runner expiring later than this is kept "forever"
@@ -203,9 +203,6 @@ def diff_node(target: str, wanted: Wanted, view: NodeView) -> tuple[list[Change]
             keys_of.setdefault(model_key(model), []).append(change.key)
         return change
 
-    def key(*path: str) -> str:
-        return f"{target}:{render_path(('models', *path))}"
-
     for w in bases_first(wanted.models):
         requires: tuple[str, ...] = tuple(keys_of.get(model_key(w.base), ())) if w.source == "from" and w.base else ()
         present = view.present(w.name)
@@ -255,9 +252,9 @@ def diff_node(target: str, wanted: Wanted, view: NodeView) -> tuple[list[Change]
 
     wanted_keys = {w.key for w in wanted.models}
     unlisted = [m.name for m in view.models if model_key(m.name) not in wanted_keys]
-    if unlisted and wanted.prune:
-        for name in unlisted:
-            changes.append(Change(target, Action.DELETE, ("models", name), before=name, data=Work("delete", name=name)))
+    if unlisted and wanted.prune:   # first: deleting frees disk space for the pulls
+        changes[:0] = [Change(target, Action.DELETE, ("models", name), before=name, data=Work("delete", name=name))
+                       for name in unlisted]
     elif unlisted:
         notes.append(f"not in the file, kept because prune_models is off: {_short(unlisted)}")
 

@@ -162,3 +162,8 @@ keep_loaded = true
     assert m.source == "gguf" and m.gguf == tmp_path / "m.gguf" and m.parameters == {"num_ctx": 8192}
     assert (q.pull, q.insecure, q.digest, q.keep_loaded) == ("mirror:5000/library/q:2", True, D1, True)
     assert [w.name for w in wanted_for(state, state.nodes[1]).models] == ["m:1"]
+
+
+def test_prune_comes_first_to_free_disk_space() -> None:
+    assert [c[:2] for c in plan((CODESTRAL,), view("old:7b"), prune=True)] == [
+        ("delete", 'models."old:7b"'), ("create", 'models."codestral:22b"')]
