@@ -101,7 +101,7 @@ class OllamaNode:
             loaded_names = [e.name for e in loaded if pinning and e.name not in names and view.present(e.name)]
             shows = await asyncio.gather(*(self.api.show(n) for n in [*names, *loaded_names]))
         except TargetError as exc:
-            return Observed(self.name, error=f"unreachable: {exc}")
+            return Observed(self.name, error=str(exc))
         view = replace(view, shows={model_key(n): s for n, s in zip([*names, *loaded_names], shows)})
         return Observed(self.name, view)
 

@@ -281,7 +281,7 @@ class OllamaClient:
 
     def _fail(self, exc: httpx.HTTPError, what: str) -> TemporaryError | PermanentError:
         if isinstance(exc, httpx.ConnectError):
-            text = f"cannot connect to {self.url}: {exc or 'connection refused'}"
+            text = f"unreachable: cannot connect to {self.url} ({exc or 'connection refused'})"
         elif isinstance(exc, httpx.TimeoutException):
             text = f"{self.url} did not answer {what} in time ({type(exc).__name__})"
         elif isinstance(exc, httpx.RemoteProtocolError):
@@ -341,7 +341,8 @@ class OllamaClient:
                 if response.status_code != 200:
                     await response.aread()
                     message = _error_text(response)
-                    raise _classify(message, response.status_code)(f"{what}: {message}", target=self.name)
+                    raise _classify(message, response.status_code)(f"{what}: {response.status_code} {message}",
+                                                                   target=self.name)
                 async for raw in response.aiter_lines():
                     if not raw.strip():
                         continue

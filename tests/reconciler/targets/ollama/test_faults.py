@@ -24,7 +24,7 @@ async def test_refusing_and_silent_nodes_are_reported_and_the_others_converge(si
     assert time.monotonic() - t0 < 5
     problems = {p.target: p.message for p in report.plan.problems}
     assert set(problems) == {"ollama/gpu-2", "ollama/gpu-3"}
-    assert "unreachable" in problems["ollama/gpu-2"] and "cannot connect" in problems["ollama/gpu-2"]
+    assert problems["ollama/gpu-2"].startswith(f"unreachable: cannot connect to {refusing.url}")
     assert "did not answer" in problems["ollama/gpu-3"]
     assert report.failed == () and not report.ok
     assert sorted(good.installed_models()) == ["codestral:22b", "qwq:32b"]
@@ -49,12 +49,15 @@ async def test_pull_failing_mid_stream_reports_ollamas_message_and_the_next_pass
 
 
 async def test_error_line_and_broken_streams_fail_the_pull(sim: Any) -> None:
-    nodes = await add_nodes(sim, 3)
-    for node, fault in zip(nodes, (Fault.FAIL_MID_STREAM, Fault.RST_MID_STREAM, Fault.HANG_AFTER_HEADERS)):
+    nodes = await add_nodes(sim, 5)
+    faults = (Fault.FAIL_MID_STREAM, Fault.RST_MID_STREAM, Fault.HANG_AFTER_HEADERS, Fault.HTTP_500, Fault.FIN_MID_STREAM)
+    for node, fault in zip(nodes, faults):
         node.set_fault(fault, paths=("/api/pull",), message="pull model manifest: file does not exist")
     report = await apply(desired(nodes, '[models."qwq:32b"]\n'), stream_timeout=0.5)
     messages = {r.change.target: r.message for r in report.failed}
-    assert set(messages) == {"ollama/gpu-1", "ollama/gpu-2", "ollama/gpu-3"}
+    assert set(messages) == {f"ollama/gpu-{i}" for i in range(1, 6)}
+    assert all(n.installed_models() == [] for n in nodes)
+    assert "500" in messages["ollama/gpu-4"]
     assert messages["ollama/gpu-1"].endswith("pull model manifest: file does not exist")
     assert "dropped the connection" in messages["ollama/gpu-2"] or "failed" in messages["ollama/gpu-2"]
     assert "did not answer" in messages["ollama/gpu-3"]
