@@ -1,0 +1,274 @@
+"""Open WebUI, pure: the file projected onto it (`wanted_for`), what it holds (`Seen`), and the
+field-level changes between them (`diff_openwebui`). No I/O here; apply uses the same helpers
+(`patch_group`, `model_fields`, `model_body`, `grants_for`) so plan and apply agree.
+
+Fields the file leaves out (None) are not managed: Open WebUI keeps what its admin set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from reconciler.config.schema import DesiredState
+from reconciler.plan.changes import Action, Change, render_path
+
+# Public is this access grant; Private is its absence (openwebui-api.md §6.1)
+PUBLIC_GRANT = {"principal_type": "user", "principal_id": "*", "permission": "read"}
+
+# what the model editor sends when a model is first saved (§6.2); the file overrides keys
+DEFAULT_CAPABILITIES = {"file_context": True, "vision": True, "file_upload": True, "web_search": True,
+                        "image_generation": True, "code_interpreter": True, "terminal": True,
+                        "citations": True, "status_updates": True, "memory": True, "builtin_tools": True}
+
+# Ollama's name in the file → the key Open WebUI stores (it sends max_tokens as num_predict)
+PARAM_KEYS = {"num_predict": "max_tokens"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    path: str     # under "settings." in a plan
+    group: str    # which settings object holds it (openwebui_api.GROUPS)
+    key: str      # the field in that object
+
+
+SETTINGS = (
+    Setting("task_model", "task", "TASK_MODEL"),
+    Setting("code_interpreter", "code", "ENABLE_CODE_INTERPRETER"),
+    Setting("code_execution.enabled", "code", "ENABLE_CODE_EXECUTION"),
+    Setting("code_execution.engine", "code", "CODE_EXECUTION_ENGINE"),
+    Setting("default_user_role", "auth", "DEFAULT_USER_ROLE"),
+    Setting("enable_signup", "auth", "ENABLE_SIGNUP"),
+    Setting("enable_api_keys", "auth", "ENABLE_API_KEYS"),
+    Setting("ollama_api", "ollama", "ENABLE_OLLAMA_API"),
+    Setting("ollama_urls", "ollama", "OLLAMA_BASE_URLS"),
+    Setting("openai_api", "openai", "ENABLE_OPENAI_API"),
+)
+SETTING = {s.path: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class WantedModel:
+    id: str
+    public: bool
+    name: str | None = None
+    description: str | None = None
+    capabilities: dict[str, bool] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)   # Ollama names, as in the file
+    system: str | None = None
+
+    def stored_params(self) -> dict[str, Any]:
+        """The params as Open WebUI stores them (max_tokens; system among them)."""
+        out = {PARAM_KEYS.get(k, k): v for k, v in self.params.items()}
+        if self.system is not None:
+            out["system"] = self.system
+        return out
+
+
+@dataclass(frozen=True)
+class Wanted:
+    url: str
+    settings: dict[str, Any]                  # Setting.path → value; declared ones only
+    models: tuple[WantedModel, ...] = ()
+    auth: Literal["api_key", "password"] = "password"
+    warnings: tuple[str, ...] = ()
+
+    def groups(self) -> list[str]:
+        return sorted({SETTING[p].group for p in self.settings})
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What Open WebUI holds. `fresh`: no account yet (onboarding), so nothing else was read."""
+
+    version: str = ""
+    fresh: bool = False
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    models: dict[str, dict[str, Any] | None] = field(default_factory=dict)   # id → entry or None
+    listed: frozenset[str] | None = None      # ids the connections list; None: unknown
+
+
+@dataclass(frozen=True)
+class Work:
+    """What apply does for a change: create the admin, converge a settings group or a model."""
+
+    kind: Literal["admin", "group", "model"]
+    group: str = ""
+    model: WantedModel | None = None
+
+
+ADMIN_KEY = "openwebui:" + render_path(("admin",))
+
+
+def wanted_for(state: DesiredState) -> Wanted | None:
+    ow = state.openwebui
+    if ow is None:
+        return None
+    auth: Literal["api_key", "password"] = "api_key" if ow.api_key is not None else "password"
+    declared: dict[str, Any] = {
+        "task_model": ow.task_model,
+        "code_interpreter": ow.code_interpreter,
+        "default_user_role": ow.default_user_role,
+        "enable_signup": ow.enable_signup,
+        "enable_api_keys": ow.enable_api_keys,
+        "openai_api": ow.openai_api,
+        "ollama_api": True,
+        "ollama_urls": list(ow.ollama_urls) if ow.ollama_urls is not None else [state.balancer_public_url()],
+    }
+    if ow.code_execution is not None:
+        declared["code_execution.enabled"] = ow.code_execution.enabled
+        declared["code_execution.engine"] = ow.code_execution.engine
+    warnings: list[str] = []
+    if auth == "api_key" and ow.enable_api_keys is False:
+        assert ow.api_key is not None
+        declared["enable_api_keys"] = None
+        warnings.append(f"enable_api_keys = false would lock out the API key ollafleet signs in with "
+                        f"({ow.api_key}); left as it is")
+    models = tuple(
+        WantedModel(model_id, m.openwebui.visibility == "public", m.openwebui.name, m.openwebui.description,
+                    dict(m.openwebui.capabilities), dict(m.openwebui.params), m.openwebui.system)
+        for model_id, m in state.models.items() if m.openwebui is not None)
+    settings = {k: v for k, v in declared.items() if v is not None}
+    return Wanted(ow.url, settings, models, auth, tuple(warnings))
+
+
+# ---------------------------------------------------------------- comparing values
+
+def same(a: Any, b: Any) -> bool:
+    """Equal as Open WebUI means it: 1 == 1.0 (never True == 1); URLs without a trailing slash."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    if isinstance(a, str) and isinstance(b, str):
+        return a == b or (a.startswith("http") and a.rstrip("/") == b.rstrip("/"))
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def patch_group(group: str, current: dict[str, Any], wanted: Wanted) -> dict[str, Any]:
+    """`current` with the file's fields of `group` set; every other field as it was."""
+    out = dict(current)
+    for path, value in wanted.settings.items():
+        if SETTING[path].group == group:
+            out[SETTING[path].key] = value
+    return out
+
+
+def is_public(grants: list[dict[str, Any]] | None) -> bool:
+    return any(all(g.get(k) == v for k, v in PUBLIC_GRANT.items()) for g in grants or [])
+
+
+def grants_for(model: WantedModel, grants: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The entry's grants with the public one added or removed; group and user shares kept."""
+    kept = [{k: g.get(k) for k in ("principal_type", "principal_id", "permission")}
+            for g in grants or [] if not is_public([g])]
+    return kept + ([dict(PUBLIC_GRANT)] if model.public else [])
+
+
+def model_fields(model: WantedModel, entry: dict[str, Any]) -> list[tuple[tuple[str, ...], Any, Any]]:
+    """(path under the model, before, after) of every declared field that differs from `entry`."""
+    out: list[tuple[tuple[str, ...], Any, Any]] = []
+    meta = entry.get("meta") or {}
+    params = entry.get("params") or {}
+    if model.name is not None and not same(entry.get("name"), model.name):
+        out.append((("name",), entry.get("name"), model.name))
+    if model.description is not None and not same(meta.get("description"), model.description):
+        out.append((("description",), meta.get("description"), model.description))
+    caps = meta.get("capabilities") or {}
+    for key, value in model.capabilities.items():
+        if not same(caps.get(key), value):
+            out.append((("capabilities", key), caps.get(key), value))
+    for key, value in model.params.items():
+        have = params.get(PARAM_KEYS.get(key, key))
+        if not same(have, value):
+            out.append((("params", key), have, value))
+    if model.system is not None and not same(params.get("system"), model.system):
+        out.append((("system",), params.get("system"), model.system))
+    public = is_public(entry.get("access_grants"))
+    if public != model.public:
+        show = {True: "public", False: "private"}
+        out.append((("visibility",), show[public], show[model.public]))
+    return out
+
+
+def model_body(model: WantedModel, entry: dict[str, Any] | None) -> dict[str, Any]:
+    """The create (entry None) or update body: the entry with the declared fields set."""
+    if entry is None:
+        caps = {**DEFAULT_CAPABILITIES, **model.capabilities}
+        return {"id": model.id, "base_model_id": None, "name": model.name or model.id,
+                "meta": {"capabilities": caps, "description": model.description},
+                "params": model.stored_params(), "is_active": True,
+                "access_grants": grants_for(model, [])}
+    meta = dict(entry.get("meta") or {})
+    if model.capabilities:
+        meta["capabilities"] = {**(meta.get("capabilities") or DEFAULT_CAPABILITIES), **model.capabilities}
+    if model.description is not None:
+        meta["description"] = model.description
+    params = {**(entry.get("params") or {}), **model.stored_params()}
+    return {"id": model.id, "base_model_id": entry.get("base_model_id"),
+            "name": model.name if model.name is not None else entry.get("name") or model.id,
+            "meta": meta, "params": params, "is_active": entry.get("is_active", True)}
+
+
+def summary(model: WantedModel) -> dict[str, Any]:
+    """What a created entry holds, as the plan shows it (file names)."""
+    out: dict[str, Any] = {"visibility": "public" if model.public else "private"}
+    for key in ("name", "description", "system"):
+        if getattr(model, key) is not None:
+            out[key] = getattr(model, key)
+    if model.capabilities:
+        out["capabilities"] = model.capabilities
+    if model.params:
+        out["params"] = model.params
+    return out
+
+
+# ---------------------------------------------------------------- the diff
+
+PERSISTENCE_NOTE = ("settings are written through the API: they survive a restart only if Open WebUI runs "
+                    "with ENABLE_PERSISTENT_CONFIG=true (its default), which it does not report; "
+                    "after a restart without it the next pass writes them again")
+
+
+def diff_openwebui(target: str, wanted: Wanted, seen: Seen) -> tuple[list[Change], list[str]]:
+    changes: list[Change] = []
+    notes = list(wanted.warnings)
+    needs: tuple[str, ...] = ()
+    if seen.fresh:
+        changes.append(Change(target, Action.CREATE, ("admin",), data=Work("admin"),
+                              note="fresh Open WebUI: its first account, the admin, from the file's credentials"))
+        needs = (ADMIN_KEY,)
+    for path, value in wanted.settings.items():
+        setting = SETTING[path]
+        if seen.fresh:
+            before = None
+        else:
+            group = seen.groups.get(setting.group, {})
+            before = group.get(setting.key)
+            if same(before, value):
+                continue
+        changes.append(Change(target, Action.UPDATE, ("settings", *path.split(".")), before, value,
+                              requires=needs, data=Work("group", group=setting.group)))
+    if any(c.path[0] == "settings" for c in changes):
+        notes.append(PERSISTENCE_NOTE)
+    for model in wanted.models:
+        entry = None if seen.fresh else seen.models.get(model.id)
+        if entry is None:
+            changes.append(Change(target, Action.CREATE, ("models", model.id), after=summary(model),
+                                  requires=needs, data=Work("model", model=model)))
+        else:
+            for sub, before, after in model_fields(model, entry):
+                changes.append(Change(target, Action.UPDATE, ("models", model.id, *sub), before, after,
+                                      data=Work("model", model=model)))
+        if seen.listed is not None and model.id not in seen.listed:
+            notes.append(f'models."{model.id}": the Ollama connection does not list it yet; its entry '
+                         "is kept ready and applies as soon as a node serves it")
+    task = wanted.settings.get("task_model")
+    if task and seen.listed is not None and task not in seen.listed:
+        notes.append(f'task model "{task}" is not listed by the Ollama connection: until it is, '
+                     "Open WebUI uses each chat's own model for titles and tags")
+    return changes, notes
