@@ -1,5 +1,11 @@
 """The Ollama nodes as targets: one `ollama/<node>` per node, observed, diffed and changed
-through the REST API only (reference: ollama-api.md §13 recipes)."""
+through the REST API only (reference: ollama-api.md §13 recipes).
+
+    node_targets(state, *, base_dir=None, timeout=10.0, stream_timeout=600.0) -> list[OllamaNode]
+    OllamaNode.observe() -> Observed(data=NodeView) | Observed(error="unreachable: ...")
+    OllamaNode.diff(observed) -> (changes, notes)      pure, see ollama_diff.diff_node
+    OllamaNode.apply(change, progress)                 one pull / create / upload+create / load / delete
+"""
 
 from __future__ import annotations
 

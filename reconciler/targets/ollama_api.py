@@ -1,7 +1,9 @@
 """A typed async client for one Ollama node's REST API, and pure parsers of its answers.
 
 This is the only module that catches httpx errors: each one becomes a TemporaryError (the node
-may answer next time) or a PermanentError (it will not), chained with `from exc`.
+may answer next time) or a PermanentError (it will not), chained with `from exc`. A management
+stream (pull, create) fails on any {"error": ...} line, even under HTTP 200, and on an end
+without {"status": "success"}; the error carries Ollama's own message.
 """
 
 from __future__ import annotations
