@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import socket
 import threading
 import time
@@ -83,7 +84,11 @@ class SimNode:
         self._thread: int | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.SockSite | None = None
-        self._site_task: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
+        self._closing: list[web.SockSite] = []
+        self._want_listen = False
+        self._port_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------
     @property
@@ -106,34 +111,72 @@ class SimNode:
         self._runner = web.AppRunner(build_app(self), handler_cancellation=True,
                                      shutdown_timeout=0.2, access_log=None)
         await self._runner.setup()
-        self._listen(port)
-        assert self._site_task is not None
-        await self._site_task
+        self.port = port
+        self._set_listening(True)
+        assert self._port_task is not None
+        await self._port_task
 
-    def _listen(self, port: int) -> None:
-        assert self._runner is not None and self._loop is not None
+    # Listening follows a wish (`_want_listen`). The part a client notices (the listening
+    # socket closing or opening) happens at once; aiohttp's site bookkeeping follows in one
+    # background task, so quick refuse/clear sequences always end in the last wish.
+    def _set_listening(self, want: bool) -> None:
+        self._want_listen = want
+        if self._port_task is None or self._port_task.done():
+            self._listen_step()
+            self._port_task = self._background(self._converge_port())
+
+    def _listen_step(self) -> None:
+        if not self._want_listen:
+            if self._site is not None:
+                server = getattr(self._site, "_server", None)
+                if server is not None:
+                    server.close()  # synchronous: the port refuses from the next connect on
+                self._closing.append(self._site)
+                self._site = None
+                for handler in self._connections():
+                    reset_transport(handler.transport)
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+        elif self._site is None and self._sock is None:
+            self._sock = self._bind(self.port)
+
+    async def _converge_port(self) -> None:
+        while True:
+            while self._closing:
+                await self._stop_site(self._closing.pop())
+            if self._want_listen and self._site is None:
+                if self._sock is None:
+                    self._sock = self._bind(self.port)
+                site, self._sock = web.SockSite(self._runner, self._sock), None  # type: ignore[arg-type]
+                await site.start()
+                self._site = site
+                continue
+            if not self._want_listen and (self._site is not None or self._sock is not None):
+                self._listen_step()
+                continue
+            return
+
+    def _bind(self, port: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
         sock.listen(128)
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
-        self._site = web.SockSite(self._runner, sock)
-        self._site_task = self._loop.create_task(self._site.start())
+        return sock
 
-    def _unlisten(self) -> None:
-        site, self._site = self._site, None
-        if site is None:
-            return
-        server = getattr(site, "_server", None)
-        if server is not None:
-            server.close()  # the port refuses from now on
-            assert self._loop is not None
-            self._loop.create_task(site.stop())
-        else:
-            site._sock.close()  # type: ignore[attr-defined]
-        for handler in self._connections():
-            reset_transport(handler.transport)
+    def _background(self, coro: Any) -> asyncio.Task[Any]:
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @staticmethod
+    async def _stop_site(site: web.BaseSite) -> None:
+        with contextlib.suppress(RuntimeError):  # already unregistered by a cleanup
+            await site.stop()
 
     def _connections(self) -> list[Any]:
         server = self._runner.server if self._runner else None
@@ -142,10 +185,14 @@ class SimNode:
     async def stop(self) -> None:
         self.stopping = True
         self._thaw.set()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        self._site = None
+        if self._sock is not None:
+            self._sock.close()
+        self._site = self._sock = None
 
     # -- thread-safety -----------------------------------------------------------------
     def _on_loop(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -176,10 +223,8 @@ class SimNode:
     def _apply_fault(self, new: FaultState) -> None:
         old = self.fault_state.fault
         self.fault_state = new
-        if new.fault is Fault.REFUSE and old is not Fault.REFUSE and self._runner:
-            self._unlisten()
-        if old is Fault.REFUSE and new.fault is not Fault.REFUSE and not self.stopping:
-            self._listen(self.port)
+        if self._runner is not None and not self.stopping:
+            self._set_listening(new.fault is not Fault.REFUSE)
         if new.fault is Fault.FREEZE and old is not Fault.FREEZE:
             self._thaw.clear()
             for h in self._connections():

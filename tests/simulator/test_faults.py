@@ -162,3 +162,21 @@ async def test_disconnect_while_queued_or_not_streaming(sim: Simulator) -> None:
             await c.post("/api/chat", json={**CHAT, "stream": False}, timeout=0.3)
         await node.wait_for(lambda: node.cancelled_generations == 1, timeout=1.0)
         assert node.slots is not None and not node.slots.locked()
+
+
+async def test_quick_refuse_toggles_end_in_the_last_wish(sim: Simulator) -> None:
+    node = await sim.add_node(name="t", timing=Timing.instant())
+    for _ in range(3):
+        node.set_fault(Fault.REFUSE)
+        node.clear_fault()
+    async with httpx.AsyncClient() as c:
+        assert (await c.get(node.url + "/api/version")).status_code == 200
+        node.clear_fault()
+        node.set_fault(Fault.REFUSE)
+        node.clear_fault()
+        node.set_fault(Fault.REFUSE)
+        with pytest.raises(httpx.TransportError):   # the pooled connection was reset
+            await c.get(node.url + "/api/version")
+        with pytest.raises(httpx.ConnectError):     # and nothing listens any more
+            await c.get(node.url + "/api/version")
+    await sim.remove_node(node)   # stopping a refusing node is clean
