@@ -70,6 +70,7 @@ class Balancer:
         s = self.settings
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                              cookie_jar=aiohttp.DummyCookieJar(),
                                               skip_auto_headers=("Accept-Encoding",))
         self._pollers = Pollers(self.fleet, self._session, s.poll_interval, s.connect_timeout)
         proxy = Proxy(self.fleet, s, self._session, FleetWide(self.fleet, self._pollers))

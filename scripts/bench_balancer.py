@@ -28,6 +28,7 @@ NODES = 4
 SLOTS = 16  # parallel slots per simulated node (4 x 16 = 64 streams at once)
 MODEL = "codestral:22b"
 TOKENS = 32
+TOKENS_PER_S = 100.0
 CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -35,8 +36,9 @@ CLK = os.sysconf("SC_CLK_TCK")
 async def serve_nodes() -> None:
     from simulator import Simulator, Timing
 
-    # instant-ish: no load time, ~1 ms per token, so chunks really stream
-    timing = Timing(load_delay=0.0, warm_load=0.0, prompt_tps=1e9, gen_tps=1000.0)
+    # instant-ish: no load or prompt time; 100 tokens/s per stream, about 3x a 32B model on
+    # one 24 GB GPU, so 64 streams relay ~6400 chunks/s
+    timing = Timing(load_delay=0.0, warm_load=0.0, prompt_tps=1e9, gen_tps=TOKENS_PER_S)
     async with Simulator() as sim:
         nodes = [await sim.add_node(name=f"n{i}", models=[MODEL], timing=timing,
                                     num_parallel=SLOTS) for i in range(NODES)]
@@ -86,17 +88,25 @@ async def one_stream(http: aiohttp.ClientSession, url: str) -> tuple[float, floa
     return ttft, time.perf_counter() - t0, chunks
 
 
-async def run_level(http: aiohttp.ClientSession, urls: list[str], conc: int, rounds: int
-                    ) -> tuple[list[float], list[float], int]:
+async def run_level(http: aiohttp.ClientSession, urls: list[str], conc: int, per_worker: int,
+                    burst: bool) -> tuple[list[float], list[float], int]:
+    """`conc` clients each run `per_worker` streams back to back (a closed loop, like a
+    load tester's -c N). Steady state drops each client's first stream (they all start at
+    once); `burst` keeps only those first streams, started together."""
     ttfts: list[float] = []
     totals: list[float] = []
     chunks = 0
-    for _ in range(rounds):
-        res = await asyncio.gather(*(one_stream(http, urls[i % len(urls)]) for i in range(conc)))
-        for ttft, total, n in res:
-            ttfts.append(ttft)
-            totals.append(total)
+
+    async def worker(i: int) -> None:
+        nonlocal chunks
+        for k in range(per_worker):
+            ttft, total, n = await one_stream(http, urls[i % len(urls)])
             chunks += n
+            if (k == 0) == burst:
+                ttfts.append(ttft)
+                totals.append(total)
+
+    await asyncio.gather(*(worker(i) for i in range(conc)))
     return ttfts, totals, chunks
 
 
@@ -108,28 +118,46 @@ def pct(values: list[float], q: float) -> float:
 async def main(quick: bool) -> None:
     nodes_proc, urls = await spawn("--serve-nodes")
     bal_proc, bal_url = await spawn("--serve-balancer", *urls)  # type: ignore[misc]
-    plan = [(1, 20 if quick else 100), (16, 5 if quick else 20), (64, 3 if quick else 10)]
+    steady = 40 if quick else 150  # streams per level (spread over the clients)
+    plan = [("1", 1, steady, False), ("16", 16, 1 + steady // 16, False),
+            ("64", 64, 1 + steady // 64 + 2, False), ("64 burst", 64, 1, True)]
     conn = aiohttp.TCPConnector(limit=0)
     print(f"balancer overhead: {NODES} simulated nodes x {SLOTS} slots, {TOKENS} tokens/stream, "
-          f"~1 ms/token, 127.0.0.1")
-    print(f"{'streams':>7} {'direct p50':>11} {'p99':>8} {'balanced p50':>13} {'p99':>8} "
-          f"{'added p50':>10} {'added p99':>10} {'total ratio':>12} {'cpu/chunk':>10}")
+          f"{TOKENS_PER_S:g} tokens/s, 127.0.0.1; each row: direct, then through the balancer")
+    print(f"{'streams':>8} {'direct p50':>10} {'p99':>8} {'balanced p50':>12} {'p99':>8} "
+          f"{'added p50':>9} {'added p99':>9} {'total ratio':>11} {'cpu/chunk':>9}")
     try:
         async with aiohttp.ClientSession(connector=conn) as http:
-            await run_level(http, urls, 16, 2)  # warm up both paths
-            await run_level(http, [bal_url], 16, 2)
-            for conc, rounds in plan:
-                d_ttft, d_total, _ = await run_level(http, urls, conc, rounds)
-                cpu0 = cpu_seconds(bal_proc.pid)
-                b_ttft, b_total, chunks = await run_level(http, [bal_url], conc, rounds)
-                cpu = cpu_seconds(bal_proc.pid) - cpu0
+            await run_level(http, urls, 16, 2, False)  # warm up both paths
+            await run_level(http, [bal_url], 16, 2, False)
+            repeats = 1 if quick else 3
+            for label, conc, per_worker, burst in plan:
+                d_ttft: list[float] = []
+                b_ttft: list[float] = []
+                d_total: list[float] = []
+                b_total: list[float] = []
+                cpu = 0.0
+                chunks = 0
+                for _ in range(repeats if not burst else 3 * repeats):
+                    t, tot, _n = await run_level(http, urls, conc, per_worker, burst)
+                    d_ttft += t
+                    d_total += tot
+                    cpu0 = cpu_seconds(bal_proc.pid)
+                    t, tot, n = await run_level(http, [bal_url], conc, per_worker, burst)
+                    cpu += cpu_seconds(bal_proc.pid) - cpu0
+                    chunks += n
+                    b_ttft += t
+                    b_total += tot
                 ms = 1000.0
-                print(f"{conc:>7} {pct(d_ttft, .5) * ms:>9.2f}ms {pct(d_ttft, .99) * ms:>6.2f}ms "
-                      f"{pct(b_ttft, .5) * ms:>11.2f}ms {pct(b_ttft, .99) * ms:>6.2f}ms "
-                      f"{(pct(b_ttft, .5) - pct(d_ttft, .5)) * ms:>8.2f}ms "
-                      f"{(pct(b_ttft, .99) - pct(d_ttft, .99)) * ms:>8.2f}ms "
-                      f"{statistics.mean(b_total) / statistics.mean(d_total):>11.3f}x "
+                print(f"{label:>8} {pct(d_ttft, .5) * ms:>8.2f}ms {pct(d_ttft, .99) * ms:>6.2f}ms "
+                      f"{pct(b_ttft, .5) * ms:>10.2f}ms {pct(b_ttft, .99) * ms:>6.2f}ms "
+                      f"{(pct(b_ttft, .5) - pct(d_ttft, .5)) * ms:>7.2f}ms "
+                      f"{(pct(b_ttft, .99) - pct(d_ttft, .99)) * ms:>7.2f}ms "
+                      f"{statistics.mean(b_total) / statistics.mean(d_total):>10.3f}x "
                       f"{cpu / chunks * 1e6:>7.1f}us")
+                per_chunk = cpu / chunks
+            print(f"balancer CPU per relayed chunk {per_chunk * 1e6:.0f} us: one core relays about "
+                  f"{1 / per_chunk:,.0f} chunks/s ({1 / per_chunk / 30:,.0f} streams at 30 tokens/s)")
     finally:
         for proc in (bal_proc, nodes_proc):
             assert proc.stdin is not None
