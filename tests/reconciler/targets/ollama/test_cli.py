@@ -64,4 +64,6 @@ def test_plan_apply_plan(nodes: list[Any], tmp_path: Path, capsys: pytest.Captur
     assert report["changes"] == [] and report["errors"] == []
     assert any(note["message"].startswith("Ollama 0.13.5; 2 of 2 models present; loaded: codestral:22b (pinned)")
                for note in report["notes"])
+    assert any("OLLAMA_NUM_PARALLEL" in note["message"] and "not changeable" in note["message"]
+               for note in report["notes"])
     assert [r for n in nodes for r in n.write_requests()] == []
