@@ -67,3 +67,14 @@ def test_plan_apply_plan(nodes: list[Any], tmp_path: Path, capsys: pytest.Captur
     assert any("OLLAMA_NUM_PARALLEL" in note["message"] and "not changeable" in note["message"]
                for note in report["notes"])
     assert [r for n in nodes for r in n.write_requests()] == []
+
+
+def test_the_real_command_line_uses_build_targets(nodes: list[Any], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    file = tmp_path / "desired_state.toml"
+    file.write_text("version = 1\n" + "".join(f'[[nodes]]\nname = "{n.name}"\nurl = "{n.url}"\n' for n in nodes)
+                    + '[models."llama3.2:1b"]\n')
+    assert cli.main(["plan", str(file), "--detailed-exitcode"]) == 2
+    assert cli.main(["apply", str(file)]) == 0
+    assert cli.main(["plan", str(file), "--detailed-exitcode"]) == 0
+    assert all(n.installed_models() == ["llama3.2:1b"] for n in nodes)
