@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -94,6 +94,12 @@ def in_thread(coro: Coroutine[Any, Any, T]) -> T:
     """asyncio.run on a thread of its own: leaves pytest-asyncio's loop alone."""
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+def in_thread_call(fn: Callable[..., T], *args: Any) -> T:
+    """A blocking call that runs its own event loop (the CLI), on a thread of its own."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def run(state: DesiredState, *, apply: bool = True) -> Pass:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
+import httpx
 import pytest
 
+from reconciler import cli
 from reconciler.plan.changes import Action, Status
+from reconciler.targets.openwebui import openwebui_targets
 
-from .conftest import Instance, entry, run
+from .conftest import ADMIN, ENV, PASSWORD_CREDENTIALS, SEED, Instance, Pass, entry, in_thread_call, run
 
 pytestmark = pytest.mark.openwebui
 
@@ -51,3 +57,106 @@ def test_second_apply_sends_no_write(converged: Instance) -> None:
     assert again.plan.changes == ()
     assert not again.plan.problems
     assert again.writes == []
+
+
+def _changes(result: Pass) -> list[tuple[str, object, object]]:
+    return [(c.path_text, c.before, c.after) for c in result.plan.changes]
+
+
+def test_a_change_in_the_file_changes_exactly_that_field(converged: Instance) -> None:
+    with converged.admin() as admin:
+        row_before = entry(admin, "codestral:22b")
+        task_before = admin.get("/api/v1/tasks/config").json()
+    state = converged.state(replace={"temperature = 0.1": "temperature = 0.3",
+                                     'task_model = "codestral:22b"': 'task_model = "qwq:32b"'})
+    result = run(state)
+    assert _changes(result) == [("settings.task_model", "codestral:22b", "qwq:32b"),
+                                ('models."codestral:22b".params.temperature', 0.1, 0.3)]
+    assert result.report is not None and result.report.ok
+    assert sorted(result.writes) == ["POST /api/v1/models/model/update", "POST /api/v1/tasks/config/update"]
+    with converged.admin() as admin:
+        row_after = entry(admin, "codestral:22b")
+        task_after = admin.get("/api/v1/tasks/config").json()
+    assert row_after["params"] == {**row_before["params"], "temperature": 0.3}
+    assert row_after["meta"] == row_before["meta"] and row_after["name"] == row_before["name"]
+    assert row_after["access_grants"] == row_before["access_grants"]
+    assert task_after == {**task_before, "TASK_MODEL": "qwq:32b"}
+
+
+def _drift(admin: httpx.Client) -> None:
+    """Change things behind ollafleet's back, the way an admin clicking in the UI would."""
+    task = admin.get("/api/v1/tasks/config").json()
+    admin.post("/api/v1/tasks/config/update", json={**task, "TASK_MODEL": ""}).raise_for_status()
+    code = admin.get("/api/v1/configs/code_execution").json()
+    admin.post("/api/v1/configs/code_execution", json={**code, "ENABLE_CODE_INTERPRETER": True}).raise_for_status()
+    row = entry(admin, "codestral:22b")
+    body = {k: row[k] for k in ("id", "base_model_id", "name", "meta", "is_active")}
+    admin.post("/api/v1/models/model/update",
+               json={**body, "params": {**row["params"], "temperature": 0.8}}).raise_for_status()
+    admin.post("/api/v1/models/model/access/update",
+               json={"id": "qwq:32b", "name": "qwq:32b", "access_grants": []}).raise_for_status()
+
+
+def test_drift_is_planned_and_restored(converged: Instance, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    with converged.admin() as admin:
+        _drift(admin)
+    state = converged.state()
+    planned = run(state, apply=False)
+    assert sorted(_changes(planned)) == sorted([
+        ("settings.task_model", "", "codestral:22b"),
+        ("settings.code_interpreter", True, False),
+        ('models."codestral:22b".params.temperature', 0.8, 0.1),
+        ('models."qwq:32b".visibility', "private", "public"),
+    ])
+    assert planned.writes == []
+
+    # what an administrator sees from `ollafleet plan`
+    path = tmp_path / "desired_state.toml"
+    path.write_text(SEED.format(url=converged.owui.url, ollama=converged.ollama_url, extra_models="",
+                                credentials=PASSWORD_CREDENTIALS))
+    for var, value in ENV.items():
+        monkeypatch.setenv(var, value)
+    args = argparse.Namespace(file=str(path), json=False, detailed_exitcode=True)
+    code = in_thread_call(cli.cmd_plan, args, openwebui_targets)
+    out = capsys.readouterr().out
+    assert code == 2
+    assert '~ models."codestral:22b".params.temperature: 0.8 → 0.1' in out
+    assert '~ settings.task_model: "" → "codestral:22b"' in out
+    assert ADMIN[1] not in out
+
+    fixed = run(state)
+    assert fixed.report is not None and fixed.report.ok, fixed.report.to_json()
+    again = run(state)
+    assert again.plan.changes == () and again.writes == []
+
+
+def test_a_user_chats_through_openwebui_with_the_models_params(converged: Instance) -> None:
+    base = converged.owui.url
+    user = httpx.post(base + "/api/v1/auths/signup", timeout=30,
+                      json={"name": "Alice", "email": "alice@example.com", "password": "Al1ce-pass!"})
+    if user.status_code != 200:  # this session signed her up already
+        user = httpx.post(base + "/api/v1/auths/signin", timeout=30,
+                          json={"email": "alice@example.com", "password": "Al1ce-pass!"})
+    assert user.json()["role"] == "user"          # default_user_role = "user": no pending wait
+    with httpx.Client(base_url=base, timeout=60,
+                      headers={"Authorization": f"Bearer {user.json()['token']}"}) as alice:
+        visible = {m["id"] for m in alice.get("/api/models").json()["data"]}
+        assert {"codestral:22b", "qwq:32b"} <= visible            # public entries
+        converged.node.clear_requests()
+        reply = alice.post("/api/chat/completions", json={
+            "model": "codestral:22b", "stream": False,
+            "messages": [{"role": "user", "content": "Write hello world in C"}]})
+        assert reply.status_code == 200, reply.text
+        chats = [r.body for r in converged.node.requests if r.path == "/api/chat"]
+        assert [c["model"] for c in chats] == ["codestral:22b"]
+        assert chats[0]["options"] == {"num_ctx": 30000, "num_predict": 29000, "temperature": 0.1,
+                                       "top_p": 0.95, "repeat_penalty": 1.15}
+
+        converged.node.clear_requests()
+        title = alice.post("/api/v1/tasks/title/completions", json={
+            "model": "qwq:32b", "messages": [{"role": "user", "content": "Write hello world in C"},
+                                             {"role": "assistant", "content": "int main() {}"}]})
+        assert title.status_code == 200, title.text
+        tasks = [r.body for r in converged.node.requests if r.path == "/api/chat"]
+        assert [t["model"] for t in tasks] == ["codestral:22b"]   # the task model, not the chat's qwq
