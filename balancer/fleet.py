@@ -188,6 +188,13 @@ class Fleet:
         (node.draining.add if draining else node.draining.discard)(normalize_model(model))
         self.notify()
 
+    def forget_model(self, node: Node, model: str) -> None:
+        """The node said it lacks `model`: believe it until the next poll."""
+        if node.reported is not None and model in node.reported:
+            node.reported = node.reported - {model}
+            node.loaded = node.loaded - {model}
+            log.info("%s no longer has %s; %s", node.name, model, self.table)
+
     def update_poll(self, node: Node, models: frozenset[str] | None,
                     loaded: frozenset[str] | None, error: str | None) -> None:
         was = node.reachable

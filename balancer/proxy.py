@@ -22,7 +22,7 @@ from .config import Settings
 from .fleet import Fleet, Node
 from .fleetwide import FleetWide
 from .framing import EndChecker
-from .scheduling import Event, Reject, Wait, decide
+from .scheduling import Event, Pick, Reject, Wait, decide
 
 log = logging.getLogger("balancer")
 
@@ -91,7 +91,7 @@ class Proxy:
                 return self._reject(request, info, decision, last_error)
             node = self.fleet.reserve(decision, info.uses_slot, info.conversation)
             tried.add(node.name)
-            result = await self._attempt(request, info, node, data)
+            result = await self._attempt(request, info, node, data, tried)
             if isinstance(result, web.StreamResponse):
                 return result
             last_error = result
@@ -108,8 +108,17 @@ class Proxy:
             return json_response(request, 502, f"{decision.message}; last error: {last_error}")
         return json_response(request, decision.status, decision.message)
 
+    def _worth_retrying(self, info: RequestInfo, node: Node, status: int,
+                        tried: set[str]) -> bool:
+        """A node that is busy (503) or lacks the model after all (404) is not the last word."""
+        if status == 404 and info.model is not None and info.kind in ("inference", "model_info"):
+            self.fleet.forget_model(node, info.model)  # deleted since the last poll
+        elif status != 503:
+            return False
+        return isinstance(decide(self.fleet.snapshot(), info, frozenset(tried)), Pick)
+
     async def _attempt(self, request: web.BaseRequest, info: RequestInfo, node: Node,
-                       data: Any) -> web.StreamResponse | str:
+                       data: Any, tried: set[str]) -> web.StreamResponse | str:
         """Serve the request from `node`; a string result is a failure before the first byte."""
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
         upstream: aiohttp.ClientResponse | None = None
@@ -126,6 +135,10 @@ class Proxy:
                 text = _describe(exc, self.settings.silence_timeout)
                 event, error = Event.FAILED, f"before first byte: {text}"
                 return f"node {node.name}: {error}"
+            if self._worth_retrying(info, node, upstream.status, tried):
+                # Nothing reached the client yet and another node can answer instead.
+                event = Event.BUSY
+                return f"node {node.name}: answered HTTP {upstream.status}"
             resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             resp.headers.extend(
                 (k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP)

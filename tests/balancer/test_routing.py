@@ -189,3 +189,31 @@ async def test_blob_upload_streams_through_when_allowed(sim, make_balancer, http
         assert r.status == 201
     async with http.head(b.url + "/api/blobs/" + digest) as r:
         assert r.status == 200
+
+
+async def test_node_that_lost_the_model_is_skipped(sim, make_balancer, http) -> None:
+    a = await sim.add_node(name="a", models=["codestral:22b"])
+    c = await sim.add_node(name="c", models=["codestral:22b"])
+    b = await make_balancer([a, c])
+    a.set_fault(Fault.MODEL_NOT_FOUND)  # deleted behind the balancer's back
+    status, lines, broke = await chat_lines(http, b)
+    assert status == 200 and broke is None and lines[-1]["done"]
+    assert state(b, "a").models == () and state(b, "a").reliability == "Reliable"
+    # the only node left without it: its own 404 passes through
+    b.replace_nodes([NodeSpec("a", a.url)])
+    await b.refresh()
+    async with http.post(b.url + "/api/chat", json=CHAT) as r:
+        assert r.status == 404 and "not found" in (await r.json())["error"]
+
+
+async def test_busy_node_503_is_retried_elsewhere(sim, make_balancer, http) -> None:
+    a = await sim.add_node(name="a", models=["codestral:22b"])
+    c = await sim.add_node(name="c", models=["codestral:22b"])
+    a.set_fault(Fault.HTTP_503_BUSY)
+    b = await make_balancer([a, c])
+    status, lines, broke = await chat_lines(http, b)
+    assert status == 200 and broke is None and lines[-1]["done"]
+    assert state(b, "a").reliability == "Reliable"
+    c.set_fault(Fault.HTTP_503_BUSY)
+    async with http.post(b.url + "/api/chat", json=CHAT) as r:
+        assert r.status == 503 and "server busy" in (await r.json())["error"]
