@@ -35,7 +35,7 @@ CHUNK = 1 << 20
 # ---------------------------------------------------------------- GGUF hashing, once per file
 
 _hashes: dict[tuple[str, int, int], str] = {}
-_hash_locks: dict[str, asyncio.Lock] = {}
+_hash_locks: dict[tuple[str, int], asyncio.Lock] = {}   # per file and event loop
 
 
 def _hash_file(path: Path) -> str:
@@ -53,7 +53,7 @@ async def file_sha256(path: Path) -> str:
     except OSError as exc:
         raise PermanentError(f"cannot read the GGUF file {path}: {exc.strerror}") from exc
     cache_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    lock = _hash_locks.setdefault(cache_key[0], asyncio.Lock())
+    lock = _hash_locks.setdefault((cache_key[0], id(asyncio.get_running_loop())), asyncio.Lock())
     async with lock:
         if cache_key not in _hashes:
             _hashes[cache_key] = await asyncio.to_thread(_hash_file, path)
