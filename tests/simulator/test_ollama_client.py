@@ -8,8 +8,14 @@ import pytest
 from simulator import Fault, SimNode
 
 
-async def test_management_round_trip(node: SimNode) -> None:
-    c = ollama.AsyncClient(host=node.url)
+@pytest.fixture
+async def c(node: SimNode):
+    client = ollama.AsyncClient(host=node.url)
+    yield client
+    await client.close()
+
+
+async def test_management_round_trip(node: SimNode, c: ollama.AsyncClient) -> None:
     assert (await c.list()).models[0].model == "codestral:22b"
     progress = [p async for p in await c.pull("qwq:32b", stream=True)]
     assert progress[0].status == "pulling manifest" and progress[-1].status == "success"
@@ -32,9 +38,8 @@ async def test_management_round_trip(node: SimNode) -> None:
             pass
 
 
-async def test_inference_round_trip(node: SimNode) -> None:
+async def test_inference_round_trip(node: SimNode, c: ollama.AsyncClient) -> None:
     node.install("nomic-embed-text")
-    c = ollama.AsyncClient(host=node.url)
     r = await c.chat(model="codestral:22b", messages=[{"role": "user", "content": "hi"}])
     assert r.message.content.startswith("Simulated answer") and r.done_reason == "stop" and r.eval_count
     parts = [p async for p in await c.chat(model="codestral:22b", messages=[{"role": "user", "content": "hi"}],
@@ -52,9 +57,8 @@ async def test_inference_round_trip(node: SimNode) -> None:
     assert (await c.generate(model="codestral:22b", keep_alive=0)).done_reason == "unload"
 
 
-async def test_client_sees_a_mid_stream_error(node: SimNode) -> None:
+async def test_client_sees_a_mid_stream_error(node: SimNode, c: ollama.AsyncClient) -> None:
     node.set_fault(Fault.FAIL_MID_STREAM, after_chunks=2, message="runner crashed")
-    c = ollama.AsyncClient(host=node.url)
     got = []
     with pytest.raises(ollama.ResponseError) as err:
         async for part in await c.chat(model="codestral:22b", messages=[{"role": "user", "content": "hi"}],

@@ -90,4 +90,7 @@ def test_command_line_runs_nodes_people_can_curl() -> None:
         assert [n["name"] for n in httpx.get(control, timeout=5).json()] == ["sim-1", "sim-2"]
     finally:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        code = proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert code == 0
