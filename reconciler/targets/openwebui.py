@@ -9,6 +9,7 @@ do and send nothing. A group is read right before it is written, under a lock.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -26,8 +27,13 @@ from reconciler.targets.openwebui_diff import (SETTING, Seen, Wanted, Work, diff
 
 __all__ = ["Credentials", "OpenWebUITarget", "openwebui_targets"]
 
-# session tokens of password sign-ins, per (url, email): Open WebUI allows 15 sign-ins in 3 minutes
+# session tokens of password sign-ins, per server and credentials: Open WebUI allows 15
+# sign-ins in 3 minutes, and the daemon makes a pass every minute
 _sessions: dict[tuple[str, str], str] = {}
+
+
+def _session_key(url: str, email: str, password: str) -> tuple[str, str]:
+    return url, hashlib.sha256(f"{email}\0{password}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,7 @@ class OpenWebUITarget:
             raise PermanentError("no credentials for Open WebUI: set api_key, or admin_email and admin_password",
                                  target=self.name)
         assert c.email is not None and c.password is not None
-        key = (self.api.url, c.email.value)
+        key = _session_key(self.api.url, c.email.value, c.password.value)
         if key in _sessions:
             self.api.use_token(_sessions[key])
             try:
@@ -119,13 +125,13 @@ class OpenWebUITarget:
 
     def _take_session(self, user: dict[str, object]) -> None:
         c = self.creds
-        assert c.email is not None
+        assert c.email is not None and c.password is not None
         if user.get("role") != "admin":
             raise PermanentError(f"the account in {c.email} is not an admin (its role is {user.get('role')!r})",
                                  target=self.name)
         token = str(user.get("token", ""))
         self.api.use_token(token)
-        _sessions[(self.api.url, c.email.value)] = token
+        _sessions[_session_key(self.api.url, c.email.value, c.password.value)] = token
         self._signed_in = True
 
     async def _create_admin(self) -> None:
