@@ -113,3 +113,31 @@ async def test_background_polls_notice_new_models(sim, make_balancer) -> None:
     b = await make_balancer([node], poll_interval=0.05)
     node.install("qwq:32b")
     await until(lambda: "qwq:32b" in (state(b, "gpu-1").models or ()), 3.0)
+
+
+async def test_no_leaks_after_many_mixed_requests(sim, make_balancer, http) -> None:
+    import os
+
+    a = await sim.add_node(name="a", models=["codestral:22b"])
+    c = await sim.add_node(name="c", models=["codestral:22b"])
+    b = await make_balancer([a, c], silence_timeout=2.0)
+
+    async def cancelled() -> None:
+        r = await http.post(b.url + "/api/chat", json=CHAT)
+        await r.content.readline()
+        r.close()
+
+    async def round_() -> None:
+        await asyncio.gather(chat_lines(http, b), cancelled(), return_exceptions=True)
+
+    await round_()  # warm up pools
+    fds = len(os.listdir("/proc/self/fd"))
+    tasks = len(asyncio.all_tasks())
+    for i in range(15):
+        a.set_fault(Fault.RST_MID_STREAM if i % 3 == 0 else Fault.NONE)
+        await round_()
+    a.clear_fault()
+    await until(lambda: b.metrics.in_flight == 0, 3.0)
+    await until(lambda: len(asyncio.all_tasks()) <= tasks, 3.0)
+    assert len(os.listdir("/proc/self/fd")) <= fds + 4  # pooled keep-alive connections at most
+    assert all(s.in_flight == 0 for s in b.states())
