@@ -93,7 +93,7 @@ async def ensure_loaded(node: SimNode, model: InstalledModel, options: dict[str,
     if runner is not None:  # different runner options: reload
         keep = runner.keep_alive_ns if keep is None else keep
         del state.runners[model.weights]
-    num_ctx = effective_num_ctx(model, options)
+    num_ctx = effective_num_ctx(model, options, node.default_num_ctx(model))
     size = (model.weights_size + GRAPH_OVERHEAD
             + model.info.kv_bytes_per_token * num_ctx * node.num_parallel)
     _make_room(node, size)

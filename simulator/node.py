@@ -56,7 +56,7 @@ class SimNode:
                  timing: Timing | None = None, version: str = "0.13.5", num_parallel: int = 1,
                  max_queue: int = 512, max_loaded: int = 3, vram: int = 24 * GiB,
                  reply_tokens: int = 12, keep_alive: float = 300.0,
-                 registry_online: bool = True) -> None:
+                 context_length: int | None = None, registry_online: bool = True) -> None:
         self.name = name
         self.catalogue = catalogue
         self.timing = timing or Timing()
@@ -66,7 +66,8 @@ class SimNode:
         self.max_loaded = max_loaded
         self.vram = vram
         self.reply_tokens = reply_tokens
-        self.default_keep_alive_ns = int(keep_alive * 1e9)
+        self.default_keep_alive_ns = int(keep_alive * 1e9)  # OLLAMA_KEEP_ALIVE
+        self.context_length = context_length  # OLLAMA_CONTEXT_LENGTH (None = the default)
         self.registry_online = registry_online
         self.host_guard = True  # 403 for a non-local Host header, like Ollama on loopback
         self.registry_redirects = True  # False: private-registry pulls fail "no Location header"
@@ -101,6 +102,15 @@ class SimNode:
         except ValueError:
             return True
         return have >= want
+
+    def default_num_ctx(self, model: Any) -> int:
+        """num_ctx of a load that sets none: 4096 up to 0.15.x, VRAM-tiered from 0.16.0."""
+        if self.context_length:
+            return self.context_length
+        if not self.version_at_least(0, 16, 0):
+            return 4096
+        tier = 262144 if self.vram >= 47 * GiB else 32768 if self.vram >= 23 * GiB else 4096
+        return min(tier, model.info.context_length)
 
     async def start(self, port: int = 0) -> None:
         from .server import build_app

@@ -77,8 +77,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     stream = body.get("stream") is True
     include_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
 
+    newer = node.version_at_least(0, 32, 6)  # role once, empty finish delta, one `created`
+    created = int(time.time())
+    sent = 0
+
     def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
-        return {**head, "created": int(time.time()), "model": name,
+        nonlocal sent
+        if newer:
+            if sent or finish is not None:
+                delta = {k: v for k, v in delta.items() if k != "role"}
+            if finish is not None:
+                delta = {}
+        sent += 1
+        return {**head, "created": created if newer else int(time.time()), "model": name,
                 "system_fingerprint": "fp_ollama",
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
@@ -91,6 +102,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             delta = {"role": "assistant", "content": piece if kind == "content" else ""}
             if kind == "thinking":
                 delta["reasoning"] = piece
+                if newer:
+                    del delta["content"]
             await out.write(sse_data(chunk(delta, None)))
         res = gen.result
     if out is None:

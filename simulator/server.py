@@ -144,7 +144,9 @@ async def version(request: web.Request) -> web.StreamResponse:
 
 
 async def tags(request: web.Request) -> web.StreamResponse:
-    return await native_json(request, {"models": node_of(request).state.tags()})
+    node = node_of(request)
+    models = node.state.tags(capabilities=node.version_at_least(0, 30, 0))
+    return await native_json(request, {"models": models})
 
 
 async def ps(request: web.Request) -> web.StreamResponse:

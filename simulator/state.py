@@ -176,11 +176,18 @@ class NodeState:
     def copy(self, model: InstalledModel, dest: ModelName) -> None:
         self.put(replace(model, name=dest))
 
-    def tags(self) -> list[dict[str, Any]]:
+    def tags(self, capabilities: bool = False) -> list[dict[str, Any]]:
+        """/api/tags entries, newest first (`capabilities` only in builds >= 0.30.0)."""
         ordered = sorted(self.models.values(), key=lambda m: m.modified_ns, reverse=True)
-        return [{"name": m.name.short, "model": m.name.short,
-                 "modified_at": rfc3339nano(m.modified_ns, utc=False), "size": m.size,
-                 "digest": m.digest, "details": m.details()} for m in ordered]
+        out = []
+        for m in ordered:
+            entry = {"name": m.name.short, "model": m.name.short,
+                     "modified_at": rfc3339nano(m.modified_ns, utc=False), "size": m.size,
+                     "digest": m.digest, "details": m.details()}
+            if capabilities:
+                entry["capabilities"] = m.capabilities
+            out.append(entry)
+        return out
 
     # -- runners -----------------------------------------------------------------------
     def expire(self) -> None:
@@ -204,7 +211,8 @@ def runner_options(model: InstalledModel, options: dict[str, Any]) -> tuple[tupl
                  merged.get(k) not in (None, -1))
 
 
-def effective_num_ctx(model: InstalledModel, options: dict[str, Any]) -> int:
+def effective_num_ctx(model: InstalledModel, options: dict[str, Any],
+                      default: int = DEFAULT_NUM_CTX) -> int:
     merged = {**model.params, **(options or {})}
-    value = merged.get("num_ctx") or DEFAULT_NUM_CTX
+    value = merged.get("num_ctx") or default
     return max(4, int(value))

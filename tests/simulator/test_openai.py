@@ -149,3 +149,18 @@ async def test_responses_and_messages_only_in_newer_versions(sim: Simulator) -> 
         assert err["request_id"].startswith("req_")
         r = await c.post(new.url + "/v1/messages", json={"model": "codestral:22b", "messages": MSGS})
         assert r.status_code == 400 and err["error"]["message"]
+
+
+async def test_newer_versions_change_shapes(sim: Simulator) -> None:
+    node = await sim.add_node(name="head", models=["qwen3:32b"], timing=Timing.instant(), version="0.33.0")
+    async with httpx.AsyncClient(base_url=node.url) as c:
+        tags = (await c.get("/api/tags")).json()["models"]
+        assert tags[0]["capabilities"] == ["completion", "tools", "thinking"]
+        r = await c.post("/v1/chat/completions", json={"model": "qwen3:32b", "messages": MSGS, "stream": True})
+        chunks = [json.loads(e[6:]) for e in r.text.split("\n\n")[:-2]]
+        assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "reasoning": "Okay"}
+        assert "role" not in chunks[1]["choices"][0]["delta"]
+        assert chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
+        assert len({ch["created"] for ch in chunks}) == 1
+        await c.post("/api/generate", json={"model": "qwen3:32b"})
+        assert (await c.get("/api/ps")).json()["models"][0]["context_length"] == 32768   # 24 GB VRAM tier
