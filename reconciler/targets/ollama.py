@@ -108,8 +108,20 @@ class OllamaNode:
             shows = await asyncio.gather(*(self.api.show(n) for n in [*names, *loaded_names]))
         except TargetError as exc:
             return Observed(self.name, error=str(exc))
-        view = replace(view, shows={model_key(n): s for n, s in zip([*names, *loaded_names], shows)})
+        files = await self._file_digests(view)
+        view = replace(view, shows={model_key(n): s for n, s in zip([*names, *loaded_names], shows)}, files=files)
         return Observed(self.name, view)
+
+    async def _file_digests(self, view: NodeView) -> dict[str, str]:
+        """sha256 of the GGUF files of the GGUF models present (once per process), to see a replaced file."""
+        out = {}
+        for w in self.wanted.models:
+            if w.source == "gguf" and w.gguf is not None and view.present(w.name) is not None:
+                try:
+                    out[w.key] = await file_sha256(w.gguf)
+                except PermanentError:
+                    pass          # reported by apply if the model must be (re)built
+        return out
 
     def diff(self, observed: Observed) -> tuple[list[Change], list[str]]:
         view = observed.data

@@ -70,6 +70,7 @@ class NodeView:
     loaded: tuple[PsEntry, ...] = ()
     shows: dict[str, ShowInfo | None] = field(default_factory=dict)   # by model_key
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    files: dict[str, str] = field(default_factory=dict)   # model_key → sha256 of its local GGUF file
 
     def present(self, name: str) -> TagEntry | None:
         key = model_key(name)
@@ -129,9 +130,20 @@ def _expected(w: WantedModel, base: ShowInfo | None) -> tuple[dict[str, Any], st
     return dict(w.parameters), w.system, w.template
 
 
-def drift(w: WantedModel, seen: ShowInfo, base: ShowInfo | None) -> list[tuple[tuple[str, ...], Any, Any]]:
+def rewrites_gguf(version: str) -> bool:
+    """Ollama ≥ 0.30 converts an imported GGUF, so its weights no longer carry the file's digest."""
+    try:
+        return tuple(int(p) for p in version.split("-")[0].split(".")[:2]) >= (0, 30)
+    except ValueError:
+        return False
+
+
+def drift(w: WantedModel, seen: ShowInfo, base: ShowInfo | None,
+          file_digest: str = "") -> list[tuple[tuple[str, ...], Any, Any]]:
     """(path under the model, observed, wanted) for each value that differs."""
     out: list[tuple[tuple[str, ...], Any, Any]] = []
+    if w.source == "gguf" and file_digest and seen.weights and seen.weights != file_digest:
+        out.append((("gguf",), f"sha256:{seen.weights}", f"sha256:{file_digest}"))
     if w.source == "from" and w.base and seen.parent_model and model_key(seen.parent_model) != model_key(w.base):
         out.append((("from",), seen.parent_model, w.base))
     params, system, template = _expected(w, base)
@@ -229,12 +241,13 @@ def diff_node(target: str, wanted: Wanted, view: NodeView) -> tuple[list[Change]
             else:
                 seen = view.shows.get(w.key)
                 base = view.shows.get(model_key(w.base)) if w.base else None
+                file_digest = "" if rewrites_gguf(view.version) else view.files.get(w.key, "")
                 if seen is not None:
-                    found = drift(w, seen, base)
+                    found = drift(w, seen, base, file_digest)
                     if found:
                         drifted.append(w.name)
                     for sub, have, want in found:
-                        add(Change(target, Action.REPLACE if sub == ("from",) else Action.UPDATE,
+                        add(Change(target, Action.REPLACE if sub in (("from",), ("gguf",)) else Action.UPDATE,
                                    ("models", w.name, *sub), before=have, after=want, requires=requires,
                                    note="re-create the model", data=Work("create", w)), w.name)
                 if w.digest:

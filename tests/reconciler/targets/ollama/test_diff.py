@@ -167,3 +167,13 @@ keep_loaded = true
 def test_prune_comes_first_to_free_disk_space() -> None:
     assert [c[:2] for c in plan((CODESTRAL,), view("old:7b"), prune=True)] == [
         ("delete", 'models."old:7b"'), ("create", 'models."codestral:22b"')]
+
+
+@pytest.mark.parametrize("version, changed", [("0.13.5", True), ("0.30.1", False)])
+def test_replaced_gguf_file_is_recreated_where_the_digest_tells(version: str, changed: bool) -> None:
+    w = WantedModel("tiny:1b", "gguf", gguf=Path("tiny.gguf"))
+    seen = NodeView(version, (TagEntry("tiny:1b", D1),), (), {"tiny:1b": ShowInfo(weights="a" * 64)}, NOW,
+                    files={"tiny:1b": "b" * 64})
+    expected = [("replace", 'models."tiny:1b".gguf', "sha256:" + "a" * 64, "sha256:" + "b" * 64)] if changed else []
+    changes, _ = diff_node(T, Wanted("gpu-1", (w,)), seen)
+    assert [(c.action.value, c.path_text, c.before, c.after) for c in changes] == expected

@@ -63,3 +63,17 @@ async def test_missing_gguf_file_fails_that_model_only(sim: Any, tmp_path: Path)
     assert "cannot read the GGUF file" in failed.message
     assert skipped.status.value == "skipped_dependency" and skipped.change.path_text == 'models."tiny:1b".loaded'
     assert node.installed_models() == ["qwq:32b"]
+
+
+async def test_a_replaced_gguf_file_is_uploaded_and_the_model_recreated(sim: Any, gguf: Path) -> None:
+    [node] = await add_nodes(sim, 1)
+    state = desired([node], MODEL)
+    assert failures(await apply(state, base_dir=gguf.parent)) == []
+    gguf.write_bytes(b"GGUF" + b"v2" * 1000)
+    [change] = (await plan(state, base_dir=gguf.parent)).changes
+    assert change.path_text == 'models."tiny:1b".gguf'
+    node.clear_requests()
+    assert failures(await apply(state, base_dir=gguf.parent)) == []
+    assert [r.path for r in node.write_requests()][:2] == [
+        "/api/blobs/sha256:" + hashlib.sha256(gguf.read_bytes()).hexdigest(), "/api/create"]
+    assert (await plan(state, base_dir=gguf.parent)).changes == ()
