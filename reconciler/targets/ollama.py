@@ -26,7 +26,7 @@ from reconciler.plan.changes import Change
 from reconciler.targets.base import Observed, Progress
 from reconciler.targets.ollama_api import OllamaClient, PullProgress, ShowInfo, model_key, to_wire
 from reconciler.targets.ollama_diff import (NodeView, Wanted, WantedModel, Work, diff_node, needs_show,
-                                            settings_note, wanted_for)
+                                            rewrites_gguf, settings_note, wanted_for)
 
 __all__ = ["OllamaNode", "node_targets", "file_sha256"]
 
@@ -114,7 +114,9 @@ class OllamaNode:
 
     async def _file_digests(self, view: NodeView) -> dict[str, str]:
         """sha256 of the GGUF files of the GGUF models present (once per process), to see a replaced file."""
-        out = {}
+        out: dict[str, str] = {}
+        if rewrites_gguf(view.version):
+            return out
         for w in self.wanted.models:
             if w.source == "gguf" and w.gguf is not None and view.present(w.name) is not None:
                 try:

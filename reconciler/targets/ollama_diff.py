@@ -252,6 +252,9 @@ def diff_node(target: str, wanted: Wanted, view: NodeView) -> tuple[list[Change]
                                    note="re-create the model", data=Work("create", w)), w.name)
                 if w.digest:
                     notes.append(f"{w.name}: a pinned digest is checked only for pulled models")
+                if w.source == "gguf" and rewrites_gguf(view.version):
+                    notes.append(f"{w.name}: Ollama {view.version} converts imported GGUF files, "
+                                 "so a replaced file is not detected")
         if w.keep_loaded:
             runner = _loaded(w, view) if present is not None else None
             pinned = runner is not None and (runner.expires_at is None or runner.expires_at - view.now > PINNED_AFTER)
