@@ -29,7 +29,7 @@ log = logging.getLogger("balancer")
 HOP_BY_HOP = frozenset(h.lower() for h in (
     "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
     "Transfer-Encoding", "Upgrade", "Host", "Content-Length"))
-UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, OSError, ValueError)  # ValueError: bad URL
 
 
 def json_response(request: web.BaseRequest, status: int, message: str) -> web.Response:

@@ -57,7 +57,8 @@ async def test_nonsense_address_does_not_crash(make_balancer, http) -> None:
     from balancer import NodeSpec
 
     b = await make_balancer([NodeSpec("bad", "http://127.0.0.1:1"),
-                             NodeSpec("worse", "http://nonexistent.invalid:11434")])
+                             NodeSpec("worse", "http://127.0.0.1:99999"),
+                             NodeSpec("worst", "nonsense")])
     async with http.post(b.url + "/api/chat", json=CHAT) as r:
         assert r.status in (404, 502)
         assert "error" in await r.json()
