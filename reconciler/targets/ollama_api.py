@@ -284,6 +284,8 @@ class OllamaClient:
     def _fail(self, exc: httpx.HTTPError, what: str) -> TemporaryError | PermanentError:
         if isinstance(exc, httpx.ConnectError):
             text = f"unreachable: cannot connect to {self.url} ({exc or 'connection refused'})"
+        elif isinstance(exc, httpx.ConnectTimeout):
+            text = f"unreachable: no connection to {self.url} within {self.timeout:g} s"
         elif isinstance(exc, httpx.TimeoutException):
             text = f"{self.url} did not answer {what} in time ({type(exc).__name__})"
         elif isinstance(exc, httpx.RemoteProtocolError):
