@@ -128,7 +128,7 @@ def wanted_for(state: DesiredState) -> Wanted | None:
         WantedModel(model_id, m.openwebui.visibility == "public", m.openwebui.name, m.openwebui.description,
                     dict(m.openwebui.capabilities), dict(m.openwebui.params), m.openwebui.system)
         for model_id, m in state.models.items() if m.openwebui is not None)
-    settings = {k: v for k, v in declared.items() if v is not None}
+    settings = {s.path: declared[s.path] for s in SETTINGS if declared.get(s.path) is not None}
     return Wanted(ow.url, settings, models, auth, tuple(warnings))
 
 
