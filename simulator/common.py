@@ -69,6 +69,25 @@ def check_tools(body: dict[str, Any], model: InstalledModel) -> None:
         raise HTTPError(400, f"{model.name.full} does not support tools")
 
 
+def pick_tool(body: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The simulated model calls a tool when the last user message names it."""
+    tools = body.get("tools") or []
+    if not messages or messages[-1].get("role") != "user":
+        return None
+    text = content_text(messages[-1].get("content"))
+    for tool in tools:
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(fn, dict) and fn.get("name") and fn["name"] in text:
+            params = fn.get("parameters") or {}
+            args = {key: "value" for key in params.get("required") or []}
+            return {"name": fn["name"], "arguments": args}
+    return None
+
+
+def tool_call_id() -> str:
+    return "call_" + "".join(random.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=8))
+
+
 def check_generative(model: InstalledModel, name: str, what: str) -> None:
     if "completion" not in model.capabilities:
         raise HTTPError(400, f'"{name}" does not support {what}')

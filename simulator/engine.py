@@ -33,6 +33,7 @@ class GenRequest:
     json_format: bool = False
     path: str = "/api/chat"
     streaming: bool = True
+    tool_call: dict[str, Any] | None = None  # {"name", "arguments"}: answer with this call
 
 
 @dataclass
@@ -46,6 +47,7 @@ class GenResult:
     total_ns: int = 0
     content: str = ""
     thinking: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
     context: list[int] = field(default_factory=list)
 
     def metrics(self) -> dict[str, int]:
@@ -189,7 +191,10 @@ class Generation:
         limit = int(opts.get("num_predict") or -1)
         stops = [s for s in opts.get("stop") or [] if isinstance(s, str) and s]
         plan = [("thinking", t) for t in _THOUGHT] if req.think else []
-        plan += [("content", t) for t in _reply(node, req)]
+        if req.tool_call is not None:
+            plan += [("tool", req.tool_call["name"])]
+        else:
+            plan += [("content", t) for t in _reply(node, req)]
         extra = 0.0
         for kind, piece in plan:
             if 0 <= limit <= res.eval_count:
@@ -208,6 +213,11 @@ class Generation:
                 raise CutConnection(f.fault)
             res.eval_count += 1
             res.eval_ns = round((res.eval_count * delay + extra) * NS)
+            if kind == "tool":
+                assert req.tool_call is not None
+                res.tool_calls.append(req.tool_call)
+                yield kind, piece
+                continue
             if kind == "content":
                 hit = next((s for s in stops if s in res.content + piece), None)
                 if hit is not None:

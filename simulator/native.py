@@ -60,7 +60,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
                                     {**head, "message": {"role": "assistant", "content": ""}})
         return await native_json(request, obj)
     req = GenRequest(model, tokenize(common.render_chat(model, messages)), options, keep, think,
-                     bool(body.get("format")), request.path, streaming=stream)
+                     bool(body.get("format")), request.path, streaming=stream,
+                     tool_call=common.pick_tool(body, messages))
     out = StreamOut(request, node, NDJSON, lambda m: ndjson_line({"error": m})) if stream else None
     async with generation(node, req) as gen:
         async for kind, piece in gen.pieces():
@@ -69,18 +70,28 @@ async def chat(request: web.Request) -> web.StreamResponse:
             msg = {"role": "assistant", "content": piece if kind == "content" else ""}
             if kind == "thinking":
                 msg["thinking"] = piece
+            if kind == "tool":
+                msg["tool_calls"] = _native_calls(gen.result.tool_calls)
             await out.write(ndjson_line({"model": name, "created_at": now_utc(), "message": msg,
                                          "done": False}))
         res = gen.result
     msg = {"role": "assistant", "content": "" if out else res.content}
     if out is None and res.thinking:
         msg["thinking"] = res.thinking
+    if out is None and res.tool_calls:
+        msg["tool_calls"] = _native_calls(res.tool_calls)
     final = {"model": name, "created_at": now_utc(), "message": msg, "done": True,
              "done_reason": res.done_reason, **res.metrics()}
     if out is None:
         return await native_json(request, final)
     await out.write(ndjson_line(final))
     return await out.finish()
+
+
+def _native_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"id": common.tool_call_id(), "function": {"index": i, "name": c["name"],
+                                                       "arguments": c["arguments"]}}
+            for i, c in enumerate(calls)]
 
 
 def _check_logprobs(body: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import random
 import struct
 import time
@@ -47,6 +48,12 @@ def _usage(res: GenResult) -> dict[str, int]:
             "total_tokens": res.prompt_eval_count + res.eval_count}
 
 
+def _openai_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"id": common.tool_call_id(), "index": i, "type": "function",
+             "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}}
+            for i, c in enumerate(calls)]
+
+
 def _think(body: dict[str, Any], model: Any, name: str) -> bool:
     effort = body.get("reasoning_effort") or (body.get("reasoning") or {}).get("effort")
     if effort in ("none",):
@@ -71,7 +78,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     fmt = (body.get("response_format") or {}).get("type") in ("json_object", "json_schema")
     req = GenRequest(model, tokenize(common.render_chat(model, msgs)), sampling_options(body),
                      None, _think(body, model, name), fmt, request.path,
-                     streaming=body.get("stream") is True)
+                     streaming=body.get("stream") is True, tool_call=common.pick_tool(body, msgs))
     cid = f"chatcmpl-{random.randrange(999)}"
     head = {"id": cid, "object": "chat.completion.chunk"}
     stream = body.get("stream") is True
@@ -104,18 +111,23 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 delta["reasoning"] = piece
                 if newer:
                     del delta["content"]
+            if kind == "tool":
+                delta["tool_calls"] = _openai_calls(gen.result.tool_calls)
             await out.write(sse_data(chunk(delta, None)))
         res = gen.result
+    finish = "tool_calls" if res.tool_calls else res.done_reason
     if out is None:
         message: dict[str, Any] = {"role": "assistant", "content": res.content}
         if res.thinking:
             message["reasoning"] = res.thinking
+        if res.tool_calls:
+            message["tool_calls"] = _openai_calls(res.tool_calls)
         return await encoder_json(request, {
             "id": cid, "object": "chat.completion", "created": int(time.time()), "model": name,
             "system_fingerprint": "fp_ollama",
-            "choices": [{"index": 0, "message": message, "finish_reason": res.done_reason}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": _usage(res)})
-    await out.write(sse_data(chunk({"role": "assistant", "content": ""}, res.done_reason)))
+    await out.write(sse_data(chunk({"role": "assistant", "content": ""}, finish)))
     if include_usage:
         await out.write(sse_data({**head, "created": int(time.time()), "model": name,
                                   "system_fingerprint": "fp_ollama", "choices": [],

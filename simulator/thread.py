@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any, Awaitable, Callable, TypeVar
 
 from .catalogue import CATALOGUE, Catalogue
@@ -11,6 +12,10 @@ from .node import SimNode
 from .sim import Simulator
 
 T = TypeVar("T")
+
+
+async def _evaluate(cond: Callable[[], Any]) -> Any:
+    return cond()
 
 
 class SimulatorThread:
@@ -60,6 +65,17 @@ class SimulatorThread:
 
     def remove_node(self, node: SimNode | str) -> None:
         self.call(self.sim.remove_node, node)
+
+    def wait_for(self, cond: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """Block until cond() (run on the simulator's loop) is truthy; TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.call(_evaluate, cond)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"condition not met within {timeout} s")
+            time.sleep(0.01)
 
     def stop(self) -> None:
         if self.loop is None:

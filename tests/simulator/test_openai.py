@@ -164,3 +164,26 @@ async def test_newer_versions_change_shapes(sim: Simulator) -> None:
         assert len({ch["created"] for ch in chunks}) == 1
         await c.post("/api/generate", json={"model": "qwen3:32b"})
         assert (await c.get("/api/ps")).json()["models"][0]["context_length"] == 32768   # 24 GB VRAM tier
+
+
+async def test_tool_calls_when_the_user_names_a_tool(node: SimNode) -> None:
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}}]
+    ask = [{"role": "user", "content": "Use get_weather for Paris"}]
+    async with httpx.AsyncClient(base_url=node.url) as c:
+        r = await c.post("/api/chat", json={"model": "codestral:22b", "messages": ask, "tools": tools,
+                                            "stream": False})
+        call = r.json()["message"]["tool_calls"][0]
+        assert call["function"] == {"index": 0, "name": "get_weather", "arguments": {"location": "value"}}
+        assert call["id"].startswith("call_") and len(call["id"]) == 13
+        r = await c.post("/api/chat", json={"model": "codestral:22b", "messages": MSGS, "tools": tools,
+                                            "stream": False})
+        assert "tool_calls" not in r.json()["message"]
+    async with openai.AsyncOpenAI(base_url=node.url + "/v1", api_key="unused") as oa:
+        done = await oa.chat.completions.create(model="codestral:22b", messages=ask, tools=tools)
+        assert done.choices[0].finish_reason == "tool_calls"
+        assert json.loads(done.choices[0].message.tool_calls[0].function.arguments) == {"location": "value"}
+        stream = await oa.chat.completions.create(model="codestral:22b", messages=ask, tools=tools, stream=True)
+        parts = [p async for p in stream]
+        assert parts[0].choices[0].delta.tool_calls[0].function.name == "get_weather"
+        assert parts[-1].choices[0].finish_reason == "tool_calls"

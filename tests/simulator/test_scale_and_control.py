@@ -42,6 +42,7 @@ def test_simulator_thread_for_synchronous_code() -> None:
         node.clear_fault()
         node.install("qwq:32b")
         assert sim.call(asyncio.sleep, 0, "done") == "done"
+        assert sim.wait_for(lambda: node.installed_models(), timeout=1)
         assert set(node.installed_models()) == {"codestral:22b", "qwq:32b"}
         url = node.url
         sim.remove_node(node)
