@@ -118,9 +118,11 @@ def pct(values: list[float], q: float) -> float:
 async def main(quick: bool) -> None:
     nodes_proc, urls = await spawn("--serve-nodes")
     bal_proc, bal_url = await spawn("--serve-balancer", *urls)  # type: ignore[misc]
-    steady = 40 if quick else 150  # streams per level (spread over the clients)
-    plan = [("1", 1, steady, False), ("16", 16, 1 + steady // 16, False),
-            ("64", 64, 1 + steady // 64 + 2, False), ("64 burst", 64, 1, True)]
+    # (label, concurrent clients, streams per client, repeats, burst)
+    plan = [("1", 1, 15 if quick else 40, 1, False),
+            ("16", 16, 3 if quick else 6, 1 if quick else 3, False),
+            ("64", 64, 3 if quick else 6, 1 if quick else 3, False),
+            ("64 burst", 64, 1, 3 if quick else 10, True)]
     conn = aiohttp.TCPConnector(limit=0)
     print(f"balancer overhead: {NODES} simulated nodes x {SLOTS} slots, {TOKENS} tokens/stream, "
           f"{TOKENS_PER_S:g} tokens/s, 127.0.0.1; each row: direct, then through the balancer")
@@ -130,15 +132,14 @@ async def main(quick: bool) -> None:
         async with aiohttp.ClientSession(connector=conn) as http:
             await run_level(http, urls, 16, 2, False)  # warm up both paths
             await run_level(http, [bal_url], 16, 2, False)
-            repeats = 1 if quick else 3
-            for label, conc, per_worker, burst in plan:
+            for label, conc, per_worker, repeats, burst in plan:
                 d_ttft: list[float] = []
                 b_ttft: list[float] = []
                 d_total: list[float] = []
                 b_total: list[float] = []
                 cpu = 0.0
                 chunks = 0
-                for _ in range(repeats if not burst else 3 * repeats):
+                for _ in range(repeats):
                     t, tot, _n = await run_level(http, urls, conc, per_worker, burst)
                     d_ttft += t
                     d_total += tot
