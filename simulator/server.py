@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .node import RecordedRequest, SimNode
 
 NODE: web.AppKey[SimNode] = web.AppKey("node")
+REC: web.RequestKey[RecordedRequest] = web.RequestKey("rec")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _KNOWN_PATHS = ("/", "/api/version", "/api/tags", "/api/ps", "/api/show", "/api/pull",
@@ -76,6 +77,7 @@ async def node_middleware(request: web.Request, handler: Handler) -> web.StreamR
     rec = RecordedRequest(request.method, request.path, _parse_json(raw), False, None,
                           time.monotonic())
     node.requests.append(rec)
+    request[REC] = rec
     try:
         resp = await _dispatch(request, handler, node, rec)
         if rec.status is None:
@@ -153,9 +155,17 @@ async def ps(request: web.Request) -> web.StreamResponse:
     return await native_json(request, {"models": node_of(request).state.ps()})
 
 
+async def _record_status(request: web.Request, response: web.StreamResponse) -> None:
+    """The status is known once headers go out (a stream may still be cut later)."""
+    rec = request.get(REC)
+    if rec is not None and rec.status is None:
+        rec.status = response.status
+
+
 def build_app(node: SimNode) -> web.Application:
     app = web.Application(middlewares=[node_middleware], client_max_size=256 * 1024**2)
     app[NODE] = node
+    app.on_response_prepare.append(_record_status)
     r = app.router
     r.add_get("/", root)
     r.add_get("/api/version", version)
