@@ -148,7 +148,7 @@ async def test_all_busy_is_immediate_503(sim, make_balancer, http) -> None:
         async with http.post(b.url + "/api/chat", json=CHAT) as r:
             assert r.status == 503
             assert "no available servers" in (await r.json())["error"]
-        assert time.monotonic() - t0 < 0.5
+        assert time.monotonic() - t0 < 1.0  # not after the held streams
     finally:
         for r in held:
             r.close()
