@@ -234,6 +234,22 @@ PERSISTENCE_NOTE = ("settings are written through the API: they survive a restar
                     "after a restart without it the next pass writes them again")
 
 
+def connection_notes(wanted: Wanted, seen: Seen) -> list[str]:
+    """Per-connection options that would defeat the file: a model id prefix, an external type."""
+    configs = (seen.groups.get("ollama") or {}).get("OLLAMA_API_CONFIGS") or {}
+    out = []
+    for index, config in sorted(configs.items()):
+        if not isinstance(config, dict):
+            continue
+        if config.get("prefix_id"):
+            out.append(f'Ollama connection {index} adds the prefix "{config["prefix_id"]}" to model ids, '
+                       "so the model entries of the file do not apply to its models")
+        if config.get("connection_type") == "external" and "task_model" in wanted.settings:
+            out.append(f"Ollama connection {index} is marked external: Open WebUI uses the external task "
+                       "model for its models, not task_model")
+    return out
+
+
 def diff_openwebui(target: str, wanted: Wanted, seen: Seen) -> tuple[list[Change], list[str]]:
     changes: list[Change] = []
     notes = list(wanted.warnings)
@@ -241,7 +257,10 @@ def diff_openwebui(target: str, wanted: Wanted, seen: Seen) -> tuple[list[Change
     if seen.fresh:
         changes.append(Change(target, Action.CREATE, ("admin",), data=Work("admin"),
                               note="fresh Open WebUI: its first account, the admin, from the file's credentials"))
+        notes.append("a fresh Open WebUI shows its settings only to an admin: every declared setting is "
+                     "listed, and apply writes only those that differ once the admin exists")
         needs = (ADMIN_KEY,)
+    notes += connection_notes(wanted, seen)
     for path, value in wanted.settings.items():
         setting = SETTING[path]
         if seen.fresh:

@@ -186,3 +186,11 @@ def test_patch_group_sets_only_declared_fields() -> None:
 ])
 def test_same(a: Any, b: Any, equal: bool) -> None:
     assert same(a, b) is equal
+
+
+def test_connection_options_that_defeat_the_file_are_reported() -> None:
+    groups = copy.deepcopy(GROUPS)
+    groups["ollama"]["OLLAMA_API_CONFIGS"] = {"0": {"enable": True, "prefix_id": "lb", "connection_type": "external"}}
+    found, notes = diff_openwebui("openwebui", wanted(SEED_SETTINGS), seen(groups))
+    assert found == []
+    assert any('prefix "lb"' in n for n in notes) and any("external" in n for n in notes)
