@@ -48,7 +48,7 @@ async def set_fault(request: web.Request) -> web.Response:
     node = _get(request)
     try:
         body = await request.json()
-        fault = Fault(body.pop("fault"))
+        fault = Fault(str(body.pop("fault")).lower())
         kwargs = {k: body[k] for k in ("after_chunks", "delay", "message") if k in body}
         if "paths" in body:
             kwargs["paths"] = tuple(body["paths"])

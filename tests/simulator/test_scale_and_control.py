@@ -95,3 +95,14 @@ def test_command_line_runs_nodes_people_can_curl() -> None:
         if proc.stdout is not None:
             proc.stdout.close()
     assert code == 0
+
+
+def test_public_api_is_pinned() -> None:
+    import simulator
+    assert sorted(simulator.__all__) == ["CATALOGUE", "Catalogue", "CatalogueModel", "Fault", "RecordedRequest",
+                                         "SimNode", "Simulator", "SimulatorThread", "Timing", "build_catalogue"]
+    assert {"codestral:22b", "qwq:32b", "llama3.2:1b", "qwen2.5-coder:32b", "nomic-embed-text:latest",
+            "llava:latest"} <= set(simulator.CATALOGUE)
+    assert [f.name for f in simulator.Fault] == [
+        "NONE", "REFUSE", "NO_ANSWER", "HANG_AFTER_HEADERS", "FAIL_MID_STREAM", "RST_MID_STREAM",
+        "FIN_MID_STREAM", "SLOW_TOKENS", "HTTP_500", "HTTP_503_BUSY", "MODEL_NOT_FOUND", "FREEZE", "DISK_FULL"]
