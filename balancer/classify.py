@@ -81,15 +81,15 @@ def classify(method: str, path: str, body: bytes = b"") -> RequestInfo:
     if method in ("GET", "HEAD") and path in LISTING_PATHS:
         return RequestInfo("listing", path)
     if method == "GET" and path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
-        sent = path[len("/v1/models/"):]
-        return RequestInfo("model_info", path, normalize_model(sent), sent)
+        name = path[len("/v1/models/"):]
+        return RequestInfo("model_info", path, normalize_model(name), name)
     if method == "POST" and path == "/api/show":
         sent = _model_of(_parse(body))
         return RequestInfo("model_info", path, sent and normalize_model(sent), sent)
     if method == "POST" and path in INFERENCE_PATHS:
         data = _parse(body)
         sent = _model_of(data)
-        model = sent and normalize_model(sent)
+        model = normalize_model(sent) if sent else None
         framing = INFERENCE_PATHS[path]
         stream = framing != "none" and bool(data.get("stream", framing == "ndjson"))
         return RequestInfo(

@@ -68,7 +68,8 @@ def conversation_of(path: str, model: str | None, data: dict[str, Any]) -> Conve
     messages = _messages(path, data)
     if not messages:
         return None
-    options = data.get("options") if isinstance(data.get("options"), dict) else {}
+    options = data.get("options")
+    options = options if isinstance(options, dict) else {}
     tools = json.dumps(data.get("tools"), sort_keys=True) if data.get("tools") else ""
     return Conversation(hash((model, tools, options.get("num_ctx"))), tuple(messages))
 

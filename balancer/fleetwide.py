@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .classify import RequestInfo
 from .fleet import Fleet
-from .pollers import Pollers, listed_models
+from .pollers import Pollers, listed_models, model_name
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -36,7 +36,7 @@ def union(listings: list[Any], time_key: str) -> list[dict[str, Any]]:
     best: dict[str, dict[str, Any]] = {}
     for listing in listings:
         for m in listed_models(listing):
-            name = m.get("name") or m.get("model")
+            name = model_name(m)
             old = best.get(name)
             if old is None or parse_time(m.get(time_key)) > parse_time(old.get(time_key)):
                 best[name] = m
@@ -46,7 +46,7 @@ def union(listings: list[Any], time_key: str) -> list[dict[str, Any]]:
 def openai_models(models: list[dict[str, Any]]) -> dict[str, Any]:
     data = []
     for m in models:
-        name = m.get("name") or m.get("model")
+        name = model_name(m)
         parts = name.split(":", 1)[0].split("/")
         data.append({"id": name, "object": "model",
                      "created": int(parse_time(m.get("modified_at")).timestamp()),

@@ -38,8 +38,12 @@ def listed_models(listing: Any) -> list[dict[str, Any]]:
             and isinstance(m.get("name") or m.get("model"), str)]
 
 
+def model_name(entry: dict[str, Any]) -> str:
+    return str(entry.get("name") or entry.get("model"))
+
+
 def model_names(listing: Any) -> frozenset[str]:
-    return frozenset(normalize_model(m.get("name") or m.get("model")) for m in listed_models(listing))
+    return frozenset(normalize_model(model_name(m)) for m in listed_models(listing))
 
 
 class Pollers:
