@@ -17,7 +17,7 @@ import httpx
 
 from reconciler.config.schema import DesiredState
 from reconciler.config.values import Secret
-from reconciler.errors import PermanentError, TargetError
+from reconciler.errors import PermanentError, TargetError, TemporaryError
 from reconciler.plan.changes import Change
 from reconciler.targets.base import Observed, Progress, Target
 from reconciler.targets.openwebui_api import AuthRefused, OpenWebUIClient
@@ -208,8 +208,8 @@ class OpenWebUITarget:
                 assert work.model is not None
                 async with self._locks["model:" + work.model.id]:
                     await self._converge_model(work)
-        except AuthRefused as exc:
-            raise PermanentError(self._refused(exc), target=self.name) from exc
+        except AuthRefused as exc:      # sign-in problems were explained already; this is a route's refusal
+            raise PermanentError(str(exc), target=self.name) from exc
 
     async def _converge_group(self, group: str) -> None:
         current = await self.api.read_group(group)
@@ -233,7 +233,14 @@ class OpenWebUITarget:
             if entry is None:
                 raise PermanentError(f'Open WebUI did not keep the entry of "{model.id}"', target=self.name)
         elif any(sub != ("visibility",) for sub, _, _ in model_fields(model, entry)):
-            entry = {**entry, **await self.api.update_model(model_body(model, entry))}
+            try:
+                await self.api.update_model(model_body(model, entry))
+            except AuthRefused as exc:
+                if exc.status != 401:
+                    raise
+                raise TemporaryError(f'the entry of "{model.id}" vanished while it was updated '
+                                     f"({exc.detail}); the next pass creates it", target=self.name) from exc
+            entry = await self.api.model(model.id) or {}
         if is_public(entry.get("access_grants")) != model.public:
             entry = await self.api.set_model_access(model.id, str(entry.get("name") or model.id),
                                                     grants_for(model, entry.get("access_grants")))
