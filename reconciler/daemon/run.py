@@ -45,6 +45,7 @@ class Service:
         self.scheduler = AsyncIOScheduler()
         self._status_runner: web.AppRunner | None = None
         self._listen = ""
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> bool:
         if not self.daemon.reload():
@@ -72,6 +73,8 @@ class Service:
         self.scheduler.add_job(self.daemon.request, "interval", seconds=state.reconcile.interval,
                                args=["interval"], id="interval")
         self.scheduler.start()
+        self._tasks = [asyncio.create_task(self.daemon.run()),
+                       asyncio.create_task(watch_file(self.path, self.daemon, self.stop_event))]
         self.daemon.request("start")
         return True
 
@@ -99,20 +102,19 @@ class Service:
             loop.add_signal_handler(sig, self.stop_event.set)
         if hasattr(signal, "SIGHUP"):
             loop.add_signal_handler(signal.SIGHUP, self.daemon.request, "SIGHUP")
-        runner = asyncio.create_task(self.daemon.run())
-        watcher = asyncio.create_task(watch_file(self.path, self.daemon, self.stop_event))
         await self.stop_event.wait()
-        log.info("stopping: finishing open streams (up to %.0f s)", self.drain_timeout)
-        await self.shutdown(runner, watcher)
+        await self.stop()
         return 0
 
-    async def shutdown(self, *tasks: asyncio.Task[None]) -> None:
+    async def stop(self) -> None:
+        """Stop triggers and the pass in progress, let open streams finish, close."""
+        log.info("stopping: finishing open streams (up to %.0f s)", self.drain_timeout)
         self.stop_event.set()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        for task in tasks:
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.balancer is not None:
             await self.balancer.stop(drain_timeout=self.drain_timeout)
         if self._status_runner is not None:

@@ -220,7 +220,9 @@ class OllamaNode:
 def node_targets(state: DesiredState, *, base_dir: Path | None = None, timeout: float = 10.0,
                  stream_timeout: float = 600.0) -> list[OllamaNode]:
     """One target per [[nodes]] entry, named ollama/<node name>. Relative GGUF paths are
-    resolved against `base_dir` (the file's folder), else the working directory."""
+    resolved against `base_dir`, by default the file's own folder."""
+    if base_dir is None:
+        base_dir = state.resolve_path(".")
     return [OllamaNode(wanted_for(state, node, base_dir), node.url, timeout=timeout, stream_timeout=stream_timeout)
             for node in state.nodes]
 
