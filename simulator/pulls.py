@@ -81,16 +81,18 @@ async def run_pull(node: Any, n: ModelName, progress: Progress, insecure: bool,
         if layer.digest in node.state.blobs:
             await progress.emit({**line, "completed": layer.size})
             continue
-        await progress.emit(line)
-        done = 0
+        partials = node.state.partials
+        done = partials.get(layer.digest, 0)  # a "-partial" file from an earlier attempt
+        await progress.emit({**line, "completed": done} if done else line)
         step = max(1, int(timing.pull_bps * timing.pull_tick)) if timing.pull_bps > 0 else layer.size
         while done < layer.size:
             await timing.sleep(min(timing.pull_tick, (layer.size - done) / step * timing.pull_tick))
-            done = min(layer.size, done + step)
-            if disk_full and done >= layer.size // 3:
+            if disk_full and done + step >= layer.size // 3:
                 raise HTTPError(500, f"write {BLOB_DIR}/sha256-{layer.digest[7:]}-partial: "
                                 f"{node.fault_state.message}")
+            done = partials[layer.digest] = min(layer.size, done + step)
             await progress.emit({**line, "completed": done})
+        partials.pop(layer.digest, None)
     await progress.emit({"status": "verifying sha256 digest"})
     await progress.emit({"status": "writing manifest"})
     model = model_from_catalogue(info, n)

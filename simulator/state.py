@@ -150,6 +150,7 @@ class NodeState:
         self.models: dict[str, InstalledModel] = {}
         self.blobs: dict[str, Blob] = {}
         self.runners: dict[str, Runner] = {}
+        self.partials: dict[str, int] = {}  # digest → bytes of an interrupted download
 
     # -- installed models --------------------------------------------------------------
     def get(self, name: str) -> InstalledModel | None:

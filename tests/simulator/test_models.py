@@ -187,3 +187,17 @@ async def test_private_registry_without_redirect_fails_like_ollama(client: httpx
     node.registry_redirects = False
     r = await client.post("/api/pull", json={"model": "10.0.0.5:5000/library/qwq:32b", "insecure": True})
     assert r.content == b'{"status":"pulling manifest"}\n{"error":"http: no Location header in response"}\n'
+
+
+async def test_an_interrupted_pull_resumes(sim: Simulator) -> None:
+    node = await sim.add_node(name="r", timing=Timing(pull_bps=100e9, pull_tick=0.002))
+    async with httpx.AsyncClient(base_url=node.url) as c:
+        async with c.stream("POST", "/api/pull", json={"model": "qwq:32b"}) as r:
+            async for line in r.aiter_lines():
+                if json.loads(line).get("completed", 0) > 4e9:
+                    break                      # the client gives up half-way
+        await node.wait_for(lambda: node.state.partials)
+        r = await c.post("/api/pull", json={"model": "qwq:32b"})
+    weights = [json.loads(x) for x in lines(r.content) if b"19851336256" in x]
+    assert weights[0]["completed"] > 4e9       # starts where the last attempt stopped
+    assert "qwq:32b" in node.installed_models() and not node.state.partials
