@@ -1,12 +1,15 @@
 """Balancer errors and the JSON bodies clients get for them.
 
     BalancerError
-    ├─ NoNodeAvailable (.reason: no_model | all_busy | no_nodes | exhausted)  -> 404 / 503 / 502
-    ├─ UpstreamError (.node)                one node failed this request
-    │  ├─ ConnectFailed                     before the first byte: the next candidate is tried
-    │  ├─ StreamBroken                      reset, closed early, or no end marker
-    │  └─ Silence                           no byte for silence_timeout seconds
-    └─ ManagementRefused                    -> 403
+    └─ UpstreamError (.node)         one node failed this request (before the first byte
+       │                             reached the client, the next candidate is tried)
+       ├─ ConnectFailed              refused, unreachable, bad address
+       ├─ StreamBroken               reset or closed before the end of the body
+       └─ Silence                    no byte for silence_timeout seconds
+
+Requests the balancer answers itself (no node has the model -> 404, every node busy or
+no nodes -> 503, every candidate failed -> 502, model management -> 403) are plain
+answers built by error_body(), not exceptions; scheduling.Reject carries their status.
 
 Bodies follow the shape the client expects for the path: Ollama's native
 {"error": "..."}, the OpenAI envelope under /v1, Anthropic's under /v1/messages.
@@ -18,19 +21,10 @@ import secrets
 
 
 class BalancerError(Exception):
-    status = 500
-
-
-class NoNodeAvailable(BalancerError):
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
+    pass
 
 
 class UpstreamError(BalancerError):
-    status = 502
-
     def __init__(self, node: str, message: str) -> None:
         super().__init__(f"node {node}: {message}")
         self.node = node
@@ -46,10 +40,6 @@ class StreamBroken(UpstreamError):
 
 class Silence(UpstreamError):
     pass
-
-
-class ManagementRefused(BalancerError):
-    status = 403
 
 
 _OPENAI_TYPES = {400: "invalid_request_error", 404: "not_found_error"}

@@ -37,13 +37,19 @@ def json_response(request: web.BaseRequest, status: int, message: str) -> web.Re
     return web.Response(status=status, body=body, headers={"Content-Type": ctype})
 
 
-def _describe(exc: BaseException, silence: float) -> str:
+def upstream_error(node: str, exc: BaseException, silence: float, when: str
+                   ) -> errors.UpstreamError:
+    """Map a client-library exception, once, to the most specific balancer error."""
     if isinstance(exc, TimeoutError):
-        return f"no byte for {silence:g} s"
+        return errors.Silence(node, f"{when}: no byte for {silence:g} s")
     if isinstance(exc, aiohttp.ClientPayloadError):
         reset = "reset" in str(exc).lower()
-        return "connection reset" if reset else "connection closed before the end of the body"
-    return str(exc) or type(exc).__name__
+        text = "connection reset" if reset else "connection closed before the end of the body"
+        return errors.StreamBroken(node, f"{when}: {text}")
+    text = f"{when}: {str(exc) or type(exc).__name__}"
+    if isinstance(exc, (aiohttp.ClientConnectorError, ValueError)):
+        return errors.ConnectFailed(node, text)
+    return errors.StreamBroken(node, text)
 
 
 class Proxy:
@@ -74,7 +80,7 @@ class Proxy:
                     data: Any) -> web.StreamResponse:
         metrics = self.fleet.metrics
         tried: set[str] = set()
-        last_error = ""
+        last_error: errors.UpstreamError | None = None
         deadline = time.monotonic() + self.settings.queue_timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -96,11 +102,11 @@ class Proxy:
                 return result
             last_error = result
             if data is request.content:  # an upload stream cannot be replayed
-                return json_response(request, 502, last_error)
+                return json_response(request, 502, str(last_error))
             metrics.retries_total += 1
 
     def _reject(self, request: web.BaseRequest, info: RequestInfo, decision: Reject,
-                last_error: str) -> web.Response:
+                last_error: errors.UpstreamError | None) -> web.Response:
         if decision.code == "no_model":
             model = info.model_as_sent or info.model or ""
             return json_response(request, 404, errors.not_found_message(info.path, model))
@@ -118,8 +124,10 @@ class Proxy:
         return isinstance(decide(self.fleet.snapshot(), info, frozenset(tried)), Pick)
 
     async def _attempt(self, request: web.BaseRequest, info: RequestInfo, node: Node,
-                       data: Any, tried: set[str]) -> web.StreamResponse | str:
-        """Serve the request from `node`; a string result is a failure before the first byte."""
+                       data: Any, tried: set[str]
+                       ) -> web.StreamResponse | errors.UpstreamError:
+        """Serve the request from `node`; an error result means nothing reached the client
+        yet, so the caller may try the next node."""
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
         upstream: aiohttp.ClientResponse | None = None
         sent = clean = False
@@ -132,13 +140,14 @@ class Proxy:
                     headers=headers, timeout=self.timeout, allow_redirects=False)
                 first = await upstream.content.readany()
             except UPSTREAM_ERRORS as exc:
-                text = _describe(exc, self.settings.silence_timeout)
-                event, error = Event.FAILED, f"before first byte: {text}"
-                return f"node {node.name}: {error}"
+                failure = upstream_error(node.name, exc, self.settings.silence_timeout,
+                                         "before first byte")
+                event, error = Event.FAILED, str(failure)
+                return failure
             if self._worth_retrying(info, node, upstream.status, tried):
                 # Nothing reached the client yet and another node can answer instead.
                 event = Event.BUSY
-                return f"node {node.name}: answered HTTP {upstream.status}"
+                return errors.UpstreamError(node.name, f"answered HTTP {upstream.status}")
             resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             resp.headers.extend(
                 (k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP)
@@ -158,8 +167,8 @@ class Proxy:
                 try:
                     chunk = await upstream.content.readany()
                 except UPSTREAM_ERRORS as exc:
-                    text = _describe(exc, self.settings.silence_timeout)
-                    event, error = Event.FAILED, f"mid-stream: {text}"
+                    event, error = Event.FAILED, str(upstream_error(
+                        node.name, exc, self.settings.silence_timeout, "mid-stream"))
                     await self._cut(request, resp, info, node, error)
                     return resp
                 checker.feed(chunk)
@@ -167,13 +176,13 @@ class Proxy:
             clean = True
             if not checker.complete:
                 # Ollama ends a broken /v1 stream cleanly; cut it so the client notices.
-                event, error = Event.FAILED, "stream ended without its end marker"
+                event, error = Event.FAILED, f"node {node.name}: stream ended without its end marker"
                 await self._cut(request, resp, info, node, error)
                 return resp
             if upstream.status == 503:
                 event = Event.BUSY
             elif upstream.status >= 500:
-                event, error = Event.FAILED, f"answered HTTP {upstream.status}"
+                event, error = Event.FAILED, f"node {node.name}: answered HTTP {upstream.status}"
             else:
                 event = Event.COMPLETED
             await resp.write_eof()
@@ -193,7 +202,7 @@ class Proxy:
                    node: Node, error: str) -> None:
         """End a broken stream so the client notices: an error line (NDJSON), then no terminator."""
         if info.framing == "ndjson":
-            line = json.dumps({"error": f"balancer: node {node.name} failed, {error}"})
+            line = json.dumps({"error": f"balancer: {error}"}, separators=(",", ":"))
             try:
                 await resp.write(line.encode() + b"\n")
             except (ConnectionError, aiohttp.ClientConnectionResetError):
