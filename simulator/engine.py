@@ -83,11 +83,16 @@ async def ensure_loaded(node: SimNode, model: InstalledModel, options: dict[str,
                         keep_alive_ns: int | None) -> tuple[Runner, int]:
     """Load (or reuse) the runner for the model's weights; returns it and load_duration ns."""
     state = node.state
-    state.expire()
     opts = runner_options(model, options)
-    runner = state.runners.get(model.weights)
-    if runner is not None and runner.options == opts:
-        await runner.loaded.wait()
+    while True:
+        state.expire()
+        runner = state.runners.get(model.weights)
+        if runner is None or runner.options != opts:
+            break
+        if not runner.loaded.is_set():  # another request is loading it: wait for that load
+            await runner.loaded.wait()
+            if state.runners.get(model.weights) is not runner:
+                continue  # that load was abandoned
         if keep_alive_ns is not None:
             runner.keep_alive_ns = keep_alive_ns
         return runner, int(node.timing.warm_load * NS)
@@ -123,7 +128,7 @@ def _make_room(node: SimNode, size: int) -> None:
         used = sum(r.size_vram for r in runners.values())
         if len(runners) < node.max_loaded and used + size <= node.vram:
             return
-        idle = [r for r in runners.values() if r.busy == 0]
+        idle = [r for r in runners.values() if r.busy == 0 and r.loaded.is_set()]
         if not idle:
             return
         victim = min(idle, key=lambda r: r.last_used)

@@ -152,7 +152,7 @@ def keep_alive_ns(value: Any) -> int | None:
         ns = parse_go_duration(value)
     else:
         raise DurationError("Unsupported type: '" + type(value).__name__ + "'")
-    return FOREVER_NS if ns < 0 else ns
+    return FOREVER_NS if ns < 0 or ns > FOREVER_NS else ns
 
 
 def go_json_error(raw: bytes) -> str:

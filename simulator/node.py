@@ -74,6 +74,7 @@ class SimNode:
         self.state = NodeState(catalogue)
         self.fault_state = FaultState()
         self.requests: list[RecordedRequest] = []
+        self.max_log = 20000  # request log entries kept (the oldest half goes beyond)
         self.cancelled_generations = 0
         self.port = 0
         self.stopping = False

@@ -77,6 +77,8 @@ async def node_middleware(request: web.Request, handler: Handler) -> web.StreamR
     rec = RecordedRequest(request.method, request.path, _parse_json(raw), False, None,
                           time.monotonic())
     node.requests.append(rec)
+    if len(node.requests) > node.max_log:  # long-running demos: keep the newest half
+        del node.requests[:len(node.requests) // 2]
     request[REC] = rec
     try:
         resp = await _dispatch(request, handler, node, rec)

@@ -139,3 +139,17 @@ async def test_loading_request_waits_for_a_concurrent_load(sim: Simulator) -> No
                                                                   "stream": False}))
     assert a.json()["done_reason"] == "load" and b.json()["done"] is True
     assert node.loaded_models() == ["codestral:22b"]
+
+
+async def test_an_abandoned_load_does_not_strand_a_waiting_request(sim: Simulator) -> None:
+    node = await sim.add_node(name="n", models=["codestral:22b"], timing=Timing(load_delay=0.3), num_parallel=2)
+    async with httpx.AsyncClient(base_url=node.url, timeout=10) as c:
+        first = asyncio.create_task(c.post("/api/generate", json={"model": "codestral:22b", "keep_alive": "1h"}))
+        await node.wait_for(lambda: node.state.runners)
+        second = asyncio.create_task(c.post("/api/generate", json={"model": "codestral:22b", "prompt": "x",
+                                                                   "stream": False}))
+        await asyncio.sleep(0.05)
+        first.cancel()                           # the loading client goes away
+        r = await second
+    assert r.status_code == 200 and r.json()["done"] is True
+    assert node.loaded_models() == ["codestral:22b"]
