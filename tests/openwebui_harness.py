@@ -5,6 +5,7 @@
     owui = start_openwebui("http://127.0.0.1:PORT")             # fresh instance, onboarding
     owui = start_openwebui(url, admin=("a@example.com", "pw"))  # admin created at startup
     ...  owui.url, owui.pid, owui.data_dir, owui.log_tail()
+    owui.restart(env={"ENABLE_PERSISTENT_CONFIG": "false"})     # same port and data dir
     owui.stop()                                                  # by PID; removes the data dir
 
 It takes about 15 s and 1.2 GB of RAM: start one per test session. A missing venv raises
@@ -55,6 +56,8 @@ class OpenWebUI:
     admin: tuple[str, str] | None = None
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _owns_data: bool = field(default=True, repr=False)
+    _argv: list[str] = field(default_factory=list, repr=False)
+    _env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -66,8 +69,19 @@ class OpenWebUI:
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def restart(self, *, env: dict[str, str] | None = None, timeout: float = 90.0) -> None:
+        """Stop the server and start it again on the same port and data dir (`env` overrides)."""
+        self._terminate()
+        self._env.update(env or {})
+        _launch(self, timeout)
+
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM to the process group started for this instance, SIGKILL after `timeout`."""
+        """Stop the server (SIGTERM, SIGKILL after `timeout`) and remove the data dir it made."""
+        self._terminate(timeout)
+        if self._owns_data:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def _terminate(self, timeout: float = 15.0) -> None:
         proc, self._process = self._process, None
         if proc is not None and proc.poll() is None:
             try:
@@ -78,8 +92,6 @@ class OpenWebUI:
                 proc.wait(5)
             except ProcessLookupError:
                 pass
-        if self._owns_data:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self) -> OpenWebUI:
         return self
@@ -130,20 +142,24 @@ def start_openwebui(ollama_url: str, *, admin: tuple[str, str] | None = None,
     owns = data_dir is None
     data = Path(tempfile.mkdtemp(prefix="owui-")) if data_dir is None else data_dir
     port = free_port()
-    log_path = data / "server.log"
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=data, env=server_env(venv, data, ollama_url, admin, env),
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    owui = OpenWebUI(f"http://127.0.0.1:{port}", proc.pid, data, log_path, admin, proc, owns)
+    owui = OpenWebUI(f"http://127.0.0.1:{port}", 0, data, data / "server.log", admin, None, owns,
+                     [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)],
+                     server_env(venv, data, ollama_url, admin, env))
     atexit.register(owui.stop)
+    _launch(owui, timeout)
+    return owui
+
+
+def _launch(owui: OpenWebUI, timeout: float) -> None:
+    with owui.log_path.open("ab") as log:
+        proc = subprocess.Popen(owui._argv, cwd=owui.data_dir, env=owui._env, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    owui._process, owui.pid = proc, proc.pid
     try:
         _wait_healthy(owui, proc, timeout)
     except BaseException:
         owui.stop()
         raise
-    return owui
 
 
 def _wait_healthy(owui: OpenWebUI, proc: subprocess.Popen[bytes], timeout: float) -> None:
