@@ -175,6 +175,7 @@ class Generation:
         node, req = self.node, self.req
         opts = merged_options(req.model, req.options)
         check_options(opts)
+        node.last_options = opts  # what the run used: model params < request options
         self.runner, self.result.load_ns = await ensure_loaded(node, req.model, req.options,
                                                                req.keep_alive_ns)
         self.runner.busy += 1

@@ -76,6 +76,7 @@ class SimNode:
         self.requests: list[RecordedRequest] = []
         self.max_log = 20000  # request log entries kept (the oldest half goes beyond)
         self.cancelled_generations = 0
+        self.last_options: dict[str, Any] = {}  # effective options of the latest generation
         self.port = 0
         self.stopping = False
         self.waiting = 0

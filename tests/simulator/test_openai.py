@@ -187,3 +187,19 @@ async def test_tool_calls_when_the_user_names_a_tool(node: SimNode) -> None:
         parts = [p async for p in stream]
         assert parts[0].choices[0].delta.tool_calls[0].function.name == "get_weather"
         assert parts[-1].choices[0].finish_reason == "tool_calls"
+
+
+async def test_effective_options_precedence(client: httpx.AsyncClient, node: SimNode) -> None:
+    node.install("c30", from_="codestral:22b", parameters={"temperature": 0.1, "num_ctx": 8192})
+    await client.post("/api/chat", json={"model": "c30", "messages": MSGS})
+    assert node.last_options["temperature"] == 0.1 and node.last_options["stop"] == ["[INST]", "[/INST]"]
+    await client.post("/api/chat", json={"model": "c30", "messages": MSGS, "options": {"temperature": 0.5}})
+    assert node.last_options["temperature"] == 0.5
+    await client.post("/v1/chat/completions", json={"model": "c30", "messages": MSGS})
+    assert (node.last_options["temperature"], node.last_options["top_p"]) == (1.0, 1.0)   # /v1 overrides
+    await client.post("/v1/chat/completions", json={"model": "c30", "messages": MSGS, "temperature": 0.2,
+                                                     "max_tokens": 3, "stop": "x"})
+    assert (node.last_options["temperature"], node.last_options["num_predict"]) == (0.2, 3)
+    assert node.last_options["stop"] == ["x"] and node.last_options["num_ctx"] == 8192
+    r = await client.get("/api/version")
+    assert r.json() == {"version": node.version}
