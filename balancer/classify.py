@@ -40,6 +40,9 @@ class RequestInfo:
     stream: bool = False
     conversation: Conversation | None = None  # for KV-cache affinity
 
+    def __str__(self) -> str:  # for log lines
+        return f"{self.path} {self.model_as_sent}" if self.model_as_sent else self.path
+
 
 def normalize_model(name: str) -> str:
     """Shortest lower-case form Ollama lists: default host/namespace dropped, tag added."""

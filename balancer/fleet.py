@@ -117,7 +117,7 @@ class Fleet:
 
     # -- changing ------------------------------------------------------------------
     def reserve(self, pick: Pick, slot: bool = True,
-                conversation: Conversation | None = None) -> Node:
+                conversation: Conversation | None = None, what: object = "request") -> Node:
         """Take the picked node; `slot=False` for light requests that don't occupy it."""
         node = self.nodes[pick.node]
         if pick.new_round:
@@ -133,7 +133,7 @@ class Fleet:
             node.conversation = conversation
         self.metrics.in_flight += 1
         self.metrics.node_requests[node.name] = self.metrics.node_requests.get(node.name, 0) + 1
-        log.info("request -> %s (%s); %s", node.name, pick.reason, self.table)
+        log.info("%s -> %s (%s); %s", what, node.name, pick.reason, self.table)
         return node
 
     def release(self, node: Node, event: Event, error: str | None = None,
@@ -201,6 +201,10 @@ class Fleet:
         node.reachable = error is None
         if error is None:
             if models is not None:
+                if node.reported is not None and models != node.reported:
+                    log.info("poll: %s models %s", node.name, " ".join(
+                        [f"+{m}" for m in sorted(models - node.reported)]
+                        + [f"-{m}" for m in sorted(node.reported - models)]))
                 node.reported = models
             if loaded is not None:
                 node.loaded = loaded

@@ -95,7 +95,7 @@ class Proxy:
             if isinstance(decision, Reject):
                 metrics.rejected_total += 1
                 return self._reject(request, info, decision, last_error)
-            node = self.fleet.reserve(decision, info.uses_slot, info.conversation)
+            node = self.fleet.reserve(decision, info.uses_slot, info.conversation, info)
             tried.add(node.name)
             result = await self._attempt(request, info, node, data, tried)
             if isinstance(result, web.StreamResponse):

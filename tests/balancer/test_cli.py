@@ -7,9 +7,12 @@ import signal
 import socket
 import sys
 
+import aiohttp
 import pytest
 
 from balancer.cli import build_parser, parse_server, settings_from
+
+from .conftest import CHAT
 
 
 def test_server_flag_forms() -> None:
@@ -64,6 +67,15 @@ async def test_runs_logs_and_stops_on_sigterm(sim) -> None:
             line = await asyncio.wait_for(proc.stderr.readline(), 10)
         assert f"127.0.0.1:{port}".encode() in line and b"gpu-1: Reliable" in line
         assert line[:4].isdigit()  # timestamped
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://127.0.0.1:{port}/api/chat", json=CHAT) as r:
+                assert r.status == 200
+                await r.read()
+        lines = []
+        while not lines or b"done on gpu-1: completed" not in lines[-1]:
+            lines.append(await asyncio.wait_for(proc.stderr.readline(), 10))
+        assert b"/api/chat codestral:22b -> gpu-1" in lines[0] and b"1/1 busy" in lines[0]
+        assert b"0/1 busy" in lines[-1]
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
