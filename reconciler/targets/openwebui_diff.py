@@ -155,6 +155,19 @@ def patch_group(group: str, current: dict[str, Any], wanted: Wanted) -> dict[str
     for path, value in wanted.settings.items():
         if SETTING[path].group == group:
             out[SETTING[path].key] = value
+    if group == "ollama" and "OLLAMA_API_CONFIGS" in current:
+        out["OLLAMA_API_CONFIGS"] = _configs_by_url(current, out.get("OLLAMA_BASE_URLS") or [])
+    return out
+
+
+def _configs_by_url(current: dict[str, Any], urls: list[str]) -> dict[str, Any]:
+    """Per-connection options are keyed by the URL's index: keep each with its URL when the list changes."""
+    old_urls = [str(u).rstrip("/") for u in current.get("OLLAMA_BASE_URLS") or []]
+    old = current.get("OLLAMA_API_CONFIGS") or {}
+    out: dict[str, Any] = {}
+    for index, url in enumerate(urls):
+        if url.rstrip("/") in old_urls and str(old_urls.index(url.rstrip("/"))) in old:
+            out[str(index)] = old[str(old_urls.index(url.rstrip("/")))]
     return out
 
 

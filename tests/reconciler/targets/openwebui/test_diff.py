@@ -194,3 +194,13 @@ def test_connection_options_that_defeat_the_file_are_reported() -> None:
     found, notes = diff_openwebui("openwebui", wanted(SEED_SETTINGS), seen(groups))
     assert found == []
     assert any('prefix "lb"' in n for n in notes) and any("external" in n for n in notes)
+
+
+def test_connection_options_follow_their_url_when_the_list_changes() -> None:
+    current = {"ENABLE_OLLAMA_API": True, "OLLAMA_BASE_URLS": ["http://a:1", "http://127.0.0.1:11434"],
+               "OLLAMA_API_CONFIGS": {"0": {"prefix_id": "a"}, "1": {"tags": ["lb"]}}}
+    patched = patch_group("ollama", current, wanted())
+    assert patched["OLLAMA_BASE_URLS"] == ["http://127.0.0.1:11434"]
+    assert patched["OLLAMA_API_CONFIGS"] == {"0": {"tags": ["lb"]}}
+    converged = dict(GROUPS["ollama"], OLLAMA_API_CONFIGS={"0": {"enable": True}})
+    assert patch_group("ollama", converged, wanted()) == converged
