@@ -240,3 +240,27 @@ async def test_same_conversation_on_the_only_healthy_node(sim, make_balancer, ht
         status, lines, broke = await chat_lines(http, b)
         assert status == 200 and broke is None
     assert len([r for r in ok.requests if r.path == "/api/chat"]) == 3
+
+
+@pytest.mark.parametrize("path,body,end", [
+    ("/v1/chat/completions", {**CHAT, "stream": True}, b"data: [DONE]"),
+    ("/v1/completions", {"model": "codestral:22b", "prompt": "def f(", "stream": True},
+     b"data: [DONE]"),
+    ("/v1/responses", {"model": "codestral:22b", "input": "hi", "stream": True},
+     b"event: response.completed"),
+    ("/v1/messages", {"model": "codestral:22b", "max_tokens": 20, "stream": True,
+                      "messages": [{"role": "user", "content": "hi"}]}, b"event: message_stop"),
+    ("/api/generate", {"model": "codestral:22b", "prompt": "hi"}, b'"done":true'),
+])
+async def test_every_stream_kind_completes_and_breaks_visibly(sim, make_balancer, http, path,
+                                                              body, end) -> None:
+    node = await sim.add_node(name="gpu-1", models=["codestral:22b"], version="0.14.0")
+    b = await make_balancer([node])
+    async with http.post(b.url + path, json=body) as r:
+        data = await r.read()
+    assert end in data and state(b, "gpu-1").reliability == "Reliable"
+    node.set_fault(Fault.FAIL_MID_STREAM, after_chunks=2)
+    with pytest.raises(aiohttp.ClientPayloadError):
+        async with http.post(b.url + path, json=body) as r:
+            await r.read()
+    assert state(b, "gpu-1").reliability == "Unreliable"
