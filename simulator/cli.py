@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", default="0.13.5", help="Ollama version to report and imitate")
     p.add_argument("--num-parallel", type=int, default=1)
     p.add_argument("--control-port", type=int, default=None, help="control endpoint port "
-                   "(default: first port - 1; -1 disables)")
+                   "(default: the port after the last node; -1 disables)")
+    p.add_argument("--reply-tokens", type=int, default=40, help="tokens per simulated answer")
     p.add_argument("--offline", action="store_true", help="the registry is unreachable")
     return p
 
@@ -39,12 +40,13 @@ async def run(args: argparse.Namespace, stop: asyncio.Event | None = None) -> in
             port = args.port + i if args.port else 0
             node = await sim.add_node(name=f"sim-{i + 1}", models=models, port=port,
                                       timing=TIMINGS[args.timing](), version=args.version,
-                                      num_parallel=args.num_parallel)
+                                      num_parallel=args.num_parallel,
+                                      reply_tokens=args.reply_tokens)
             print(f"{node.name}  {node.url}", flush=True)
         control = None
         cport = args.control_port
         if cport is None:
-            cport = args.port - 1 if args.port else 0
+            cport = args.port + args.nodes if args.port else 0
         if cport >= 0:
             control = await start_control(sim, cport)
             addr = control.addresses[0]
