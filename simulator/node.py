@@ -254,18 +254,22 @@ class SimNode:
 
     # -- observation -------------------------------------------------------------------
     def write_requests(self) -> list[RecordedRequest]:
+        """Requests that change state: pull/create/delete/copy/push/blob uploads, and
+        generate/chat/embed calls that only load or unload a model."""
         return [r for r in list(self.requests)
                 if (r.method in ("POST", "DELETE") and r.path.startswith(_WRITE_PATHS))
                 or r.is_load_call()]
 
     def clear_requests(self) -> None:
-        self.requests.clear()
+        self._on_loop(self.requests.clear)
 
     def installed_models(self) -> list[str]:
-        return [m["name"] for m in self.state.tags()]
+        """Shortest names with tag, newest first (as /api/tags lists them)."""
+        return self._on_loop(lambda: [m["name"] for m in self.state.tags()])  # type: ignore[no-any-return]
 
     def loaded_models(self) -> list[str]:
-        return [m["name"] for m in self.state.ps()]
+        """Names as /api/ps shows them (the model that caused each load)."""
+        return self._on_loop(lambda: [m["name"] for m in self.state.ps()])  # type: ignore[no-any-return]
 
     async def wait_for(self, cond: Callable[[], Any], timeout: float = 5.0) -> Any:
         deadline = time.monotonic() + timeout
