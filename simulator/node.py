@@ -208,7 +208,8 @@ class SimNode:
 
     # -- thread-safety -----------------------------------------------------------------
     def _on_loop(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self._loop is None or threading.get_ident() == self._thread:
+        loop = self._loop
+        if loop is None or threading.get_ident() == self._thread or not loop.is_running():
             return fn(*args, **kwargs)
         done: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
@@ -218,7 +219,7 @@ class SimNode:
             except BaseException as exc:  # handed to the calling thread
                 done.set_exception(exc)
 
-        self._loop.call_soon_threadsafe(run)
+        loop.call_soon_threadsafe(run)
         return done.result(timeout=10)
 
     # -- faults ------------------------------------------------------------------------
