@@ -70,7 +70,7 @@ class Service:
         bound = self._status_runner.addresses[0]
         self.status_url = f"http://{shost}:{bound[1]}"
         log.info("status on %s/status and %s/metrics", self.status_url, self.status_url)
-        self.scheduler.add_job(self.daemon.request, "interval", seconds=state.reconcile.interval,
+        self.scheduler.add_job(self._request, "interval", seconds=state.reconcile.interval,
                                args=["interval"], id="interval")
         self.scheduler.start()
         self._tasks = [asyncio.create_task(self.daemon.run()),
@@ -91,8 +91,12 @@ class Service:
         if state is None or not self.scheduler.running:
             return
         when = datetime.now() + timedelta(seconds=state.reconcile.retry_interval)
-        self.scheduler.add_job(self.daemon.request, "date", run_date=when, args=["retry"], id="retry",
+        self.scheduler.add_job(self._request, "date", run_date=when, args=["retry"], id="retry",
                                replace_existing=True)
+
+    async def _request(self, reason: str) -> None:
+        # a coroutine, so apscheduler runs it on the loop (a plain function would run in a thread)
+        self.daemon.request(reason)
 
     async def run(self) -> int:
         if not await self.start():
