@@ -15,6 +15,7 @@ from aiohttp import web
 
 from .catalogue import CATALOGUE, Catalogue, lookup
 from .faults import DEFAULT_ERROR, Fault, FaultState, reset_transport
+from .gofmt import FOREVER_NS
 from .names import parse_name
 from .state import NodeState, derive_model, model_from_catalogue
 from .timing import Timing
@@ -66,7 +67,8 @@ class SimNode:
         self.max_loaded = max_loaded
         self.vram = vram
         self.reply_tokens = reply_tokens
-        self.default_keep_alive_ns = int(keep_alive * 1e9)  # OLLAMA_KEEP_ALIVE
+        self.default_keep_alive_ns = (  # OLLAMA_KEEP_ALIVE; negative = forever
+            FOREVER_NS if keep_alive < 0 else int(keep_alive * 1e9))
         self.context_length = context_length  # OLLAMA_CONTEXT_LENGTH (None = the default)
         self.registry_online = registry_online
         self.host_guard = True  # 403 for a non-local Host header, like Ollama on loopback
