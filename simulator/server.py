@@ -157,8 +157,10 @@ async def ps(request: web.Request) -> web.StreamResponse:
     return await native_json(request, {"models": node_of(request).state.ps()})
 
 
-async def _record_status(request: web.Request, response: web.StreamResponse) -> None:
-    """The status is known once headers go out (a stream may still be cut later)."""
+async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Record the status once headers go out (a stream may still be cut later); Go's
+    net/http sends no Server header."""
+    response.headers.popall("Server", None)
     rec = request.get(REC)
     if rec is not None and rec.status is None:
         rec.status = response.status
@@ -167,7 +169,7 @@ async def _record_status(request: web.Request, response: web.StreamResponse) -> 
 def build_app(node: SimNode) -> web.Application:
     app = web.Application(middlewares=[node_middleware], client_max_size=256 * 1024**2)
     app[NODE] = node
-    app.on_response_prepare.append(_record_status)
+    app.on_response_prepare.append(_on_prepare)
     r = app.router
     r.add_get("/", root)
     r.add_get("/api/version", version)

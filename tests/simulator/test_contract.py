@@ -20,13 +20,14 @@ async def test_root_and_version_are_byte_exact(client: httpx.AsyncClient) -> Non
     r = await client.head("/")
     assert r.headers["content-length"] == "17" and r.content == b""
     r = await client.get("/api/version")
-    assert r.content == b'{"version":"0.13.5"}'
+    assert r.content == b'{"version":"0.13.5"}' and "server" not in r.headers
     assert r.headers["content-length"] == "20" and r.headers["content-type"] == NATIVE
 
 
 async def test_unknown_route_wrong_method_and_trailing_slash(client: httpx.AsyncClient) -> None:
     r = await client.get("/api/nothing")
     assert (r.status_code, r.headers["content-type"], r.text) == (404, "text/plain", "404 page not found")
+    assert "server" not in r.headers
     r = await client.get("/api/chat")
     assert (r.status_code, r.headers["content-type"], r.text) == (405, "text/plain", "405 method not allowed")
     assert (await client.head("/api/ps")).status_code == 405
