@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_status)
 
+    from reconciler import importer
+
+    p = sub.add_parser("import", help="read a running network and write the file that describes it")
+    importer.add_arguments(p)
+    p.set_defaults(run=importer.cmd_import)
+
     p = sub.add_parser("demo", help="simulated nodes on 127.0.0.1 plus the daemon on the demo network")
     p.add_argument("file", nargs="?", default=None, help="default: examples/demo.toml")
     p.set_defaults(run=lambda a: __import__("reconciler.demo", fromlist=["main"]).main(a.file))

@@ -1,0 +1,113 @@
+"""Read a live network for `ollafleet import`, with the targets' own observers and clients.
+
+Each node is observed by a throwaway OllamaNode (the code `plan` uses), then every installed
+model is read back with its client's /api/show. Open WebUI is observed by a throwaway
+OpenWebUITarget whose file declares every setting ollafleet manages, so every settings group
+and the model entries are read exactly as `plan` reads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.config.schema import DesiredState
+from reconciler.errors import TargetError
+from reconciler.targets.ollama import OllamaNode
+from reconciler.targets.ollama_api import ShowInfo
+from reconciler.targets.ollama_diff import NodeView, Wanted
+from reconciler.targets.openwebui import OpenWebUITarget, openwebui_targets
+from reconciler.targets.openwebui_diff import Seen, connection_notes
+
+
+@dataclass
+class NodeRead:
+    name: str
+    url: str
+    view: NodeView | None = None
+    shows: dict[str, ShowInfo] = field(default_factory=dict)   # installed name → /api/show
+    error: str | None = None
+
+
+@dataclass
+class OpenWebUIRead:
+    url: str
+    seen: Seen | None = None
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)   # id → model entry (overrides)
+    presets: dict[str, str] = field(default_factory=dict)               # workspace model id → its base
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+async def read_node(name: str, url: str, *, timeout: float = 10.0) -> NodeRead:
+    node = OllamaNode(Wanted(name, ()), url, timeout=timeout)
+    try:
+        observed = await node.observe()
+        if observed.error is not None:
+            return NodeRead(name, url, error=observed.error)
+        view = observed.data
+        assert isinstance(view, NodeView)
+        names = [m.name for m in view.models]
+        try:
+            shows = await asyncio.gather(*(node.api.show(n) for n in names))
+        except TargetError as exc:
+            return NodeRead(name, url, error=str(exc))
+        return NodeRead(name, url, view, {n: s for n, s in zip(names, shows) if s is not None})
+    finally:
+        await node.close()
+
+
+def _probe_state(url: str, credentials: Mapping[str, str], env: Mapping[str, str],
+                 model_ids: list[str]) -> DesiredState:
+    """A file that declares every managed setting (so every group is read) and an entry per id."""
+    data: dict[str, Any] = {
+        "version": 1,
+        "models": {m: {"openwebui": {}} for m in model_ids},
+        "openwebui": {"url": url, **credentials, "task_model": "-", "code_interpreter": False,
+                      "code_execution": {}, "default_user_role": "user", "enable_signup": False,
+                      "enable_api_keys": True, "openai_api": False, "ollama_urls": []},
+    }
+    return DesiredState.model_validate(data, context={"env": dict(env)})
+
+
+async def read_openwebui(url: str, credentials: Mapping[str, str], env: Mapping[str, str],
+                         model_ids: list[str]) -> OpenWebUIRead:
+    """`credentials` holds the file's references ({"api_key": "${OPENWEBUI_API_KEY}"}), resolved in `env`."""
+    state = _probe_state(url, credentials, env, model_ids)
+    target = openwebui_targets(state)[0]
+    assert isinstance(target, OpenWebUITarget)
+    out = OpenWebUIRead(url)
+    try:
+        observed = await target.observe()
+        out.notes = list(observed.notes)
+        if observed.error is not None:
+            out.error = observed.error
+            return out
+        seen = observed.data
+        assert isinstance(seen, Seen)
+        out.seen = seen
+        if seen.fresh:
+            out.error = "this Open WebUI has no admin account yet, so it holds no settings to import"
+            return out
+        out.notes += connection_notes(target.wanted, seen)
+        out.entries = {i: e for i, e in seen.models.items() if e is not None}
+        try:
+            # every saved entry, not only those of the models the nodes hold (the client has
+            # no call for these lists: its generic request, same auth and error handling)
+            rows = await target.api._call("GET", "/api/v1/models/all")
+            rows = rows.get("data", []) if isinstance(rows, dict) else rows
+            more = [str(r["id"]) for r in rows or [] if isinstance(r, dict) and r.get("id")
+                    and r.get("base_model_id") is None and r["id"] not in out.entries]
+            for model_id, entry in zip(more, await asyncio.gather(*(target.api.model(i) for i in more))):
+                if entry is not None:
+                    out.entries[model_id] = entry
+            out.presets = {str(r["id"]): str(r["base_model_id"]) for r in rows or []
+                           if isinstance(r, dict) and r.get("id") and r.get("base_model_id") is not None}
+        except TargetError as exc:
+            out.notes.append(f"could not list the saved model entries ({exc}); only those of the "
+                             "models the nodes hold were read")
+        return out
+    finally:
+        await target.close()
