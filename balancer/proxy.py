@@ -7,6 +7,7 @@ upstream response is closed at once, whatever the pump is awaiting at that momen
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import time
@@ -29,12 +30,19 @@ log = logging.getLogger("balancer")
 HOP_BY_HOP = frozenset(h.lower() for h in (
     "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
     "Transfer-Encoding", "Upgrade", "Host", "Content-Length"))
+BIG_BODY = 512 * 1024  # sent in pieces so one request can't hog the event loop
 UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, OSError, ValueError)  # ValueError: bad URL
 
 
 def json_response(request: web.BaseRequest, status: int, message: str) -> web.Response:
     body, ctype = errors.error_body(request.path, status, message)
     return web.Response(status=status, body=body, headers={"Content-Type": ctype})
+
+
+def _payload(data: Any) -> Any:
+    if isinstance(data, bytes):
+        return io.BytesIO(data) if len(data) > BIG_BODY else (data or None)
+    return data  # a streamed upload
 
 
 def upstream_error(node: str, exc: BaseException, silence: float, when: str
@@ -136,7 +144,7 @@ class Proxy:
             try:
                 upstream = await self.session.request(
                     request.method, URL(node.spec.base_url + request.raw_path, encoded=True),
-                    data=data or None,
+                    data=_payload(data),
                     headers=headers, timeout=self.timeout, allow_redirects=False)
                 first = await upstream.content.readany()
             except UPSTREAM_ERRORS as exc:

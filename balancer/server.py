@@ -79,10 +79,17 @@ class Balancer:
         self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        site = web.SockSite(self._runner, sock)
-        await site.start()
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # fast restarts
+            sock.bind((host, port))
+            site = web.SockSite(self._runner, sock)
+            await site.start()
+        except OSError:
+            sock.close()
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+            await self._session.close()
+            raise
         self.host, self.port = host, sock.getsockname()[1]
         # Know the models before the first request; a dead node costs at most the connect timeout.
         try:

@@ -14,7 +14,11 @@ MESSAGES = [{"role": "user", "content": "Say hello"}]
 async def test_ollama_client(sim, make_balancer) -> None:
     node = await sim.add_node(name="gpu-1", models=["codestral:22b", "all-minilm:22m"])
     b = await make_balancer([node])
-    client = ollama.AsyncClient(host=b.url)
+    async with ollama.AsyncClient(host=b.url) as client:
+        await _ollama_calls(client)
+
+
+async def _ollama_calls(client: ollama.AsyncClient) -> None:
     reply = await client.chat(model="codestral:22b", messages=MESSAGES)
     assert reply.message.content and reply.done
     parts = [p async for p in await client.chat(model="codestral:22b", messages=MESSAGES,
@@ -36,10 +40,11 @@ async def test_ollama_client_sees_a_mid_stream_failure(sim, make_balancer) -> No
     node = await sim.add_node(name="gpu-1", models=["codestral:22b"])
     node.set_fault(Fault.RST_MID_STREAM, after_chunks=2)
     b = await make_balancer([node])
-    client = ollama.AsyncClient(host=b.url)
-    with pytest.raises(Exception):
-        async for _ in await client.chat(model="codestral:22b", messages=MESSAGES, stream=True):
-            pass
+    async with ollama.AsyncClient(host=b.url) as client:
+        with pytest.raises(ollama.ResponseError, match="connection reset"):
+            async for _ in await client.chat(model="codestral:22b", messages=MESSAGES,
+                                             stream=True):
+                pass
 
 
 async def test_openai_client(sim, make_balancer) -> None:

@@ -141,3 +141,15 @@ async def test_no_leaks_after_many_mixed_requests(sim, make_balancer, http) -> N
     await until(lambda: len(asyncio.all_tasks()) <= tasks, 3.0)
     assert len(os.listdir("/proc/self/fd")) <= fds + 4  # pooled keep-alive connections at most
     assert all(s.in_flight == 0 for s in b.states())
+
+
+async def test_port_in_use_is_a_clear_error(sim) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        b = Balancer(FAST, [])
+        with pytest.raises(OSError):
+            await b.start("127.0.0.1", taken.getsockname()[1])
+        await b.stop()  # nothing left to stop
