@@ -169,7 +169,7 @@ def _entry_fields(model_id: str, entry: dict[str, Any], warn: list[str]) -> dict
     if caps:
         out["capabilities"] = caps
     file_params: dict[str, Any] = {}
-    for key, value in sorted(params.items()):
+    for key, value in sorted(params.items(), key=lambda kv: FILE_PARAM.get(kv[0], kv[0])):
         if value is None or key == "system":
             continue
         name = FILE_PARAM.get(key, key)
@@ -221,9 +221,8 @@ def _settings(ow: OpenWebUIRead, known_models: set[str], node_urls: dict[str, st
             out["task_model"] = task
         else:
             warn.append(f'Open WebUI\'s task model "{task}" is on no node that was read; task_model left out')
-    for path in ("code_interpreter", "enable_signup", "enable_api_keys", "openai_api"):
-        if isinstance(get(path), bool):
-            out[path] = get(path)
+    if isinstance(get("code_interpreter"), bool):
+        out["code_interpreter"] = get("code_interpreter")
     enabled, engine = get("code_execution.enabled"), get("code_execution.engine")
     if isinstance(enabled, bool) and engine in ("pyodide", "jupyter"):
         out["code_execution"] = {"enabled": enabled, "engine": engine}
@@ -232,6 +231,9 @@ def _settings(ow: OpenWebUIRead, known_models: set[str], node_urls: dict[str, st
     role = get("default_user_role")
     if role in ("pending", "user", "admin"):
         out["default_user_role"] = role
+    for path in ("enable_signup", "enable_api_keys", "openai_api"):
+        if isinstance(get(path), bool):
+            out[path] = get(path)
     if get("ollama_api") is False:
         warn.append("Open WebUI's Ollama API is turned off; the file always turns it on (plan will show it)")
     urls = [str(u).rstrip("/") for u in get("ollama_urls") or []]
@@ -245,6 +247,24 @@ def _settings(ow: OpenWebUIRead, known_models: set[str], node_urls: dict[str, st
     else:
         out["ollama_urls"] = urls
     return out, public_url, comments
+
+
+def _ordered(sections: list[Section]) -> list[Section]:
+    """Models on every node first, then the others; by name, a derived model right after its base."""
+    out: list[Section] = []
+    for partial in (False, True):
+        group = {s.name: s for s in sorted(sections, key=lambda s: s.name) if ("nodes" in s.body) == partial}
+
+        def visit(s: Section, depth: int = 0) -> None:
+            base = group.get(s.body.get("from", ""))
+            if base is not None and base not in out and depth < len(group):
+                visit(base, depth + 1)
+            if s not in out:
+                out.append(s)
+
+        for section in group.values():
+            visit(section)
+    return out
 
 
 def build(reads: list[NodeRead], ow: OpenWebUIRead | None, credentials: dict[str, str]) -> Document:
@@ -291,6 +311,6 @@ def build(reads: list[NodeRead], ow: OpenWebUIRead | None, credentials: dict[str
             if public_url is not None:
                 balancer["public_url"] = public_url
     balancer.update({"silence_timeout": "120s", "queue_timeout": "0s"})
-    sections.sort(key=lambda s: ("nodes" in s.body, s.name))
+    sections = _ordered(sections)
     return Document(nodes, node_comments, sections, balancer, ow_table, ow_comments,
                     list(dict.fromkeys(warn)), missing)
