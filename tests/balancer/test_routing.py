@@ -9,7 +9,7 @@ import pytest
 from balancer import NodeSpec
 from simulator import Fault, Timing
 
-from .conftest import CHAT, chat_lines, state
+from .conftest import CHAT, chat_lines, state, until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -221,3 +221,29 @@ async def test_busy_node_503_is_retried_elsewhere(sim, make_balancer, http) -> N
     c.set_fault(Fault.HTTP_503_BUSY)
     async with http.post(b.url + "/api/chat", json=CHAT) as r:
         assert r.status == 503 and "server busy" in (await r.json())["error"]
+
+
+async def test_conversation_returns_to_the_node_with_its_kv_cache(sim, make_balancer, http) -> None:
+    a = await sim.add_node(name="a", models=["codestral:22b"])
+    c = await sim.add_node(name="c", models=["codestral:22b"])
+    b = await make_balancer([a, c])
+    history = [{"role": "system", "content": "You are terse."},
+               {"role": "user", "content": "Write a sort in C."},
+               {"role": "assistant", "content": "void sort(int *a, int n) {...}"},
+               {"role": "user", "content": "Now in Rust."}]
+    a.set_fault(Fault.SLOW_TOKENS, delay=0.5)
+    held = await http.post(b.url + "/api/chat", json=CHAT)  # a is busy, so c gets the chat
+    try:
+        await chat_lines(http, b, {**CHAT, "messages": history})
+    finally:
+        held.close()
+    a.clear_fault()
+    await until(lambda: state(b, "a").in_flight == 0)
+    follow_up = history + [{"role": "assistant", "content": "fn sort(v: &mut [i32]) {...}"},
+                           {"role": "user", "content": "And in Go?"}]
+    status, lines, _ = await chat_lines(http, b, {**CHAT, "messages": follow_up})
+    assert status == 200 and lines[-1]["done"]
+    assert len([r for r in c.requests if r.path == "/api/chat"]) == 2  # not the first-listed a
+    unrelated = [{"role": "user", "content": "Hello"}] * 6
+    await chat_lines(http, b, {**CHAT, "messages": unrelated})
+    assert len([r for r in a.requests if r.path == "/api/chat"]) == 2  # back to list order
