@@ -93,7 +93,8 @@ def render(doc: Document, *, when: datetime, sources: list[str]) -> str:
             "# prune_models = true would delete models on the nodes that this file does not list", ""]
     out += _comment("capability, speed and max_concurrent (OLLAMA_NUM_PARALLEL) cannot be read from a node: "
                     "set them here by hand.")
-    data["nodes"] = doc.nodes
+    if doc.nodes:
+        data["nodes"] = doc.nodes
     for node in doc.nodes:
         for text in doc.node_comments.get(node["name"], []):
             out += _comment(text)
@@ -112,7 +113,8 @@ def render(doc: Document, *, when: datetime, sources: list[str]) -> str:
         if section.openwebui is not None:
             out += [_header("models", section.name, "openwebui"), *_lines(section.openwebui), ""]
             models[section.name]["openwebui"] = section.openwebui
-    data["models"] = models
+    if models:
+        data["models"] = models
     if doc.openwebui is not None:
         for text in doc.openwebui_comments:
             out += _comment(text)

@@ -121,11 +121,23 @@ def _model_sections(reads: list[NodeRead], warn: list[str]) -> tuple[list[Sectio
                 for r in on}
         count = Counter(defs.values())
         chosen = max(count, key=lambda d: (count[d], -[defs[r.name] for r in on].index(d)))
+        differ = sorted(r.name for r in on if defs[r.name] != chosen)
+        follows = next(r.name for r in on if defs[r.name] == chosen)
+        lacking = sorted(r.name for r in on if chosen.base is not None
+                         and r.view is not None and r.view.present(chosen.base) is None)
+        if lacking:     # the file cannot put a derived model on a node without its base
+            chosen = Definition(note=f"{name} is derived from {chosen.base}, which {', '.join(lacking)} lacks: "
+                                "declared as a model to pull; declare `from` by hand once the base is there")
         body: dict[str, Any] = {}
         comments: list[str] = []
         if chosen.note:
             comments.append(chosen.note)
             warn.append(chosen.note)
+        if differ:
+            text = (f"{name} is built differently on {', '.join(differ)} than on {follows}; the file follows "
+                    f"{follows}, so a plan may show re-creating it on {', '.join(differ)}")
+            comments.append(text)
+            warn.append(text)
         if chosen.base is not None:
             body["from"] = chosen.base
             if chosen.parameters:
@@ -134,12 +146,6 @@ def _model_sections(reads: list[NodeRead], warn: list[str]) -> tuple[list[Sectio
                 body["system"] = chosen.system
             if chosen.template is not None:
                 body["template"] = chosen.template
-        differ = sorted(r.name for r in on if defs[r.name] != chosen)
-        if differ:
-            text = (f"{name} is built differently on {', '.join(differ)} than on the other nodes; the file "
-                    f"follows {next(r.name for r in on if defs[r.name] == chosen)} (plan will show re-creating it)")
-            comments.append(text)
-            warn.append(text)
         pinned = [r.name for r in on if _pinned(r, name)]
         if pinned and len(pinned) == len(on):
             body["keep_loaded"] = True
