@@ -156,6 +156,10 @@ def _var_arg(text: str) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Read the Ollama nodes (and Open WebUI) of a running network and write the "
+                     "desired_state.toml that describes it: `ollafleet plan` against it shows no change.")
+    p.epilog = ("Exit codes: 0 written, everything read; 1 written but INCOMPLETE (a server could not be read); "
+                "2 nothing written (the file exists without --force, bad arguments, no credentials).")
     p.add_argument("--node", action="append", type=_node_arg, default=[], metavar="NAME=URL", required=True,
                    help="an Ollama node to read (repeat for each node)")
     p.add_argument("--openwebui", metavar="URL", help="the Open WebUI to read (its settings and model entries)")

@@ -110,6 +110,11 @@ def configure_by_hand(owui: OpenWebUI) -> str:
         # a display name, plus two things the file cannot hold: a tag and an Open WebUI-only param
         _entry(admin, "qwq:32b", {"num_ctx": 14000, "max_tokens": 13000, "function_calling": "native"},
                {"vision": False, "citations": False}, name="QwQ 32B", tags=[{"name": "reasoning"}])
+        # an entry kept from a model the nodes no longer hold, and a workspace preset
+        _entry(admin, "llama3.1:8b", {"num_ctx": 8192}, {})
+        admin.post("/api/v1/models/create", json={
+            "id": "code-helper", "base_model_id": "codestral:22b", "name": "Code helper", "meta": {},
+            "params": {"system": "You write Python."}, "access_grants": [], "is_active": True}).raise_for_status()
     return str(key)
 
 

@@ -50,8 +50,14 @@ def test_the_file_says_what_the_admin_set(network: Network, imported: Imported) 
     assert data["models"]["qwq:32b"]["openwebui"]["params"] == {"num_ctx": 14000, "num_predict": 13000}
 
 
+def test_an_entry_for_a_model_on_no_node_is_kept_on_no_node(imported: Imported) -> None:
+    llama = tomllib.loads(imported.text)["models"]["llama3.1:8b"]
+    assert llama == {"nodes": [], "openwebui": {"visibility": "public", "params": {"num_ctx": 8192}}}
+
+
 def test_what_the_file_cannot_hold_is_said_not_dropped(imported: Imported) -> None:
-    for what in ("function_calling", "meta.tags"):
+    assert "code-helper" not in tomllib.loads(imported.text)["models"]
+    for what in ("function_calling", "meta.tags", "code-helper"):
         assert what in imported.stderr
         comment = [line for line in imported.text.splitlines() if what in line]
         assert comment and all(line.startswith("#") for line in comment)
@@ -125,11 +131,12 @@ def test_an_unreachable_openwebui_is_reported_and_the_nodes_written(network: Net
     load_text(out.read_text(), env={"OPENWEBUI_API_KEY": "x"})
 
 
-def test_refuses_to_overwrite_without_force(network: Network, tmp_path: Path) -> None:
+def test_refuses_to_overwrite_without_force(network: Network, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "desired_state.toml"
     out.write_text("# mine\n")
-    code, err = run_import([*network.node_args("gpu-3"), "-o", str(out)], {})
-    assert code == 2 and "--force" in err
+    code = cli_run(["import", *network.node_args("gpu-3"), "-o", str(out)], {}, monkeypatch)
+    assert code == 2 and "--force" in capsys.readouterr().err
     assert out.read_text() == "# mine\n"
     code, _ = run_import([*network.node_args("gpu-3"), "-o", str(out), "--force"], {})
     assert code == 0 and "[[nodes]]" in out.read_text()
@@ -156,3 +163,10 @@ def test_admin_password_credentials_are_written_as_references(network: Network, 
     monkeypatch.delenv("OPENWEBUI_API_KEY", raising=False)
     assert cli_run(["plan", str(out), "--detailed-exitcode"], env, monkeypatch) == 0, capsys.readouterr().out
 
+
+
+def test_standard_output(network: Network, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_run(["import", *network.node_args("gpu-3"), "-o", "-"], {}, monkeypatch) == 0
+    data = tomllib.loads(capsys.readouterr().out)
+    assert set(data["models"]) == {"codestral:22b", "nomic-embed-text:v1.5"}
+    assert data["models"]["codestral:22b"]["keep_loaded"] is True
