@@ -101,7 +101,7 @@ def _pinned(read: NodeRead, name: str) -> bool:
     return False
 
 
-def _model_sections(reads: list[NodeRead], warn: list[str]) -> tuple[list[Section], dict[str, str]]:
+def _model_sections(reads: list[NodeRead], warn: list[str]) -> list[Section]:
     ok = [r for r in reads if r.view is not None]
     canonical: dict[str, str] = {}             # model_key → the name the file uses
     holders: dict[str, list[NodeRead]] = {}
@@ -157,7 +157,7 @@ def _model_sections(reads: list[NodeRead], warn: list[str]) -> tuple[list[Sectio
         if len(on) < len(ok):
             body["nodes"] = [r.name for r in on]
         sections.append(Section(name, body, comments=comments))
-    return sections, canonical
+    return sections
 
 
 def _entry_fields(model_id: str, entry: dict[str, Any], warn: list[str]) -> dict[str, Any]:
@@ -276,7 +276,7 @@ def _ordered(sections: list[Section]) -> list[Section]:
 def build(reads: list[NodeRead], ow: OpenWebUIRead | None, credentials: dict[str, str]) -> Document:
     warn: list[str] = []
     missing = [f"node {r.name} ({r.url}): {r.error}" for r in reads if r.view is None]
-    sections, _ = _model_sections(reads, warn)
+    sections = _model_sections(reads, warn)
     nodes: list[dict[str, Any]] = []
     node_comments: dict[str, list[str]] = {}
     for r in reads:

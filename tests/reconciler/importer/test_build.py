@@ -56,6 +56,15 @@ def test_only_the_overrides_of_a_derived_model_are_written() -> None:
     assert isinstance(tomllib.loads(text_of(doc))["models"]["long:latest"]["parameters"]["num_ctx"], int)
 
 
+def test_system_and_template_with_newlines_and_quotes_read_back_exactly() -> None:
+    template = '{{ if .System }}<|system|>\n{{ .System }}{{ end }}\n"quoted" \\ back\tslash\n'
+    derived = ShowInfo(dict(BASE.parameters), template, "Line one.\nLine \"two\".", parent_model="base:1")
+    doc = build([node("gpu-1", {"base:1": BASE, "t:1": derived})], None, {})
+    model = tomllib.loads(text_of(doc))["models"]["t:1"]
+    assert (model["template"], model["system"]) == (template, "Line one.\nLine \"two\".")
+    assert "parameters" not in model
+
+
 def test_a_parameter_the_derived_model_dropped_is_warned_about() -> None:
     derived = ShowInfo({"stop": ["<|im_end|>"]}, "{{ .Prompt }}", "", parent_model="base:1")
     doc = build([node("gpu-1", {"base:1": BASE, "d:1": derived})], None, {})
