@@ -1,0 +1,81 @@
+"""While the reconciler rebuilds a model on a node, the balancer sends that model elsewhere."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from balancer import Balancer, NodeSpec, Settings
+from reconciler.daemon.wiring import Draining
+from reconciler.plan.changes import Action, Change
+from reconciler.targets.base import Observed, Progress
+from simulator import Fault, Simulator, Timing
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    async with Simulator() as s:
+        yield s
+
+
+class Rebuild:
+    """Stands in for the Ollama target of gpu-1: while it "re-creates" a model, it asks the
+    balancer for that model and for another one, and records which node answered."""
+
+    name = "ollama/gpu-1"
+
+    def __init__(self, balancer: Balancer) -> None:
+        self.balancer = balancer
+        self.served: dict[str, list[str]] = {}
+
+    async def observe(self) -> Observed:
+        return Observed(self.name)
+
+    def diff(self, observed: Observed) -> tuple[list[Change], list[str]]:
+        return [], []
+
+    async def apply(self, change: Change, progress: Progress) -> None:
+        async with httpx.AsyncClient(timeout=10) as client:
+            for model in ("llama3.2:1b", "qwq:32b"):
+                for _ in range(3):
+                    r = await client.post(self.balancer.url + "/api/generate",
+                                          json={"model": model, "prompt": "x", "stream": False})
+                    self.served.setdefault(model, []).append(r.json()["response"].split(" from ")[1].split(":")[0])
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_model_being_rebuilt_on_a_node_is_routed_elsewhere(sim: Simulator) -> None:
+    a = await sim.add_node("gpu-1", models=["llama3.2:1b", "qwq:32b"], timing=Timing.instant())
+    b = await sim.add_node("gpu-2", models=["llama3.2:1b"], timing=Timing.instant())
+    balancer = Balancer(Settings(poll_interval=0.2), [NodeSpec("gpu-1", a.url), NodeSpec("gpu-2", b.url)])
+    await balancer.start("127.0.0.1", 0)
+    try:
+        await balancer.refresh()
+        inner = Rebuild(balancer)
+        wrapped = Draining(inner, balancer)
+        change = Change("ollama/gpu-1", Action.REPLACE, ("models", "llama3.2:1b", "parameters", "num_ctx"), 1, 2)
+        await wrapped.apply(change, progress=None)  # type: ignore[arg-type]
+        assert inner.served["llama3.2:1b"] == ["gpu-2"] * 3   # never the node being rebuilt
+        assert inner.served["qwq:32b"] == ["gpu-1"] * 3       # other models still go there
+        # after the change gpu-1 takes that model again: with gpu-2 gone, it answers
+        b.set_fault(Fault.REFUSE)
+        async with httpx.AsyncClient() as client:
+            r = await client.post(balancer.url + "/api/generate",
+                                  json={"model": "llama3.2:1b", "prompt": "x", "stream": False})
+        assert " from gpu-1" in r.json()["response"]
+    finally:
+        await balancer.stop(drain_timeout=1)
+
+
+def test_only_model_rebuilds_on_ollama_nodes_drain() -> None:
+    class Inner:
+        name = "ollama/gpu-1"
+    d = Draining(Inner(), None)  # type: ignore[arg-type]
+    assert d._model_rebuilt(Change("ollama/gpu-1", Action.DELETE, ("models", "m:1"))) == "m:1"
+    assert d._model_rebuilt(Change("ollama/gpu-1", Action.UPDATE, ("models", "m:1", "loaded"))) is None
+    other = Draining(type("O", (), {"name": "openwebui"})(), None)  # type: ignore[arg-type]
+    assert other._model_rebuilt(Change("openwebui", Action.UPDATE, ("models", "m:1", "params", "x"))) is None
