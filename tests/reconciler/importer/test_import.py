@@ -34,7 +34,7 @@ def test_the_file_says_what_the_admin_set(network: Network, imported: Imported) 
     ow = data["openwebui"]
     assert ow["url"] == network.owui.url
     assert ow["api_key"] == "${OPENWEBUI_API_KEY}"
-    assert network.env["OPENWEBUI_API_KEY"] not in imported.text
+    assert network.env["OPENWEBUI_API_KEY"] not in imported.text + imported.stderr
     assert (ow["task_model"], ow["default_user_role"], ow["enable_signup"]) == ("codestral:22b", "user", True)
     assert ow["code_interpreter"] is False and ow["openai_api"] is False
     assert ow["code_execution"] == {"enabled": True, "engine": "pyodide"}
@@ -170,3 +170,13 @@ def test_standard_output(network: Network, monkeypatch: pytest.MonkeyPatch, caps
     data = tomllib.loads(capsys.readouterr().out)
     assert set(data["models"]) == {"codestral:22b", "nomic-embed-text:v1.5"}
     assert data["models"]["codestral:22b"]["keep_loaded"] is True
+
+
+def test_a_refused_api_key_is_named_by_its_variable_and_marks_the_file_incomplete(network: Network,
+                                                                                  tmp_path: Path) -> None:
+    out = tmp_path / "desired_state.toml"
+    code, err = run_import([*network.node_args("gpu-3"), "--openwebui", network.owui.url, "-o", str(out)],
+                           {"OPENWEBUI_API_KEY": "sk-not-the-key"})
+    assert code == 1
+    assert "${OPENWEBUI_API_KEY}" in err and "sk-not-the-key" not in err + out.read_text()
+    assert "INCOMPLETE" in out.read_text().split("version = 1")[0]
