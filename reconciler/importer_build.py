@@ -9,7 +9,6 @@ back through the Open WebUI target's own tables (SETTINGS, PARAM_KEYS, DEFAULT_C
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,8 +118,8 @@ def _model_sections(reads: list[NodeRead], warn: list[str]) -> list[Section]:
         on = holders[key]
         defs = {r.name: _definition(r, r.view.present(name).name, canonical, warn)  # type: ignore[union-attr]
                 for r in on}
-        count = Counter(defs.values())
-        chosen = max(count, key=lambda d: (count[d], -[defs[r.name] for r in on].index(d)))
+        seen = [defs[r.name] for r in on]       # the most common way, ties to the first node
+        chosen = max(seen, key=lambda d: (seen.count(d), -seen.index(d)))
         differ = sorted(r.name for r in on if defs[r.name] != chosen)
         follows = next(r.name for r in on if defs[r.name] == chosen)
         lacking = sorted(r.name for r in on if chosen.base is not None

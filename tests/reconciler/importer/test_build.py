@@ -82,12 +82,16 @@ def test_a_model_built_from_a_file_is_declared_plainly_with_a_warning() -> None:
 def test_nodes_that_build_a_model_differently_are_named_and_the_file_stays_valid() -> None:
     derived = ShowInfo({"temperature": 0.2, "stop": ["<|im_end|>"]}, "{{ .Prompt }}", "", parent_model="base:1")
     plain = ShowInfo({"temperature": 0.9})
+    stops = ShowInfo({"temperature": 0.6, "stop": ["</s>", "<|im_end|>"]}, "{{ .Prompt }}", "", parent_model="base:1")
     reads = [node("gpu-1", {"base:1": BASE, "x:1": derived}), node("gpu-2", {"base:1": BASE, "x:1": derived}),
-             node("gpu-3", {"base:1": BASE, "x:1": plain})]
+             node("gpu-3", {"base:1": BASE, "x:1": plain}), node("gpu-4", {"base:1": BASE, "x:1": stops})]
     doc = build(reads, None, {})
     assert models_of(doc)["x:1"] == {"from": "base:1", "parameters": {"temperature": 0.2}}
-    assert any("built differently on gpu-3 than on gpu-1" in w for w in doc.warnings)
+    assert any("built differently on gpu-3, gpu-4 than on gpu-1" in w for w in doc.warnings)
     text_of(doc)
+    alone = build([node("gpu-4", {"base:1": BASE, "x:1": stops})], None, {})
+    assert models_of(alone)["x:1"]["parameters"] == {"stop": ["</s>", "<|im_end|>"]}
+    assert 'parameters = { stop = ["</s>", "<|im_end|>"] }' in text_of(alone)
     # the derived model is on gpu-3 too, which lacks the base: the file cannot say `from` there
     reads = [node("gpu-1", {"base:1": BASE, "x:1": derived}), node("gpu-3", {"x:1": derived})]
     doc = build(reads, None, {})
