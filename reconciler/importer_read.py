@@ -94,17 +94,15 @@ async def read_openwebui(url: str, credentials: Mapping[str, str], env: Mapping[
         out.notes += connection_notes(target.wanted, seen)
         out.entries = {i: e for i, e in seen.models.items() if e is not None}
         try:
-            # every saved entry, not only those of the models the nodes hold (the client has
-            # no call for these lists: its generic request, same auth and error handling)
-            rows = await target.api._call("GET", "/api/v1/models/all")
-            rows = rows.get("data", []) if isinstance(rows, dict) else rows
-            more = [str(r["id"]) for r in rows or [] if isinstance(r, dict) and r.get("id")
+            # every saved entry, not only those of the models the nodes hold
+            rows = await target.api.all_models()
+            more = [str(r["id"]) for r in rows if r.get("id")
                     and r.get("base_model_id") is None and r["id"] not in out.entries]
             for model_id, entry in zip(more, await asyncio.gather(*(target.api.model(i) for i in more))):
                 if entry is not None:
                     out.entries[model_id] = entry
-            out.presets = {str(r["id"]): str(r["base_model_id"]) for r in rows or []
-                           if isinstance(r, dict) and r.get("id") and r.get("base_model_id") is not None}
+            out.presets = {str(r["id"]): str(r["base_model_id"]) for r in rows
+                           if r.get("id") and r.get("base_model_id") is not None}
         except TargetError as exc:
             out.notes.append(f"could not list the saved model entries ({exc}); only those of the "
                              "models the nodes hold were read")

@@ -154,6 +154,12 @@ class OpenWebUIClient:
         body = await self._call("GET", "/api/v1/models/model", params={"id": model_id}, missing_ok=True)
         return dict(body) if isinstance(body, dict) else None
 
+    async def all_models(self) -> list[dict[str, Any]]:
+        """Every saved model row (GET /api/v1/models/all, admin): overrides and workspace presets."""
+        body = await self._call("GET", "/api/v1/models/all")
+        rows = body.get("data", []) if isinstance(body, dict) else body
+        return [r for r in rows or [] if isinstance(r, dict)]
+
     async def listed_models(self) -> list[str]:
         """Ids the connections list (GET /api/models/base, admin): what Open WebUI can serve."""
         body = await self._call("GET", "/api/models/base")
