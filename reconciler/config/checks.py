@@ -44,8 +44,8 @@ def check(file: str, state: DesiredState) -> list[Problem]:
             if m not in state.models:
                 problem(("nodes", i, "models", j), f'model "{m}" is not declared in [models]',
                         did_you_mean(m, model_names))
-            elif state.models[m].nodes is not None and node.name not in state.models[m].nodes:
-                problem(("nodes", i, "models", j), f'model "{m}" lists nodes {state.models[m].nodes}, '
+            elif (allowed := state.models[m].nodes) is not None and node.name not in allowed:
+                problem(("nodes", i, "models", j), f'model "{m}" lists nodes {allowed}, '
                         f'which do not include "{node.name}"')
 
     lowered: dict[str, str] = {}

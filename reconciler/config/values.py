@@ -56,7 +56,7 @@ Url = Annotated[str, PlainValidator(parse_url)]
 
 def parse_listen(value: Any) -> str:
     host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not isinstance(value, str) or not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise PydanticCustomError(
             "listen", 'expected "HOST:PORT" such as "0.0.0.0:11434", got {value}', {"value": f'"{value}"' if isinstance(value, str) else repr(value)})
     return value

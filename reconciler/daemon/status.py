@@ -73,7 +73,7 @@ class _Collector:
 
 def status_app(daemon: Daemon, balancer: Balancer | None) -> web.Application:
     registry = CollectorRegistry()
-    registry.register(_Collector(daemon, balancer))  # type: ignore[arg-type]
+    registry.register(_Collector(daemon, balancer))
 
     async def status(_: web.Request) -> web.Response:
         return web.json_response(status_json(daemon, balancer))
