@@ -13,7 +13,7 @@ from . import common
 from .engine import GenRequest, generation
 from .faults import StreamOut
 from .timing import tokenize
-from .wire import RAW, SSE, HTTPError, decode_body, encoder_json, sse_event
+from .wire import RAW, SSE, HTTPError, decode_body, encoder_json, lenient_str, sse_event
 
 _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                     403: "permission_error", 404: "not_found_error", 429: "rate_limit_error",
@@ -38,7 +38,7 @@ def _stop_reason(done_reason: str) -> str:
 async def messages(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     body = decode_body(request[RAW], "MessagesRequest")
-    name = body.get("model") if isinstance(body.get("model"), str) else ""
+    name = lenient_str(body.get("model"))
     if not name:
         raise HTTPError(400, "model is required")
     max_tokens = body.get("max_tokens")
@@ -134,7 +134,7 @@ def _response_input(body: dict[str, Any]) -> list[dict[str, Any]]:
 async def responses(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     body = decode_body(request[RAW], "ResponsesRequest")
-    name = body.get("model") if isinstance(body.get("model"), str) else ""
+    name = lenient_str(body.get("model"))
     conv = _response_input(body)
     model = common.need_model(node, name, request.path)
     common.check_generative(model, name, "chat")

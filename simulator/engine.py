@@ -84,6 +84,7 @@ async def ensure_loaded(node: SimNode, model: InstalledModel, options: dict[str,
     """Load (or reuse) the runner for the model's weights; returns it and load_duration ns."""
     state = node.state
     opts = runner_options(model, options)
+    runner: Runner | None = None
     while True:
         state.expire()
         runner = state.runners.get(model.weights)

@@ -67,7 +67,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
         async for kind, piece in gen.pieces():
             if out is None:
                 continue
-            msg = {"role": "assistant", "content": piece if kind == "content" else ""}
+            msg: dict[str, Any] = {"role": "assistant", "content": piece if kind == "content" else ""}
             if kind == "thinking":
                 msg["thinking"] = piece
             if kind == "tool":

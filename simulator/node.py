@@ -17,7 +17,7 @@ from .catalogue import CATALOGUE, Catalogue, lookup
 from .faults import DEFAULT_ERROR, Fault, FaultState, reset_transport
 from .gofmt import FOREVER_NS
 from .names import parse_name
-from .state import NodeState, derive_model, model_from_catalogue
+from .state import InstalledModel, NodeState, derive_model, model_from_catalogue
 from .timing import Timing
 
 GiB = 1024**3
@@ -107,7 +107,7 @@ class SimNode:
             return True
         return have >= want
 
-    def default_num_ctx(self, model: Any) -> int:
+    def default_num_ctx(self, model: InstalledModel) -> int:
         """num_ctx of a load that sets none: 4096 up to 0.15.x, VRAM-tiered from 0.16.0."""
         if self.context_length:
             return self.context_length

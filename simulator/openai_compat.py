@@ -16,7 +16,7 @@ from .engine import GenRequest, GenResult, generation
 from .faults import StreamOut
 from .native import embed_vectors
 from .timing import tokenize
-from .wire import RAW, SSE, HTTPError, decode_body, encoder_json, sse_data
+from .wire import RAW, SSE, HTTPError, decode_body, encoder_json, lenient_str, sse_data
 
 
 def _node(request: web.Request) -> Any:
@@ -65,7 +65,7 @@ def _think(body: dict[str, Any], model: Any, name: str) -> bool:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     body = decode_body(request[RAW], "ChatCompletionRequest")
-    name = body.get("model") if isinstance(body.get("model"), str) else ""
+    name = lenient_str(body.get("model"))
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise HTTPError(400, f"{messages if messages is not None else 'None'} is too short - "
@@ -106,7 +106,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         async for kind, piece in gen.pieces():
             if out is None:
                 continue
-            delta = {"role": "assistant", "content": piece if kind == "content" else ""}
+            delta: dict[str, Any] = {"role": "assistant", "content": piece if kind == "content" else ""}
             if kind == "thinking":
                 delta["reasoning"] = piece
                 if newer:
@@ -139,7 +139,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def completions(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     body = decode_body(request[RAW], "CompletionRequest")
-    name = body.get("model") if isinstance(body.get("model"), str) else ""
+    name = lenient_str(body.get("model"))
     prompt = body.get("prompt")
     if not isinstance(prompt, str):
         raise HTTPError(400, "invalid prompt")
@@ -176,7 +176,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
 async def embeddings(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     body = decode_body(request[RAW], "EmbedRequest")
-    name = body.get("model") if isinstance(body.get("model"), str) else ""
+    name = lenient_str(body.get("model"))
     fmt = body.get("encoding_format") or "float"
     if fmt not in ("float", "base64"):
         raise HTTPError(400, f"Invalid value for 'encoding_format' = {fmt}. Supported values: "

@@ -166,6 +166,7 @@ async def create(request: web.Request) -> web.StreamResponse:
                                  license=body.get("license"), messages=body.get("messages"),
                                  parent=fn.short)
         else:
+            assert isinstance(files, dict)  # without `from`, files was required above
             model = await _from_files(node, n, files, params, template, system, progress)
         await _write_layers(node, model, progress, request.path)
     except HTTPError as err:

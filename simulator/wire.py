@@ -106,6 +106,11 @@ def want_str(body: dict[str, Any], key: str, struct: str) -> str:
     return value
 
 
+def lenient_str(value: Any) -> str:
+    """A string field that the OpenAI and Anthropic handlers read as "" when it is not a string."""
+    return value if isinstance(value, str) else ""
+
+
 def want_stream(body: dict[str, Any], default: bool) -> bool:
     value = body.get("stream")
     if value is None:
