@@ -52,8 +52,16 @@ async def serve_balancer(urls: list[str]) -> None:
     b = Balancer(Settings(poll_interval=0.0),
                  [NodeSpec(f"n{i}", u, max_concurrent=SLOTS) for i, u in enumerate(urls)])
     await b.start("127.0.0.1", 0)
+    profile_to = os.environ.get("BENCH_PROFILE")  # a path: write a cProfile of the balancer
+    if profile_to:
+        import cProfile
+        prof = cProfile.Profile()
+        prof.enable()
     print(json.dumps(b.url), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    if profile_to:
+        prof.disable()
+        prof.dump_stats(profile_to)
     await b.stop(drain_timeout=1.0)
 
 
@@ -68,13 +76,19 @@ async def spawn(*args: str) -> tuple[asyncio.subprocess.Process, object]:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK  # utime + stime
+    """CPU time of all the process's threads, in ns precision where schedstat exists."""
+    try:
+        return sum(int((t / "schedstat").read_text().split()[0])
+                   for t in Path(f"/proc/{pid}/task").iterdir()) / 1e9
+    except (OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK  # utime + stime
 
 
-async def one_stream(http: aiohttp.ClientSession, url: str) -> tuple[float, float, int]:
+async def one_stream(http: aiohttp.ClientSession, url: str, tokens: int = TOKENS
+                     ) -> tuple[float, float, int]:
     body = {"model": MODEL, "messages": [{"role": "user", "content": "bench"}],
-            "options": {"num_predict": TOKENS}}
+            "options": {"num_predict": tokens}}
     t0 = time.perf_counter()
     ttft = 0.0
     chunks = 0
@@ -89,7 +103,7 @@ async def one_stream(http: aiohttp.ClientSession, url: str) -> tuple[float, floa
 
 
 async def run_level(http: aiohttp.ClientSession, urls: list[str], conc: int, per_worker: int,
-                    burst: bool) -> tuple[list[float], list[float], int]:
+                    burst: bool, tokens: int = TOKENS) -> tuple[list[float], list[float], int]:
     """`conc` clients each run `per_worker` streams back to back (a closed loop, like a
     load tester's -c N). Steady state drops each client's first stream (they all start at
     once); `burst` keeps only those first streams, started together."""
@@ -100,7 +114,7 @@ async def run_level(http: aiohttp.ClientSession, urls: list[str], conc: int, per
     async def worker(i: int) -> None:
         nonlocal chunks
         for k in range(per_worker):
-            ttft, total, n = await one_stream(http, urls[i % len(urls)])
+            ttft, total, n = await one_stream(http, urls[i % len(urls)], tokens)
             chunks += n
             if (k == 0) == burst:
                 ttfts.append(ttft)
@@ -110,14 +124,39 @@ async def run_level(http: aiohttp.ClientSession, urls: list[str], conc: int, per
     return ttfts, totals, chunks
 
 
+async def cpu_split(http: aiohttp.ClientSession, bal_url: str, pid: int, quick: bool) -> None:
+    """CPU per request and per chunk, separated: 64 clients run 1-token streams (almost
+    all per-request cost), then TOKENS-token streams; the difference is per-chunk cost."""
+    per_worker = 4 if quick else 10
+    cpu0 = cpu_seconds(pid)
+    _, _, short_chunks = await run_level(http, [bal_url], 64, per_worker, False, tokens=1)
+    cpu1 = cpu_seconds(pid)
+    _, _, long_chunks = await run_level(http, [bal_url], 64, per_worker, False)
+    cpu2 = cpu_seconds(pid)
+    streams = 64 * per_worker
+    per_chunk = ((cpu2 - cpu1) - (cpu1 - cpu0)) / (long_chunks - short_chunks)
+    per_request = (cpu1 - cpu0) / streams - per_chunk * short_chunks / streams
+    print(f"balancer CPU at 64 streams: {per_request * 1e6:.0f} us per request, "
+          f"{per_chunk * 1e6:.1f} us per chunk ({streams} requests each way)")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def main(quick: bool) -> None:
+async def main(quick: bool, cpu_rounds: int = 0) -> None:
     nodes_proc, urls = await spawn("--serve-nodes")
     bal_proc, bal_url = await spawn("--serve-balancer", *urls)  # type: ignore[misc]
+    if cpu_rounds:
+        try:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+                await run_level(http, [bal_url], 16, 2, False)  # warm up
+                for _ in range(cpu_rounds):
+                    await cpu_split(http, bal_url, bal_proc.pid, quick)
+        finally:
+            await stop(bal_proc, nodes_proc)
+        return
     # (label, concurrent clients, streams per client, repeats, burst)
     plan = [("1", 1, 15 if quick else 40, 1, False),
             ("16", 16, 3 if quick else 6, 1 if quick else 3, False),
@@ -159,20 +198,27 @@ async def main(quick: bool) -> None:
                 per_chunk = cpu / chunks
             print(f"balancer CPU per relayed chunk {per_chunk * 1e6:.0f} us: one core relays about "
                   f"{1 / per_chunk:,.0f} chunks/s ({1 / per_chunk / 30:,.0f} streams at 30 tokens/s)")
+            await cpu_split(http, bal_url, bal_proc.pid, quick)
     finally:
-        for proc in (bal_proc, nodes_proc):
-            assert proc.stdin is not None
-            proc.stdin.close()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop(bal_proc, nodes_proc)
+
+
+async def stop(*procs: asyncio.subprocess.Process) -> None:
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--cpu", type=int, default=0, metavar="N",
+                        help="only measure CPU per request and per chunk, N times")
     parser.add_argument("--serve-nodes", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-balancer", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -181,4 +227,4 @@ if __name__ == "__main__":
     elif args.serve_balancer:
         asyncio.run(serve_balancer(args.serve_balancer))
     else:
-        asyncio.run(asyncio.wait_for(main(args.quick), 300))
+        asyncio.run(asyncio.wait_for(main(args.quick, args.cpu), 300))
