@@ -136,8 +136,10 @@ async def cpu_split(http: aiohttp.ClientSession, bal_url: str, pid: int, quick: 
     streams = 64 * per_worker
     per_chunk = ((cpu2 - cpu1) - (cpu1 - cpu0)) / (long_chunks - short_chunks)
     per_request = (cpu1 - cpu0) / streams - per_chunk * short_chunks / streams
+    per_stream = (cpu2 - cpu1) / streams  # the least noisy of the three
     print(f"balancer CPU at 64 streams: {per_request * 1e6:.0f} us per request, "
-          f"{per_chunk * 1e6:.1f} us per chunk ({streams} requests each way)")
+          f"{per_chunk * 1e6:.1f} us per chunk, {per_stream * 1e6:.0f} us per "
+          f"{long_chunks // streams}-chunk stream ({streams} requests each way)")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -225,6 +227,10 @@ if __name__ == "__main__":
     if args.serve_nodes:
         asyncio.run(serve_nodes())
     elif args.serve_balancer:
-        asyncio.run(serve_balancer(args.serve_balancer))
+        if os.environ.get("BENCH_NO_UVLOOP"):
+            asyncio.run(serve_balancer(args.serve_balancer))
+        else:
+            from balancer.cli import run  # as `python -m balancer` runs: uvloop if installed
+            run(serve_balancer(args.serve_balancer))
     else:
         asyncio.run(asyncio.wait_for(main(args.quick, args.cpu), 300))
