@@ -20,13 +20,13 @@ DEFAULT_FILE = "desired_state.toml"
 TargetFactory = Callable[[DesiredState], list[Target]]
 
 
-def _console(stream: object = None) -> Console:
-    return Console(file=stream or sys.stdout, highlight=False, soft_wrap=True)
+def _console() -> Console:
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
 
 
-def _load(path: str, **kw: bool) -> DesiredState | None:
+def _load(path: str, *, skip_env: bool = False) -> DesiredState | None:
     try:
-        return load(path, **kw)
+        return load(path, skip_env=skip_env)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
