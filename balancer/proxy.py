@@ -169,20 +169,22 @@ class Proxy:
             checker.feed(first)
             await resp.prepare(request)
             sent = True
-            await resp.write(first)
             chunk = first
-            while chunk:
+            content = upstream.content
+            # A chunk that arrived with the node's end goes out with ours: one write, not two.
+            while chunk and not content.at_eof():
+                await resp.write(chunk)
                 try:
-                    chunk = await upstream.content.readany()
+                    chunk = await content.readany()
                 except UPSTREAM_ERRORS as exc:
                     event, error = Event.FAILED, str(upstream_error(
                         node.name, exc, self.settings.silence_timeout, "mid-stream"))
                     await self._cut(request, resp, info, node, error)
                     return resp
                 checker.feed(chunk)
-                await resp.write(chunk)
             clean = True
             if not checker.complete:
+                await resp.write(chunk)
                 # Ollama ends a broken /v1 stream cleanly; cut it so the client notices.
                 event, error = Event.FAILED, f"node {node.name}: stream ended without its end marker"
                 await self._cut(request, resp, info, node, error)
@@ -193,7 +195,7 @@ class Proxy:
                 event, error = Event.FAILED, f"node {node.name}: answered HTTP {upstream.status}"
             else:
                 event = Event.COMPLETED
-            await resp.write_eof()
+            await resp.write_eof(chunk)
             return resp
         except (ConnectionError, aiohttp.ClientConnectionResetError):
             # writing to the client failed: it went away
