@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from . import __version__
 from .config import NodeSpec, Settings
@@ -78,6 +78,17 @@ async def serve(args: argparse.Namespace) -> None:
     await balancer.stop()
 
 
+def setup_logging(stream: TextIO) -> None:
+    """Timestamped INFO lines. Two lines per request: skip the record fields the format
+    never shows (the logging HOWTO's optimisations), about 2 us less per line."""
+    logging._srcfile = None  # no caller lookup: the format has no file/line/function
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging.basicConfig(level=logging.INFO, stream=stream,
+                        format="%(asctime)s %(levelname)s %(message)s")
+
+
 def run(main: Coroutine[Any, Any, None]) -> None:
     """asyncio.run, on uvloop when it is installed: a third less CPU per relayed chunk."""
     try:
@@ -91,8 +102,7 @@ def run(main: Coroutine[Any, Any, None]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging(sys.stderr)
     try:
         run(serve(args))
     except OSError as exc:

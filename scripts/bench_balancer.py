@@ -49,6 +49,10 @@ async def serve_nodes() -> None:
 async def serve_balancer(urls: list[str]) -> None:
     from balancer import Balancer, NodeSpec, Settings
 
+    if os.environ.get("BENCH_LOG"):  # log as the CLI does (INFO), into this file
+        from balancer.cli import setup_logging
+        setup_logging(open(os.environ["BENCH_LOG"], "a"))
+
     b = Balancer(Settings(poll_interval=0.0),
                  [NodeSpec(f"n{i}", u, max_concurrent=SLOTS) for i, u in enumerate(urls)])
     await b.start("127.0.0.1", 0)
