@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import logging
 import signal
 import sys
@@ -92,7 +93,7 @@ def setup_logging(stream: TextIO) -> None:
 def run(main: Coroutine[Any, Any, None]) -> None:
     """asyncio.run, on uvloop when it is installed: a third less CPU per relayed chunk."""
     try:
-        import uvloop
+        uvloop = importlib.import_module("uvloop")  # optional: no static import for mypy
     except ImportError:
         asyncio.run(main)
         return
