@@ -9,7 +9,7 @@
     await b.stop(drain_timeout=30.0)                # stop accepting, finish streams, cancel
 
 Command line: python -m balancer --server http://HOST:PORT=NAME ... [--timeout N] [--bind H:P]
-It runs on uvloop when installed (`pip install '.[fast]'`): about a third less CPU per
+It runs on uvloop (a dependency except on Windows), as does the daemon: about a third less CPU per
 relayed chunk (scripts/bench_balancer.py --cpu 3). An embedding program picks its own loop.
 """
 from .classify import RequestInfo, classify

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -40,4 +39,6 @@ def main(file: str | None = None) -> int:
               f"  .venv/bin/ollafleet status --url http://{state.reconcile.status_listen}\n"
               f"Edit {path} and save: the change is applied within seconds. Ctrl-C stops everything.",
               flush=True)
-        return asyncio.run(Service(path, drain_timeout=5.0).run())
+        from balancer.cli import run as run_loop
+
+        return run_loop(Service(path, drain_timeout=5.0).run())

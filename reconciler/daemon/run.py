@@ -127,4 +127,6 @@ class Service:
 
 
 def main(path: str, drain_timeout: float = 60.0) -> int:
-    return asyncio.run(Service(path, drain_timeout=drain_timeout).run())
+    from balancer.cli import run as run_loop   # uvloop where available: cheaper streaming
+
+    return run_loop(Service(path, drain_timeout=drain_timeout).run())
