@@ -159,9 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", default=None, help="default: examples/demo.toml")
     p.set_defaults(run=lambda a: __import__("reconciler.demo", fromlist=["main"]).main(a.file))
 
-    p = sub.add_parser("simulate", help="run simulated Ollama nodes on 127.0.0.1", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(run=lambda a: _simulate(a.rest))
+    p = sub.add_parser("simulate", help="run simulated Ollama nodes on 127.0.0.1 (--help for its options)",
+                       add_help=False)
+    p.set_defaults(run=None)  # its arguments go to the simulator's own parser
     return parser
 
 
@@ -193,7 +193,12 @@ def _simulate(rest: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "simulate":
+        return _simulate(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     from reconciler.daemon import logs
 
     logs.setup("text", args.verbose)
