@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from reconciler.config.checks import OPENWEBUI_EXTRA_PARAMS
+from reconciler.config.params import PARAMS
 from reconciler.config.schema import DesiredState
 from reconciler.plan.changes import Action, Change, render_path
 
@@ -23,6 +25,14 @@ DEFAULT_CAPABILITIES = {"file_context": True, "vision": True, "file_upload": Tru
 
 # Ollama's name in the file → the key Open WebUI stores (it sends max_tokens as num_predict)
 PARAM_KEYS = {"num_predict": "max_tokens"}
+FILE_KEYS = {stored: name for name, stored in PARAM_KEYS.items()}
+
+
+def managed_param(stored_key: str) -> str | None:
+    """The file's name of a stored param ollafleet manages (Ollama's options), else None:
+    Open WebUI-only params (function_calling, ...) are left as the administrator set them."""
+    name = FILE_KEYS.get(stored_key, stored_key)
+    return name if name in PARAMS or name in OPENWEBUI_EXTRA_PARAMS else None
 
 
 @dataclass(frozen=True)
@@ -199,6 +209,10 @@ def model_fields(model: WantedModel, entry: dict[str, Any]) -> list[tuple[tuple[
         have = params.get(PARAM_KEYS.get(key, key))
         if not same(have, value):
             out.append((("params", key), have, value))
+    for stored_key, have in params.items():   # the file's params are the whole set: drop the others
+        dropped = managed_param(stored_key)
+        if dropped is not None and dropped not in model.params:
+            out.append((("params", dropped), have, None))
     if model.system is not None and not same(params.get("system"), model.system):
         out.append((("system",), params.get("system"), model.system))
     public = is_public(entry.get("access_grants"))
@@ -221,7 +235,8 @@ def model_body(model: WantedModel, entry: dict[str, Any] | None) -> dict[str, An
         meta["capabilities"] = {**(meta.get("capabilities") or DEFAULT_CAPABILITIES), **model.capabilities}
     if model.description is not None:
         meta["description"] = model.description
-    params = {**(entry.get("params") or {}), **model.stored_params()}
+    kept = {k: v for k, v in (entry.get("params") or {}).items() if managed_param(k) is None}
+    params = {**kept, **model.stored_params()}
     return {"id": model.id, "base_model_id": entry.get("base_model_id"),
             "name": model.name if model.name is not None else entry.get("name") or model.id,
             "meta": meta, "params": params, "is_active": entry.get("is_active", True)}
@@ -294,7 +309,8 @@ def diff_openwebui(target: str, wanted: Wanted, seen: Seen) -> tuple[list[Change
                                   requires=needs, data=Work("model", model=model)))
         else:
             for sub, before, after in model_fields(model, entry):
-                changes.append(Change(target, Action.UPDATE, ("models", model.id, *sub), before, after,
+                action = Action.DELETE if sub[0] == "params" and after is None else Action.UPDATE
+                changes.append(Change(target, action, ("models", model.id, *sub), before, after,
                                       data=Work("model", model=model)))
         if seen.listed is not None and model.id not in seen.listed:
             notes.append(f'models."{model.id}": the Ollama connection does not list it yet; its entry '

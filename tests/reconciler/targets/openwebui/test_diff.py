@@ -89,8 +89,17 @@ def test_each_differing_field_is_one_change_with_before_and_after() -> None:
         ("update", 'models."codestral:22b".capabilities.vision', True, False),
         ("update", 'models."codestral:22b".params.num_ctx', 2048, 30000),
         ("update", 'models."codestral:22b".params.temperature', 0.8, 0.1),
+        ("delete", 'models."codestral:22b".params.seed', 7, None),
         ("update", 'models."codestral:22b".visibility', "private", "public"),
     ]
+
+
+def test_a_param_set_by_hand_is_drift_but_open_webui_only_params_are_not() -> None:
+    entry = copy.deepcopy(ENTRY)
+    entry["params"]["top_k"] = 20
+    entry["params"]["function_calling"] = "native"
+    assert changes_of(wanted(), seen(entry=entry)) == [
+        ("delete", 'models."codestral:22b".params.top_k', 20, None)]
 
 
 def test_num_predict_is_compared_with_what_open_webui_stores_as_max_tokens() -> None:
@@ -153,12 +162,13 @@ def test_create_body_has_the_editor_defaults_the_public_grant_and_open_webui_par
     assert body["access_grants"] == [PUBLIC_GRANT] and body["name"] == "m:1"
 
 
-def test_update_body_keeps_what_the_file_does_not_declare() -> None:
+def test_update_body_keeps_what_the_file_does_not_manage() -> None:
     model = WantedModel("codestral:22b", True, capabilities={"vision": True}, params={"temperature": 0.2})
     entry = copy.deepcopy(ENTRY)
-    entry["params"]["seed"] = 7
+    entry["params"]["seed"] = 7                        # an Ollama option: the file's params are the whole set
+    entry["params"]["function_calling"] = "native"     # Open WebUI's own: not the file's business
     body = model_body(model, entry)
-    assert body["params"] == {"num_ctx": 30000, "max_tokens": 29000, "temperature": 0.2, "seed": 7}
+    assert body["params"] == {"temperature": 0.2, "function_calling": "native"}
     assert body["meta"]["capabilities"] == {"vision": True, "citations": False, "web_search": True}
     assert body["meta"]["profile_image_url"] == "/static/favicon.png" and "access_grants" not in body
 

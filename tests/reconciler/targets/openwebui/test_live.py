@@ -83,6 +83,24 @@ def test_a_change_in_the_file_changes_exactly_that_field(converged: Instance) ->
     assert task_after == {**task_before, "TASK_MODEL": "qwq:32b"}
 
 
+def test_a_param_removed_from_the_file_is_removed_and_one_added_by_hand_too(converged: Instance) -> None:
+    with converged.admin() as admin:     # an admin sets top_k and a UI-only option by hand
+        row = entry(admin, "qwq:32b")
+        body = {k: row[k] for k in ("id", "base_model_id", "name", "meta", "is_active")}
+        admin.post("/api/v1/models/model/update", json={
+            **body, "params": {**row["params"], "top_k": 20, "function_calling": "native"}}).raise_for_status()
+    state = converged.state(replace={"top_p = 0.95, ": ""})
+    result = run(state)
+    assert sorted(_changes(result)) == [('models."codestral:22b".params.top_p', 0.95, None),
+                                        ('models."qwq:32b".params.top_k', 20, None)]
+    assert result.report is not None and result.report.ok
+    with converged.admin() as admin:
+        assert entry(admin, "codestral:22b")["params"] == {
+            k: v for k, v in SEED_PARAMS["codestral:22b"].items() if k != "top_p"}
+        assert entry(admin, "qwq:32b")["params"] == {**SEED_PARAMS["qwq:32b"], "function_calling": "native"}
+    assert run(state).writes == []
+
+
 def _drift(admin: httpx.Client) -> None:
     """Change things behind ollafleet's back, the way an admin clicking in the UI would."""
     task = admin.get("/api/v1/tasks/config").json()
