@@ -35,6 +35,9 @@ def change_text(change: Change) -> str:
         text += f": {before} → {after}"
     elif change.action is Action.CREATE and change.after is not None and not change.secret:
         text += f" = {show_value(change.after)}"
+    elif (change.action is Action.DELETE and change.before is not None and not change.secret
+          and change.before != change.path[-1]):
+        text += f" (was {show_value(change.before)})"
     if change.note:
         text += f"  ({change.note})"
     return text

@@ -155,7 +155,8 @@ def test_render_text_and_json() -> None:
         Change("openwebui", Action.UPDATE, ("models", "codestral:22b", "params", "temperature"), 0.8, 0.1),
         Change("openwebui", Action.UPDATE, ("settings", "api_key"), "old-secret", "new-secret", secret=True),
         Change("ollama/gpu-1", Action.CREATE, ("models", "qwq:32b"), note="pull"),
-        Change("ollama/gpu-1", Action.DELETE, ("models", "old:1b")),
+        Change("ollama/gpu-1", Action.DELETE, ("models", "old:1b"), before="old:1b"),
+        Change("openwebui", Action.DELETE, ("models", "qwq:32b", "params", "top_k"), before=20),
     )
     from reconciler.plan.changes import Plan
     plan = Plan(changes)
@@ -164,8 +165,9 @@ def test_render_text_and_json() -> None:
     text = console.export_text()
     assert '~ models."codestral:22b".params.temperature: 0.8 → 0.1' in text
     assert "+ models.\"qwq:32b\"  (pull)" in text
-    assert '- models."old:1b"' in text
-    assert "Plan: 1 to create, 2 to change, 1 to delete." in text
+    assert '- models."old:1b"\n' in text
+    assert '- models."qwq:32b".params.top_k (was 20)' in text
+    assert "Plan: 1 to create, 2 to change, 2 to delete." in text
     assert "secret" not in text.replace("(secret)", "") and "new-secret" not in text
     data = json.loads(render.to_json(plan))
     assert data["changes"][0] == {"target": "openwebui", "action": "update",
