@@ -56,7 +56,12 @@ class Service:
         assert state is not None
         self.balancer = Balancer(balancer_settings(state), balancer_nodes(state))
         host, port = split_listen(state.balancer.listen)
-        await self.balancer.start(host, port)
+        try:
+            await self.balancer.start(host, port)
+        except OSError as exc:
+            print(f"{self.path}: balancer.listen: cannot listen on {state.balancer.listen}: {exc.strerror}",
+                  file=sys.stderr)
+            return False
         self._listen = state.balancer.listen
         log.info("balancer listening on %s", self.balancer.url)
         self.daemon.on_new_state = self._new_state
@@ -66,7 +71,13 @@ class Service:
         await self._status_runner.setup()
         shost, sport = split_listen(state.reconcile.status_listen)
         site = web.TCPSite(self._status_runner, shost, sport, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            print(f"{self.path}: reconcile.status_listen: cannot listen on {state.reconcile.status_listen}: "
+                  f"{exc.strerror}", file=sys.stderr)
+            await self.stop()
+            return False
         bound = self._status_runner.addresses[0]
         self.status_url = f"http://{shost}:{bound[1]}"
         log.info("status on %s/status and %s/metrics", self.status_url, self.status_url)

@@ -108,3 +108,27 @@ def test_daemon_refuses_a_broken_file_at_start(tmp_path: Path) -> None:
                           timeout=60)
     assert done.returncode == 1
     assert "nodes[0].url: expected an http:// or https:// URL with a host" in done.stderr
+
+
+def test_a_port_in_use_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        for section, key in (("balancer", "listen"), ("reconcile", "status_listen")):
+            file = tmp_path / f"{section}.toml"
+            other = "reconcile" if section == "balancer" else "balancer"
+            other_key = "status_listen" if other == "reconcile" else "listen"
+            file.write_text(f'version = 1\n[{section}]\n{key} = "127.0.0.1:{port}"\n'
+                            f'[{other}]\n{other_key} = "127.0.0.1:0"\n')
+            done = subprocess.run([sys.executable, "-m", "reconciler", "daemon", str(file)],
+                                  capture_output=True, text=True, timeout=60)
+            assert done.returncode == 1
+            assert f"{section}.{key}: cannot listen on 127.0.0.1:{port}" in done.stderr
+            assert "Traceback" not in done.stderr
+    finally:
+        taken.close()
