@@ -44,20 +44,26 @@ def load_text(text: str, file: str = "desired_state.toml", *,
 def load(path: str | Path, *, env: Mapping[str, str] | None = None, skip_env: bool = False) -> DesiredState:
     """Load and check the file at `path`; raise ConfigError listing every problem."""
     file = str(path)
-    p = Path(path)
     try:
-        raw = p.read_bytes()
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise ConfigError([Problem(file, (), "no such file")]) from None
     except IsADirectoryError:
         raise ConfigError([Problem(file, (), "is a directory, expected a desired_state.toml file")]) from None
     except OSError as exc:
         raise ConfigError([Problem(file, (), f"cannot read: {exc.strerror}")]) from None
+    return load_bytes(raw, path, env=env, skip_env=skip_env)
+
+
+def load_bytes(raw: bytes, path: str | Path, *, env: Mapping[str, str] | None = None,
+               skip_env: bool = False) -> DesiredState:
+    """Check the bytes of the file at `path` (already read: the daemon hashes the same bytes)."""
+    file = str(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError([Problem(file, (), f"not UTF-8 text (bad byte at line {line}); save the file as UTF-8")]) from None
     state = load_text(text, file, env=env, skip_env=skip_env)
-    state._base_dir = p.resolve().parent
+    state._base_dir = Path(path).resolve().parent
     return state

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler.config import DesiredState, load
+from reconciler.config import DesiredState
+from reconciler.config.load import load_bytes
 from reconciler.daemon.revision import Revision, revision_of
 from reconciler.errors import ConfigError
 from reconciler.plan import engine, render
@@ -26,6 +27,7 @@ from reconciler.targets import Target, build_targets
 log = logging.getLogger("ollafleet.daemon")
 
 TargetFactory = Callable[[DesiredState], Sequence[Target]]
+FILE_TRIGGERS = {"file change", "SIGHUP"}   # passes asked for because the file may have changed
 
 
 @dataclass
@@ -65,6 +67,7 @@ class Daemon:
         self.targets: dict[str, TargetRecord] = {}
         self.counters = Counters()
         self.last_pass: dict[str, Any] | None = None
+        self.pass_error: str | None = None     # a pass that raised (a bug), until the next one ends
         self.on_pass_failed: Callable[[], None] = lambda: None
         self._wake = asyncio.Event()
         self._reasons: list[str] = []
@@ -72,7 +75,7 @@ class Daemon:
         self.pass_done = asyncio.Condition()
 
     # -- the file -------------------------------------------------------------------------
-    def reload(self) -> bool:
+    async def reload(self) -> bool:
         """Read the file; on success it becomes the state in force. False when it is broken."""
         try:
             content = self.path.read_bytes()
@@ -81,12 +84,13 @@ class Daemon:
         if self.revision is not None and self.revision.same_content(content) and not self.file_errors:
             return True
         try:
-            state = load(self.path, env=self.env)
+            state = load_bytes(content, self.path, env=self.env)
         except ConfigError as exc:
             return self._broken([str(p) for p in exc.problems])
         changed = self.state is not None
         self.state = state
-        self.revision = revision_of(self.path, content)
+        # git runs in a thread: this loop also relays every chat stream
+        self.revision = await asyncio.to_thread(revision_of, self.path, content)
         self.file_errors = []
         log.info("%s file %s (sha256 %s%s)", "loaded new" if changed else "loaded", self.path,
                  self.revision.sha256[:12], f", commit {self.revision.git_commit[:10]}" if self.revision.git_commit else "")
@@ -107,30 +111,39 @@ class Daemon:
         self._wake.set()
 
     async def run(self) -> None:
-        """The runner: one pass per wake-up, forever."""
+        """The runner: one pass per wake-up, forever. A pass that raises is reported, and the
+        next trigger runs a new one."""
         while True:
             await self._wake.wait()
             self._wake.clear()
             reasons, self._reasons = self._reasons, []
-            await self.run_pass(", ".join(dict.fromkeys(reasons)) or "request")
+            try:
+                await self.run_pass(*dict.fromkeys(reasons))
+            except Exception as exc:   # a bug must not end reconciling for good
+                log.exception("pass failed unexpectedly")
+                self.pass_error = f"{type(exc).__name__}: {exc}"
+                self.counters.passes += 1
+                self.counters.failed_passes += 1
+                self.on_pass_failed()
 
     # -- one pass ---------------------------------------------------------------------------
-    async def run_pass(self, reason: str) -> PassReport | None:
+    async def run_pass(self, *reasons: str) -> PassReport | None:
         self.running_pass = True
         try:
-            return await self._pass(reason)
+            return await self._pass(set(reasons) or {"request"})
         finally:
             self.running_pass = False
             async with self.pass_done:
                 self.pass_done.notify_all()
 
-    async def _pass(self, reason: str) -> PassReport | None:
-        good = self.reload()
+    async def _pass(self, reasons: set[str]) -> PassReport | None:
+        good = await self.reload()
         state = self.state
         if state is None:
             return None
-        if not good and ("file" in reason or "SIGHUP" in reason):
+        if not good and reasons <= FILE_TRIGGERS:
             return None  # a broken save changes nothing on any server
+        reason = ", ".join(sorted(reasons))
         started = time.time()
         targets = list(self.factory(state))
         if self.wrap:
@@ -170,6 +183,7 @@ class Daemon:
         for rec in records.values():
             rec.ok = not rec.errors
         self.targets = records
+        self.pass_error = None
         ok = report.ok
         self.counters.passes += 1
         self.counters.failed_passes += 0 if ok else 1

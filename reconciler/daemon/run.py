@@ -26,11 +26,21 @@ log = logging.getLogger("ollafleet.daemon")
 
 
 async def watch_file(path: Path, daemon: Daemon, stop: asyncio.Event) -> None:
-    """Watch the folder, not the file: editors and git replace files by renaming."""
+    """Watch the folder, not the file: editors and git replace files by renaming. If watching
+    fails (the folder vanished), say so and try again; the interval still applies the file."""
     name = path.name
-    async for changes in awatch(path.parent, debounce=300, step=50, stop_event=stop, recursive=False):
-        if any(Path(changed).name == name for _, changed in changes):
-            daemon.request("file change")
+    while not stop.is_set():
+        try:
+            async for changes in awatch(path.parent, debounce=300, step=50, stop_event=stop, recursive=False):
+                if any(Path(changed).name == name for _, changed in changes):
+                    daemon.request("file change")
+        except Exception as exc:
+            log.error("cannot watch %s (%s): retrying in 5 s; the interval still applies the file",
+                      path.parent, exc)
+            try:
+                await asyncio.wait_for(stop.wait(), 5)
+            except asyncio.TimeoutError:
+                pass
 
 
 class Service:
@@ -48,7 +58,7 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> bool:
-        if not self.daemon.reload():
+        if not await self.daemon.reload():
             for line in self.daemon.file_errors:
                 print(line, file=sys.stderr)
             return False

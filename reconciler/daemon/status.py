@@ -17,6 +17,8 @@ from reconciler.daemon.loop import Daemon
 def status_json(daemon: Daemon, balancer: Balancer | None) -> dict[str, Any]:
     pending = [f"{name}: {d}" for name, rec in daemon.targets.items() for d in rec.drift]
     errors = list(daemon.file_errors) + [f"{name}: {e}" for name, rec in daemon.targets.items() for e in rec.errors]
+    if daemon.pass_error:
+        errors.append(f"the last pass failed unexpectedly: {daemon.pass_error}")
     return {
         "revision": daemon.revision.to_json() if daemon.revision else None,
         "file_errors": daemon.file_errors,

@@ -93,3 +93,40 @@ async def test_failed_pass_asks_for_a_retry(tmp_path: Path) -> None:
     await daemon.run_pass("start")
     assert asked == [True] and daemon.targets["fake"].errors == ["m: node busy"]
     assert daemon.counters.failed_passes == 1
+
+
+async def test_a_pass_that_raises_is_reported_and_the_next_one_runs(tmp_path: Path) -> None:
+    daemon, _, made = make(tmp_path)
+    calls = []
+    good_factory = daemon.factory
+
+    def broken_once(state: DesiredState) -> list[FakeTarget]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in a target")
+        return good_factory(state)  # type: ignore[return-value]
+
+    daemon.factory = broken_once
+    failed = []
+    daemon.on_pass_failed = lambda: failed.append(True)
+    runner = asyncio.create_task(daemon.run())
+    try:
+        daemon.request("start")
+        await daemon.wait_for_pass(5)
+        assert daemon.pass_error == "RuntimeError: a bug in a target" and failed == [True]
+        from reconciler.daemon.status import status_json
+        assert "the last pass failed unexpectedly: RuntimeError: a bug in a target" in status_json(daemon, None)["errors"]
+        daemon.request("retry")          # the runner is still alive
+        await daemon.wait_for_pass(5)
+        assert daemon.pass_error is None and made["last"].have == {"m:1": 1, "n:1": 1}
+    finally:
+        runner.cancel()
+
+
+async def test_interval_with_a_broken_file_still_enforces_the_last_good_state(tmp_path: Path) -> None:
+    daemon, file, made = make(tmp_path)
+    await daemon.run_pass("start")
+    file.write_text("version = 1\n[models.\n")
+    made["last"].have.clear()                       # drift meanwhile
+    assert await daemon.run_pass("file change", "interval") is not None
+    assert made["last"].have == {"m:1": 1, "n:1": 1} and daemon.file_errors
