@@ -3,6 +3,7 @@ around every change that rebuilds or removes a model on a node."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 
 from balancer import Balancer, NodeSpec, Settings
@@ -26,13 +27,16 @@ def balancer_nodes(state: DesiredState) -> list[NodeSpec]:
 
 
 class Draining:
-    """Wraps an Ollama node target: while a model is created, re-created or deleted on that
-    node, the balancer sends no request for that model there."""
+    """Wraps an Ollama node target: while a model is re-created or deleted on that node, the
+    balancer sends no request for that model there. Pulls are not drained (the node keeps
+    serving the model it has while a new digest downloads), and one node at a time rebuilds a
+    given model, so the others keep serving it."""
 
-    def __init__(self, inner: Target, balancer: Balancer) -> None:
+    def __init__(self, inner: Target, balancer: Balancer, model_locks: dict[str, asyncio.Lock]) -> None:
         self.inner = inner
         self.name = inner.name
         self.balancer = balancer
+        self.model_locks = model_locks
 
     async def observe(self) -> Observed:
         return await self.inner.observe()
@@ -46,17 +50,18 @@ class Draining:
             await self.inner.apply(change, progress)
             return
         node = self.name.split("/", 1)[1]
-        self.balancer.set_draining(node, model, True)
-        try:
-            await self.inner.apply(change, progress)
-        finally:
-            self.balancer.set_draining(node, model, False)
-            await self.balancer.refresh()
+        async with self.model_locks.setdefault(model, asyncio.Lock()):
+            self.balancer.set_draining(node, model, True)
+            try:
+                await self.inner.apply(change, progress)
+            finally:
+                self.balancer.set_draining(node, model, False)
+        await self.balancer.refresh()
 
     def _model_rebuilt(self, change: Change) -> str | None:
         if not self.name.startswith("ollama/") or len(change.path) < 2 or change.path[0] != "models":
             return None
-        if len(change.path) > 2 and change.path[2] == "loaded":
+        if getattr(change.data, "kind", None) not in REBUILDS:
             return None
         return str(change.path[1])
 
@@ -64,7 +69,11 @@ class Draining:
         await self.inner.close()
 
 
+REBUILDS = {"create", "delete"}   # what the Ollama target does that makes a model unusable meanwhile
+
+
 def draining(balancer: Balancer) -> Callable[[Sequence[Target]], Sequence[Target]]:
     def wrap(targets: Sequence[Target]) -> list[Target]:
-        return [Draining(t, balancer) for t in targets]
+        locks: dict[str, asyncio.Lock] = {}    # per pass, shared by every node
+        return [Draining(t, balancer, locks) for t in targets]
     return wrap

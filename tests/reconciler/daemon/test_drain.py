@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from balancer import Balancer, NodeSpec, Settings
-from reconciler.daemon.wiring import Draining
+from reconciler.daemon.wiring import Draining, draining
 from reconciler.plan.changes import Action, Change
+from reconciler.targets.ollama_diff import Work
 from reconciler.targets.base import Observed, Progress
 from simulator import Fault, Simulator, Timing
 
@@ -21,13 +23,13 @@ async def sim() -> AsyncIterator[Simulator]:
 
 
 class Rebuild:
-    """Stands in for the Ollama target of gpu-1: while it "re-creates" a model, it asks the
+    """Stands in for the Ollama target of a node: while it "re-creates" a model, it asks the
     balancer for that model and for another one, and records which node answered."""
 
-    name = "ollama/gpu-1"
-
-    def __init__(self, balancer: Balancer) -> None:
+    def __init__(self, balancer: Balancer, node: str = "gpu-1", models: tuple[str, ...] = ("llama3.2:1b", "qwq:32b")) -> None:
+        self.name = f"ollama/{node}"
         self.balancer = balancer
+        self.models = models
         self.served: dict[str, list[str]] = {}
 
     async def observe(self) -> Observed:
@@ -38,10 +40,11 @@ class Rebuild:
 
     async def apply(self, change: Change, progress: Progress) -> None:
         async with httpx.AsyncClient(timeout=10) as client:
-            for model in ("llama3.2:1b", "qwq:32b"):
+            for model in self.models:
                 for _ in range(3):
                     r = await client.post(self.balancer.url + "/api/generate",
                                           json={"model": model, "prompt": "x", "stream": False})
+                    assert r.status_code == 200, r.text
                     self.served.setdefault(model, []).append(r.json()["response"].split(" from ")[1].split(":")[0])
 
     async def close(self) -> None:
@@ -56,8 +59,9 @@ async def test_a_model_being_rebuilt_on_a_node_is_routed_elsewhere(sim: Simulato
     try:
         await balancer.refresh()
         inner = Rebuild(balancer)
-        wrapped = Draining(inner, balancer)
-        change = Change("ollama/gpu-1", Action.REPLACE, ("models", "llama3.2:1b", "parameters", "num_ctx"), 1, 2)
+        wrapped = Draining(inner, balancer, {})
+        change = Change("ollama/gpu-1", Action.REPLACE, ("models", "llama3.2:1b", "parameters", "num_ctx"), 1, 2,
+                        data=Work("create"))
         await wrapped.apply(change, progress=None)  # type: ignore[arg-type]
         assert inner.served["llama3.2:1b"] == ["gpu-2"] * 3   # never the node being rebuilt
         assert inner.served["qwq:32b"] == ["gpu-1"] * 3       # other models still go there
@@ -71,11 +75,31 @@ async def test_a_model_being_rebuilt_on_a_node_is_routed_elsewhere(sim: Simulato
         await balancer.stop(drain_timeout=1)
 
 
-def test_only_model_rebuilds_on_ollama_nodes_drain() -> None:
+async def test_every_node_rebuilding_a_model_never_leaves_it_unserved(sim: Simulator) -> None:
+    a = await sim.add_node("gpu-1", models=["llama3.2:1b"], timing=Timing.instant())
+    b = await sim.add_node("gpu-2", models=["llama3.2:1b"], timing=Timing.instant())
+    balancer = Balancer(Settings(poll_interval=0.2), [NodeSpec("gpu-1", a.url), NodeSpec("gpu-2", b.url)])
+    await balancer.start("127.0.0.1", 0)
+    try:
+        await balancer.refresh()
+        wrap = draining(balancer)
+        one, two = Rebuild(balancer, "gpu-1", ("llama3.2:1b",)), Rebuild(balancer, "gpu-2", ("llama3.2:1b",))
+        targets = wrap([one, two])          # one pass: both nodes re-create the same model
+        change = lambda node: Change(f"ollama/{node}", Action.REPLACE,  # noqa: E731
+                                     ("models", "llama3.2:1b", "parameters", "num_ctx"), 1, 2, data=Work("create"))
+        await asyncio.gather(targets[0].apply(change("gpu-1"), None), targets[1].apply(change("gpu-2"), None))  # type: ignore[arg-type]
+        assert one.served["llama3.2:1b"] == ["gpu-2"] * 3 and two.served["llama3.2:1b"] == ["gpu-1"] * 3
+    finally:
+        await balancer.stop(drain_timeout=1)
+
+
+def test_only_rebuilds_and_deletes_on_ollama_nodes_drain() -> None:
     class Inner:
         name = "ollama/gpu-1"
-    d = Draining(Inner(), None)  # type: ignore[arg-type]
-    assert d._model_rebuilt(Change("ollama/gpu-1", Action.DELETE, ("models", "m:1"))) == "m:1"
-    assert d._model_rebuilt(Change("ollama/gpu-1", Action.UPDATE, ("models", "m:1", "loaded"))) is None
-    other = Draining(type("O", (), {"name": "openwebui"})(), None)  # type: ignore[arg-type]
+    d = Draining(Inner(), None, {})  # type: ignore[arg-type]
+    assert d._model_rebuilt(Change("ollama/gpu-1", Action.DELETE, ("models", "m:1"), data=Work("delete"))) == "m:1"
+    assert d._model_rebuilt(Change("ollama/gpu-1", Action.UPDATE, ("models", "m:1", "loaded"), data=Work("load"))) is None
+    # a new digest downloads while the node keeps serving the model it has
+    assert d._model_rebuilt(Change("ollama/gpu-1", Action.REPLACE, ("models", "m:1", "digest"), data=Work("pull"))) is None
+    other = Draining(type("O", (), {"name": "openwebui"})(), None, {})  # type: ignore[arg-type]
     assert other._model_rebuilt(Change("openwebui", Action.UPDATE, ("models", "m:1", "params", "x"))) is None
