@@ -45,9 +45,12 @@ def _payload(data: Any) -> Any:
     return data  # a streamed upload
 
 
-def upstream_error(node: str, exc: BaseException, silence: float, when: str
-                   ) -> errors.UpstreamError:
+def upstream_error(node: str, exc: BaseException, silence: float, when: str,
+                   connect: float = 0.0) -> errors.UpstreamError:
     """Map a client-library exception, once, to the most specific balancer error."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # also a TimeoutError: check it first
+        # the usual sign of a switched-off PC: it never answered the TCP handshake
+        return errors.ConnectFailed(node, f"{when}: no connection within {connect:g} s")
     if isinstance(exc, TimeoutError):
         return errors.Silence(node, f"{when}: no byte for {silence:g} s")
     if isinstance(exc, aiohttp.ClientPayloadError):
@@ -149,7 +152,7 @@ class Proxy:
                 first = await upstream.content.readany()
             except UPSTREAM_ERRORS as exc:
                 failure = upstream_error(node.name, exc, self.settings.silence_timeout,
-                                         "before first byte")
+                                         "before first byte", self.settings.connect_timeout)
                 event, error = Event.FAILED, str(failure)
                 return failure
             if self._worth_retrying(info, node, upstream.status, tried):
@@ -178,7 +181,8 @@ class Proxy:
                     chunk = await content.readany()
                 except UPSTREAM_ERRORS as exc:
                     event, error = Event.FAILED, str(upstream_error(
-                        node.name, exc, self.settings.silence_timeout, "mid-stream"))
+                        node.name, exc, self.settings.silence_timeout, "mid-stream",
+                        self.settings.connect_timeout))
                     await self._cut(request, resp, info, node, error)
                     return resp
                 checker.feed(chunk)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -40,6 +41,28 @@ async def make_balancer() -> AsyncIterator[MakeBalancer]:
     yield make
     for b in started:
         await b.stop(drain_timeout=1.0)
+
+
+@pytest.fixture
+def switched_off() -> Iterator[str]:
+    """URL of a port that never completes a TCP handshake, like a switched-off PC: its listen
+    backlog is full, so the kernel drops further SYNs and connecting times out."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = srv.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(("127.0.0.1", port))
+        fillers.append(c)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for c in fillers:
+            c.close()
+        srv.close()
 
 
 @pytest.fixture

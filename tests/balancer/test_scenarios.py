@@ -65,6 +65,40 @@ async def test_nonsense_address_does_not_crash(make_balancer, http) -> None:
     assert {s.reliability for s in b.states()} == {"Unreliable"}
 
 
+async def test_switched_off_node_is_a_connect_failure_not_silence(sim, make_balancer, http,
+                                                                   switched_off) -> None:
+    from balancer import NodeSpec
+
+    ok = await sim.add_node(name="ok", models=["codestral:22b"])
+    m = ["codestral:22b"]
+    b = await make_balancer([NodeSpec("off", switched_off, models=m),
+                             NodeSpec("ok", ok.url, models=m)])
+    status, lines, _ = await chat_lines(http, b)
+    assert status == 200 and lines[-1]["done"] is True  # retried on the next node
+    off = state(b, "off")
+    assert off.reliability == "Unreliable"
+    assert off.last_error == "node off: before first byte: no connection within 0.5 s"
+    # alone, the 502 body names the missing connection, not a silent stream
+    alone = await make_balancer([NodeSpec("off", switched_off, models=m)])
+    async with http.post(alone.url + "/api/chat", json=CHAT) as r:
+        assert r.status == 502
+        text = (await r.json())["error"]
+    assert "no connection within 0.5 s" in text and "no byte" not in text
+
+
+def test_connect_timeout_maps_to_connect_failed() -> None:
+    from balancer import errors
+    from balancer.proxy import upstream_error
+
+    err = upstream_error("gpu-1", aiohttp.ConnectionTimeoutError("Connection timeout"), 120.0,
+                         "before first byte", 1.0)
+    assert isinstance(err, errors.ConnectFailed)
+    assert str(err) == "node gpu-1: before first byte: no connection within 1 s"
+    read = upstream_error("gpu-1", aiohttp.SocketTimeoutError("Timeout on reading"), 120.0,
+                          "mid-stream", 1.0)
+    assert isinstance(read, errors.Silence) and "no byte for 120 s" in str(read)
+
+
 async def test_hung_node_answers_within_timeout_then_is_avoided(sim, make_balancer, http) -> None:
     hung = await sim.add_node(name="hung", models=["codestral:22b"])
     ok = await sim.add_node(name="ok", models=["codestral:22b"])
