@@ -1,7 +1,6 @@
 """Fleet-wide answers for GET /api/tags, /api/ps and /v1/models: the union over all nodes."""
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import datetime, timezone
 from typing import Any
@@ -60,8 +59,7 @@ class FleetWide:
         self.pollers = pollers
 
     async def gather(self, path: str) -> list[Any]:
-        nodes = list(self.fleet.nodes.values())
-        return list(await asyncio.gather(*(self.pollers.fetch(n, path) for n in nodes)))
+        return await self.pollers.listings(path)
 
     async def answer(self, request: web.BaseRequest, info: RequestInfo) -> web.Response:
         if info.path == "/api/ps":

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import Any
 
 import aiohttp
@@ -52,11 +53,14 @@ class Pollers:
         self.fleet = fleet
         self.session = session
         self.interval = interval
+        self.connect_timeout = connect_timeout
         self.timeout = aiohttp.ClientTimeout(total=connect_timeout + 4.0,
                                              sock_connect=connect_timeout)
         self.tasks: dict[Node, asyncio.Task[None]] = {}
-        # Last good answers per node, for fleet-wide listings when a node is down.
+        # Last good answers per (node name, path) and when they came, for fleet-wide listings.
         self.cache: dict[tuple[str, str], Any] = {}
+        self.fetched_at: dict[tuple[str, str], float] = {}
+        self._live: dict[tuple[Node, str], asyncio.Task[Any]] = {}  # fetches under way
 
     async def fetch(self, node: Node, path: str) -> Any:
         """GET a listing from one node and feed what it says into the fleet."""
@@ -68,12 +72,52 @@ class Pollers:
         if node.removed:
             return data
         self.cache[(node.name, path)] = data
+        self.fetched_at[(node.name, path)] = time.monotonic()
         names = model_names(data)
         if path == "/api/tags":
             self.fleet.update_poll(node, names, None, None)
         elif path == "/api/ps":
             self.fleet.update_poll(node, None, names, None)
         return data
+
+    def live(self, node: Node, path: str) -> asyncio.Task[Any]:
+        """A fetch of `path` from `node`, shared with whoever else asks before it ends,
+        so a dead node never has more than one fetch per path hanging on it."""
+        key = (node, path)
+        task = self._live.get(key)
+        if task is None:
+            task = asyncio.create_task(self.fetch(node, path), name=f"fetch {node.name}{path}")
+            self._live[key] = task
+            task.add_done_callback(lambda t: self._ended(key, t))
+        return task
+
+    def _ended(self, key: tuple[Node, str], task: asyncio.Task[Any]) -> None:
+        if self._live.get(key) is task:
+            del self._live[key]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("fetch of %s%s failed", key[0].name, key[1], exc_info=task.exception())
+
+    def fresh(self, node: Node, path: str) -> bool:
+        """The background poll answered recently (never, without a background interval)."""
+        at = self.fetched_at.get((node.name, path))
+        return self.interval > 0 and at is not None and time.monotonic() - at <= 2 * self.interval
+
+    async def listings(self, path: str) -> list[Any]:
+        """Every node's answer to `path`, for fleet-wide listings: recent poll results as they
+        are; others fetched now, but waited for no longer than the connect timeout, so a dead
+        or frozen node never delays the answer. A late node gives its last good answer (or
+        None); its fetch goes on and fills the cache for the next listing."""
+        nodes = list(self.fleet.nodes.values())
+        stale = [self.live(n, path) for n in nodes if not self.fresh(n, path)]
+        if stale:
+            await asyncio.wait(stale, timeout=self.connect_timeout)
+        return [self.cache.get((n.name, path)) for n in nodes]
+
+    def forget(self, name: str) -> None:
+        """Drop what a removed node last said."""
+        for key in [k for k in self.cache if k[0] == name]:
+            del self.cache[key]
+            self.fetched_at.pop(key, None)
 
     async def poll(self, node: Node) -> None:
         await asyncio.gather(self.fetch(node, "/api/tags"), self.fetch(node, "/api/ps"))
@@ -102,8 +146,9 @@ class Pollers:
                 self.tasks[node] = asyncio.create_task(job, name=f"poll {node.name}")
 
     async def stop(self) -> None:
-        tasks = list(self.tasks.values())
+        tasks = list(self.tasks.values()) + list(self._live.values())
         self.tasks.clear()
+        self._live.clear()
         for t in tasks:
             t.cancel()
         for t in tasks:

@@ -54,8 +54,7 @@ class Balancer:
         _, removed = self.fleet.replace(list(nodes))
         if self._pollers is not None:
             for node in removed:
-                self._pollers.cache = {k: v for k, v in self._pollers.cache.items()
-                                       if k[0] != node.name}
+                self._pollers.forget(node.name)
             self._pollers.sync()
 
     def set_draining(self, node_name: str, model: str, draining: bool) -> None:

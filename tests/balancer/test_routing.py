@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 
@@ -114,6 +115,53 @@ async def test_fleet_wide_listings_are_the_union(sim, make_balancer, http) -> No
     a.set_fault(Fault.REFUSE)
     async with http.get(b.url + "/api/tags") as r:
         assert sorted(m["name"] for m in (await r.json())["models"]) == names
+
+
+async def tag_names(http, b) -> tuple[list[str], float]:
+    t0 = time.monotonic()
+    async with http.get(b.url + "/api/tags") as r:
+        assert r.status == 200
+        names = sorted(m["name"] for m in (await r.json())["models"])
+    return names, time.monotonic() - t0
+
+
+async def test_frozen_node_does_not_delay_listings(sim, make_balancer, http) -> None:
+    a = await sim.add_node(name="a", models=["qwq:32b"])
+    c = await sim.add_node(name="c", models=["codestral:22b"])
+    b = await make_balancer([a, c], poll_interval=5.0)
+    a.set_fault(Fault.FREEZE)  # a paused VM: its sockets stay open, nothing answers
+    try:
+        for _ in range(2):  # Open WebUI asks each time it lists models
+            names, took = await tag_names(http, b)
+            assert took < 1.5
+            assert names == ["codestral:22b", "qwq:32b"]  # a's models as last polled
+    finally:
+        a.set_fault(Fault.NONE)
+
+
+async def test_never_polled_frozen_node_costs_at_most_the_connect_timeout(
+        sim, make_balancer, http) -> None:
+    a = await sim.add_node(name="a", models=["qwq:32b"])
+    c = await sim.add_node(name="c", models=["codestral:22b"])
+    a.set_fault(Fault.FREEZE)
+    try:
+        for interval in (0.0, 5.0):  # without and with background polls
+            b = await make_balancer([a, c], poll_interval=interval)
+            names, took = await tag_names(http, b)
+            assert took < 1.5  # connect timeout 0.5 s
+            assert names == ["codestral:22b"]
+    finally:
+        a.set_fault(Fault.NONE)
+    # once it answers again, its models are back without waiting for a restart
+    await until(lambda: "qwq:32b" in (state(b, "a").models or ()), 10.0)
+    assert (await tag_names(http, b))[0] == ["codestral:22b", "qwq:32b"]
+
+
+async def test_listings_without_background_polls_are_current(sim, make_balancer, http) -> None:
+    a = await sim.add_node(name="a", models=["qwq:32b"])
+    b = await make_balancer([a], poll_interval=0.0)
+    a.install("codestral:22b")
+    assert (await tag_names(http, b))[0] == ["codestral:22b", "qwq:32b"]
 
 
 async def test_model_retrieve_routes_to_a_node_with_it(sim, make_balancer, http) -> None:
