@@ -142,7 +142,8 @@ class Proxy:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
         upstream: aiohttp.ClientResponse | None = None
         sent = clean = False
-        event, error = Event.CLIENT_CANCELLED, None
+        # Anything unforeseen counts against the node; only a client that went away does not.
+        event, error = Event.FAILED, None
         try:
             try:
                 upstream = await self.session.request(
@@ -201,9 +202,15 @@ class Proxy:
                 event = Event.COMPLETED
             await resp.write_eof(chunk)
             return resp
+        except asyncio.CancelledError:
+            event = Event.CLIENT_CANCELLED  # the client disconnected (or the server stops)
+            raise
         except (ConnectionError, aiohttp.ClientConnectionResetError):
-            # writing to the client failed: it went away
+            event = Event.CLIENT_CANCELLED  # writing to the client failed: it went away
             return web.Response(status=499) if not sent else resp
+        except Exception as exc:
+            error = f"node {node.name}: unexpected {type(exc).__name__}: {exc}"
+            raise
         finally:
             if upstream is not None:
                 if clean:

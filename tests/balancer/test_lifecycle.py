@@ -44,6 +44,27 @@ async def test_client_disconnect_while_waiting_for_first_token(sim, make_balance
     assert state(b, "gpu-1").reliability == "Reliable"
 
 
+async def test_unforeseen_error_counts_against_the_node(sim, make_balancer, http,
+                                                       monkeypatch) -> None:
+    """An error nobody planned for (aiohttp's strict parser leaves no real node answer that
+    triggers one, so it is injected) is a failure, not a client that went away."""
+    import balancer.proxy
+
+    class Broken(balancer.proxy.EndChecker):
+        def feed(self, chunk: bytes) -> None:
+            raise ValueError("unforeseen")
+
+    monkeypatch.setattr(balancer.proxy, "EndChecker", Broken)
+    node = await sim.add_node(name="gpu-1", models=["codestral:22b"])
+    b = await make_balancer([node])
+    async with http.post(b.url + "/api/chat", json=CHAT) as r:
+        assert r.status == 500
+    s = state(b, "gpu-1")
+    assert s.reliability == "Unreliable" and s.in_flight == 0
+    assert s.last_error == "node gpu-1: unexpected ValueError: unforeseen"
+    assert b.metrics.client_cancelled_total == 0 and b.metrics.failures_total == 1
+
+
 async def test_node_list_changes_during_a_stream(sim, make_balancer, http) -> None:
     a = await sim.add_node(name="a", models=["codestral:22b"])
     c = await sim.add_node(name="c", models=["codestral:22b"])
