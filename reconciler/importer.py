@@ -199,7 +199,7 @@ def cmd_import(args: argparse.Namespace, *, now: datetime | None = None, env: Ma
               f"and {args.admin_password_env}", file=sys.stderr)
         return 2
     openwebui = args.openwebui.rstrip("/") if args.openwebui else None
-    nodes = sorted(args.node)
+    nodes = list(args.node)     # [[nodes]] order is the balancer's preference: keep the user's order
     reads, ow = asyncio.run(read_network(nodes, openwebui, creds, env, args.timeout))
     doc = build(reads, ow, creds)
     sources = [f"node {n} {u}" for n, u in nodes] + ([f"Open WebUI {openwebui}"] if openwebui else [])

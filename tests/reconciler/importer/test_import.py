@@ -180,3 +180,16 @@ def test_a_refused_api_key_is_named_by_its_variable_and_marks_the_file_incomplet
     assert code == 1
     assert "${OPENWEBUI_API_KEY}" in err and "sk-not-the-key" not in err + out.read_text()
     assert "INCOMPLETE" in out.read_text().split("version = 1")[0]
+
+
+def test_nodes_keep_the_command_line_order(network: Network, tmp_path: Path) -> None:
+    # [[nodes]] order is the balancer's preference order: gpu-10 given after gpu-2 stays after it
+    out = tmp_path / "desired_state.toml"
+    argv = ["--node", f"gpu-2={network.nodes['gpu-2'].url}", "--node", f"gpu-10={network.nodes['gpu-1'].url}",
+            "--node", f"gpu-3={network.nodes['gpu-3'].url}", "-o", str(out)]
+    code, err = run_import(argv, {})
+    assert code == 0, err
+    text = out.read_text()
+    assert [n["name"] for n in tomllib.loads(text)["nodes"]] == ["gpu-2", "gpu-10", "gpu-3"]
+    header = text.split("version = 1")[0]
+    assert header.index("node gpu-2") < header.index("node gpu-10") < header.index("node gpu-3")
