@@ -142,8 +142,9 @@ class Proxy:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
         upstream: aiohttp.ClientResponse | None = None
         sent = clean = False
-        # Anything unforeseen counts against the node; only a client that went away does not.
-        event, error = Event.FAILED, None
+        # None until the outcome is known; an unforeseen end counts against the node.
+        event: Event | None = None
+        error: str | None = None
         try:
             try:
                 upstream = await self.session.request(
@@ -203,13 +204,14 @@ class Proxy:
             await resp.write_eof(chunk)
             return resp
         except asyncio.CancelledError:
-            event = Event.CLIENT_CANCELLED  # the client disconnected (or the server stops)
+            # the client disconnected (or the server stops); _cut's own close also lands here
+            event = event or Event.CLIENT_CANCELLED
             raise
         except (ConnectionError, aiohttp.ClientConnectionResetError):
-            event = Event.CLIENT_CANCELLED  # writing to the client failed: it went away
+            event = event or Event.CLIENT_CANCELLED  # writing to the client failed: it went away
             return web.Response(status=499) if not sent else resp
         except Exception as exc:
-            error = f"node {node.name}: unexpected {type(exc).__name__}: {exc}"
+            error = error or f"node {node.name}: unexpected {type(exc).__name__}: {exc}"
             raise
         finally:
             if upstream is not None:
@@ -217,7 +219,7 @@ class Proxy:
                     upstream.release()  # keep the connection for the next request
                 else:
                     upstream.close()  # the node sees the disconnect and stops generating
-            self.fleet.release(node, event, error, slot=info.uses_slot)
+            self.fleet.release(node, event or Event.FAILED, error, slot=info.uses_slot)
 
     async def _cut(self, request: web.BaseRequest, resp: web.StreamResponse, info: RequestInfo,
                    node: Node, error: str) -> None:
