@@ -53,7 +53,7 @@ def print_status(data: dict[str, Any], console: Console) -> None:
 
 def main(url: str, as_json: bool) -> int:
     try:
-        response = httpx.get(url.rstrip("/") + "/status", timeout=5)
+        response = httpx.get(url.rstrip("/") + "/status", timeout=5, trust_env=False)  # never via a proxy
         response.raise_for_status()
     except httpx.HTTPError as exc:
         print(f"cannot read {url}/status: {exc} (is `ollafleet daemon` running?)", file=sys.stderr)

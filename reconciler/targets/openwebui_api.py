@@ -59,7 +59,8 @@ class OpenWebUIClient:
         self.name = name
         self.writes: list[str] = []
         self.api_key_mode = False
-        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, transport=transport,
+        # trust_env=False: no HTTP(S)_PROXY or .netrc from the environment sees the admin's key or password
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, transport=transport, trust_env=False,
                                        event_hooks={"request": [self._count]})
 
     async def _count(self, request: httpx.Request) -> None:
