@@ -48,7 +48,7 @@ class Metrics:
 
 class Node:
     def __init__(self, spec: NodeSpec, order: int) -> None:
-        self.spec = spec
+        self.spec = spec  # also sets self.static
         self.order = order
         self.reliability = Reliability.RELIABLE
         self.in_flight = 0
@@ -61,16 +61,25 @@ class Node:
         self.removed = False
 
     @property
+    def spec(self) -> NodeSpec:
+        return self._spec
+
+    @spec.setter
+    def spec(self, spec: NodeSpec) -> None:
+        self._spec = spec
+        # normalised once here, not on every snapshot (one per request)
+        self.static: frozenset[str] | None = None if spec.models is None else frozenset(
+            normalize_model(m) for m in spec.models)
+
+    @property
     def name(self) -> str:
         return self.spec.name
 
     @property
     def models(self) -> frozenset[str] | None:
-        static = None if self.spec.models is None else frozenset(
-            normalize_model(m) for m in self.spec.models)
         if self.reported is None:
-            return static
-        return self.reported if static is None else self.reported & static
+            return self.static
+        return self.reported if self.static is None else self.reported & self.static
 
     def view(self) -> NodeView:
         return NodeView(self.name, self.order, self.reliability, self.in_flight,
