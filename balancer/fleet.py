@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 from .classify import normalize_model
@@ -56,7 +57,7 @@ class Node:
         self.loaded: frozenset[str] = frozenset()
         self.reachable: bool | None = None
         self.last_error: str | None = None
-        self.draining: set[str] = set()
+        self.draining: Counter[str] = Counter()  # model -> drains under way
         self.conversation: Conversation | None = None
         self.removed = False
 
@@ -193,8 +194,15 @@ class Fleet:
         return added, removed
 
     def set_draining(self, name: str, model: str, draining: bool) -> None:
+        """Counted: a model stays drained until every drain of it has ended."""
         node = self.nodes[name]
-        (node.draining.add if draining else node.draining.discard)(normalize_model(model))
+        model = normalize_model(model)
+        if draining:
+            node.draining[model] += 1
+        elif node.draining[model] > 1:
+            node.draining[model] -= 1
+        else:
+            node.draining.pop(model, None)
         self.notify()
 
     def forget_model(self, node: Node, model: str) -> None:

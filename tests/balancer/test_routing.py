@@ -87,6 +87,25 @@ async def test_draining_node_is_skipped(sim, make_balancer, http) -> None:
     assert [r for r in a.requests if r.path == "/api/chat"]
 
 
+async def test_overlapping_drains_of_a_model_end_with_the_last(sim, make_balancer, http) -> None:
+    a = await sim.add_node(name="a", models=["codestral:22b"])
+    c = await sim.add_node(name="c", models=["codestral:22b"])
+    b = await make_balancer([a, c])
+    b.set_draining("a", "codestral:22b", True)
+    b.set_draining("a", "Codestral:22B", True)  # a second change on the same model
+    b.set_draining("a", "codestral:22b", False)  # the first one ends
+    await chat_lines(http, b)
+    assert not [r for r in a.requests if r.path == "/api/chat"]  # still drained
+    b.set_draining("a", "codestral:22b", False)
+    b.set_draining("a", "codestral:22b", False)  # an extra end is harmless
+    await chat_lines(http, b)
+    assert [r for r in a.requests if r.path == "/api/chat"]
+    b.set_draining("a", "codestral:22b", True)  # and does not leave a debt behind
+    a.requests.clear()
+    await chat_lines(http, b)
+    assert not [r for r in a.requests if r.path == "/api/chat"]
+
+
 async def test_static_model_list_restricts_a_node(sim, make_balancer, http) -> None:
     a = await sim.add_node(name="a", models=["codestral:22b", "qwq:32b"])
     c = await sim.add_node(name="c", models=["codestral:22b"])
