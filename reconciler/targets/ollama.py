@@ -10,9 +10,10 @@ through the REST API only (reference: ollama-api.md §13 recipes).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ async def file_sha256(path: Path) -> str:
         return _hashes[cache_key]
 
 
-async def _read_chunks(path: Path, task: str, progress: Progress, size: int) -> AsyncIterator[bytes]:
+async def _read_chunks(path: Path, task: str, progress: Progress, size: int) -> AsyncGenerator[bytes, None]:
     sent = 0
     with path.open("rb") as f:
         while chunk := await asyncio.to_thread(f.read, CHUNK):
@@ -202,8 +203,9 @@ class OllamaNode:
         if not await self.api.has_blob(digest):
             task = self._task("upload", model)
             size = os.path.getsize(path)
-            try:
-                await self.api.push_blob(digest, _read_chunks(path, task, progress, size), size)
+            try:    # aclosing: a failed upload closes the file now, not whenever the generator is collected
+                async with contextlib.aclosing(_read_chunks(path, task, progress, size)) as chunks:
+                    await self.api.push_blob(digest, chunks, size)
             except TargetError:
                 progress.done(task, "failed")
                 raise

@@ -338,7 +338,7 @@ class OllamaClient:
     # writes
     async def _stream(self, path: str, body: dict[str, Any], on_line: StatusCallback | None) -> None:
         what = f"POST {path} {body.get('model', '')}".strip()
-        lines: list[dict[str, Any]] = []
+        last: dict[str, Any] | None = None   # a multi-GB pull sends ~1e5 lines: keep only the last one
         timeout = httpx.Timeout(self.timeout, read=self.stream_timeout)
         try:
             async with self._http.stream("POST", path, json=body, timeout=timeout) as response:
@@ -356,14 +356,14 @@ class OllamaClient:
                         continue
                     if not isinstance(line, dict):
                         continue
-                    lines.append(line)
-                    if "error" in line:
+                    last = line
+                    if "error" in line:         # the first error ends the read, so it is the last line
                         break
                     if on_line:
                         on_line(line)
         except httpx.HTTPError as exc:
             raise self._fail(exc, what) from exc
-        failure = stream_failure(lines)
+        failure = stream_failure([] if last is None else [last])
         if failure is not None:
             raise _classify(failure)(f"{what}: {failure}", target=self.name)
 
