@@ -58,6 +58,7 @@ class Balancer:
             self._pollers.sync()
 
     def set_draining(self, node_name: str, model: str, draining: bool) -> None:
+        """Pair each True with one False: overlapping drains of a model are counted."""
         self.fleet.set_draining(node_name, model, draining)
 
     async def refresh(self) -> None:
