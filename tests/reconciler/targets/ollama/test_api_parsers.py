@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reconciler.targets.ollama_api import (PullProgress, go_unquote, model_key, parse_ps, parse_show,
                                            parse_show_parameters, parse_tags, same_value, stream_failure, to_wire)
+from simulator.names import parse_name
 
 TAGS = json.loads('{"models":[{"name":"qwq:32b","model":"qwq:32b","modified_at":"2026-01-02T01:00:46.891738203+02:00",'
                   '"size":19851349856,"digest":"38ee5094e51e' + "0" * 52 + '","details":{"parent_model":"","format":"gguf",'
@@ -66,12 +69,48 @@ def test_numbers_compare_by_value(a: object, b: object, same: bool) -> None:
 
 
 @pytest.mark.parametrize("name, key", [
-    ("qwq", "qwq:latest"), ("QWQ:32B", "qwq:32b"), ("registry.ollama.ai/library/qwq:32b", "qwq:32b"),
-    ("library/qwq", "qwq:latest"), ("me/tool:1", "me/tool:1"),
+    ("qwq", "qwq:latest"), ("QWQ:32B", "qwq:32b"), (" qwq:32b ", "qwq:32b"),
+    ("registry.ollama.ai/library/qwq:32b", "qwq:32b"), ("Registry.Ollama.AI/Library/QwQ", "qwq:latest"),
+    ("library/qwq", "qwq:latest"), ("LIBRARY/qwq:32b", "qwq:32b"), ("me/tool:1", "me/tool:1"),
+    ("registry.ollama.ai/me/tool", "me/tool:latest"),
+    # two parts are namespace/model: a host needs a third part
+    ("registry.ollama.ai/qwq", "registry.ollama.ai/qwq:latest"), ("10.0.0.5:5000/qwq", "10.0.0.5:5000/qwq:latest"),
+    # under another host the namespace stays, even the default one
     ("10.0.0.5:5000/library/qwq:32b", "10.0.0.5:5000/library/qwq:32b"),
+    ("10.0.0.5:5000/library/qwq", "10.0.0.5:5000/library/qwq:latest"),
+    ("hf.co/Bartowski/Qwen-GGUF:Q4_K_M", "hf.co/bartowski/qwen-gguf:q4_k_m"),
+    ("library/x/y", "library/x/y:latest"),            # "library" is the host here, not the namespace
+    ("registry.ollama.ai/library/x/y", "registry.ollama.ai/library/x/y:latest"),
+    ("my.registry/ns/m.v2", "my.registry/ns/m.v2:latest"),
 ])
 def test_model_key(name: str, key: str) -> None:
     assert model_key(name) == key
+
+
+_HOST = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,12}", fullmatch=True) | st.sampled_from(
+    ["registry.ollama.ai", "REGISTRY.ollama.ai", "hf.co", "10.0.0.5:5000"])
+_NS = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,12}", fullmatch=True) | st.sampled_from(["library", "Library"])
+_PART = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,12}", fullmatch=True)
+
+
+@st.composite
+def _names(draw: st.DrawFn) -> str:
+    name = draw(_PART)
+    if draw(st.booleans()):
+        name += ":" + draw(_PART)
+    if draw(st.booleans()):
+        name = draw(_NS) + "/" + name
+        if draw(st.booleans()):
+            name = draw(_HOST) + "/" + name
+    return name
+
+
+@given(_names())
+def test_model_key_is_the_simulators_identity_of_every_valid_name(name: str) -> None:
+    # the simulator parses names by the reference's grammar; every valid name keys the same
+    parsed = parse_name(name)
+    assert parsed is not None
+    assert model_key(name) == parsed.key
 
 
 def test_stream_failure() -> None:
