@@ -44,16 +44,26 @@ class RequestInfo:
         return f"{self.path} {self.model_as_sent}" if self.model_as_sent else self.path
 
 
+DEFAULT_HOST = "registry.ollama.ai"
+DEFAULT_NS = "library"
+
+
 def normalize_model(name: str) -> str:
-    """Shortest lower-case form Ollama lists: default host/namespace dropped, tag added."""
-    n = name.strip().lower()
-    for prefix in ("registry.ollama.ai/", "library/"):
-        if n.startswith(prefix):
-            n = n[len(prefix):]
-    last = n.rsplit("/", 1)[-1]
-    if ":" not in last:
-        n += ":latest"
-    return n
+    """Ollama's identity of a model name, the shortest lower-case form it lists (ollama-api.md §0).
+    `[host/][namespace/]model[:tag]` is read from the right, so two parts are namespace/model and
+    only a third part is a host; the default host is dropped, then the default namespace (kept
+    under another host); the tag is always present; lookup ignores case.
+    "QWQ" → "qwq:latest"; "registry.ollama.ai/library/qwq:32b" → "qwq:32b";
+    "registry.ollama.ai/qwq" → "registry.ollama.ai/qwq:latest" (a namespace, not the host)."""
+    parts = name.strip().lower().split("/")
+    model = parts[-1] if ":" in parts[-1] else parts[-1] + ":latest"
+    namespace = parts[-2] if len(parts) >= 2 else DEFAULT_NS
+    host = "/".join(parts[:-2]) if len(parts) >= 3 else DEFAULT_HOST
+    if host != DEFAULT_HOST:
+        return f"{host}/{namespace}/{model}"
+    if namespace != DEFAULT_NS:
+        return f"{namespace}/{model}"
+    return model
 
 
 def _parse(body: bytes) -> dict[str, Any]:

@@ -19,33 +19,17 @@ from typing import Any
 
 import httpx
 
+from balancer.classify import normalize_model
 from reconciler.config.params import INT_PARAMS, PARAMS
 from reconciler.errors import PermanentError, TemporaryError
-
-DEFAULT_HOST = "registry.ollama.ai"
-DEFAULT_NS = "library"
 
 StatusCallback = Callable[[dict[str, Any]], None]
 
 
 # ---------------------------------------------------------------- names
 
-def model_key(name: str) -> str:
-    """Ollama's identity of a name (ollama-api.md §0). `[host/][namespace/]model[:tag]` is read
-    from the right, so two parts are namespace/model and only a third part is a host. Shown
-    shortest: the default host dropped, then the default namespace (kept under another host),
-    tag always present; lower-case, as lookup ignores case.
-    "QWQ" → "qwq:latest"; "registry.ollama.ai/library/qwq:32b" → "qwq:32b";
-    "registry.ollama.ai/qwq" → "registry.ollama.ai/qwq:latest" (a namespace, not the host)."""
-    parts = name.strip().lower().split("/")
-    model = parts[-1] if ":" in parts[-1] else parts[-1] + ":latest"
-    namespace = parts[-2] if len(parts) >= 2 else DEFAULT_NS
-    host = "/".join(parts[:-2]) if len(parts) >= 3 else DEFAULT_HOST
-    if host != DEFAULT_HOST:
-        return f"{host}/{namespace}/{model}"
-    if namespace != DEFAULT_NS:
-        return f"{namespace}/{model}"
-    return model
+# one rule for the reconciler and the balancer, which must agree on what a node holds
+model_key = normalize_model
 
 
 # ---------------------------------------------------------------- parsed answers
