@@ -11,7 +11,7 @@ from .gofmt import format_parameters, modelfile_value, rfc3339nano
 from .names import parse_name
 from .pulls import BLOB_DIR, DIGEST_RE, Progress, _node, create, pull
 from .state import Blob, InstalledModel
-from .wire import RAW, HTTPError, decode_body, empty, native_json, want_str, want_stream
+from .wire import RAW, HTTPError, decode_body, empty, native_json, want_model, want_str, want_stream
 
 __all__ = ["show", "delete", "copy", "push", "blob_head", "blob_upload", "pull", "create"]
 
@@ -58,7 +58,7 @@ def tensors(m: InstalledModel) -> list[dict[str, Any]]:
 async def show(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     body = decode_body(request[RAW], "ShowRequest")
-    name = want_str(body, "model", "ShowRequest") or want_str(body, "name", "ShowRequest")
+    name = want_model(body, "ShowRequest")
     if not name:
         raise HTTPError(400, "model is required")
     m = node.state.get(name)
@@ -87,7 +87,7 @@ async def show(request: web.Request) -> web.StreamResponse:
 async def delete(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     body = decode_body(request[RAW], "DeleteRequest")
-    name = want_str(body, "model", "DeleteRequest") or want_str(body, "name", "DeleteRequest")
+    name = want_model(body, "DeleteRequest")
     if parse_name(name) is None:
         raise HTTPError(400, f'name "{name}" is invalid')
     if not node.state.delete(name):
@@ -115,7 +115,7 @@ async def copy(request: web.Request) -> web.StreamResponse:
 async def push(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     body = decode_body(request[RAW], "PushRequest")
-    name = want_str(body, "model", "PushRequest") or want_str(body, "name", "PushRequest")
+    name = want_model(body, "PushRequest")
     n = parse_name(name)
     if n is None:
         raise HTTPError(400, "invalid model name")

@@ -15,7 +15,7 @@ from .faults import Fault, StreamOut
 from .names import ModelName, parse_name
 from .state import InstalledModel, build_layers, derive_model, model_from_catalogue
 from .wire import (RAW, NDJSON, PLAIN_JSON, HTTPError, decode_body, native_json, ndjson_line,
-                   want_str, want_stream)
+                   want_model, want_stream)
 
 DIGEST_RE = re.compile(r"^sha256[:-][0-9a-fA-F]{64}$")
 BLOB_DIR = "/root/.ollama/models/blobs"
@@ -104,7 +104,7 @@ async def run_pull(node: Any, n: ModelName, progress: Progress, insecure: bool,
 async def pull(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     body = decode_body(request[RAW], "PullRequest")
-    name = want_str(body, "model", "PullRequest") or want_str(body, "name", "PullRequest")
+    name = want_model(body, "PullRequest")
     n = parse_name(name)
     if n is None:
         raise HTTPError(400, "invalid model name")
@@ -130,7 +130,7 @@ def _check_template(template: Any) -> str | None:
 async def create(request: web.Request) -> web.StreamResponse:
     node = _node(request)
     body = decode_body(request[RAW], "CreateRequest")
-    name = want_str(body, "model", "CreateRequest") or want_str(body, "name", "CreateRequest")
+    name = want_model(body, "CreateRequest")
     n = parse_name(name)
     if n is None:
         raise HTTPError(400, "invalid model name")

@@ -106,6 +106,11 @@ def want_str(body: dict[str, Any], key: str, struct: str) -> str:
     return value
 
 
+def want_model(body: dict[str, Any], struct: str) -> str:
+    """`model`, or the deprecated `name` that the model-management routes still accept."""
+    return want_str(body, "model", struct) or want_str(body, "name", struct)
+
+
 def lenient_str(value: Any) -> str:
     """A string field that the OpenAI and Anthropic handlers read as "" when it is not a string."""
     return value if isinstance(value, str) else ""
