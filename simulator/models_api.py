@@ -9,7 +9,7 @@ from aiohttp import web
 
 from .gofmt import format_parameters, modelfile_value, rfc3339nano
 from .names import parse_name
-from .pulls import BLOB_DIR, DIGEST_RE, Progress, _node, create, pull
+from .pulls import BLOB_DIR, DIGEST_RE, Progress, _node, create, named_request, pull
 from .state import Blob, InstalledModel
 from .wire import RAW, HTTPError, decode_body, empty, native_json, want_model, want_str, want_stream
 
@@ -113,12 +113,7 @@ async def copy(request: web.Request) -> web.StreamResponse:
 
 
 async def push(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
-    body = decode_body(request[RAW], "PushRequest")
-    name = want_model(body, "PushRequest")
-    n = parse_name(name)
-    if n is None:
-        raise HTTPError(400, "invalid model name")
+    node, body, name, n = named_request(request, "PushRequest")
     progress = Progress(request, node, want_stream(body, True))
     await progress.emit({"status": "retrieving manifest"})
     m = node.state.get(name)

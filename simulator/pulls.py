@@ -101,13 +101,18 @@ async def run_pull(node: Any, n: ModelName, progress: Progress, insecure: bool,
     return model
 
 
-async def pull(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
-    body = decode_body(request[RAW], "PullRequest")
-    name = want_model(body, "PullRequest")
+def named_request(request: web.Request, struct: str) -> tuple[Any, dict[str, Any], str, ModelName]:
+    """The node, body, model name and parsed name of a model-management request (400 if invalid)."""
+    body = decode_body(request[RAW], struct)
+    name = want_model(body, struct)
     n = parse_name(name)
     if n is None:
         raise HTTPError(400, "invalid model name")
+    return _node(request), body, name, n
+
+
+async def pull(request: web.Request) -> web.StreamResponse:
+    node, body, name, n = named_request(request, "PullRequest")
     progress = Progress(request, node, want_stream(body, True))
     try:
         await run_pull(node, n, progress, bool(body.get("insecure")), request.path)
@@ -128,12 +133,7 @@ def _check_template(template: Any) -> str | None:
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
-    body = decode_body(request[RAW], "CreateRequest")
-    name = want_model(body, "CreateRequest")
-    n = parse_name(name)
-    if n is None:
-        raise HTTPError(400, "invalid model name")
+    node, body, name, n = named_request(request, "CreateRequest")
     stream = want_stream(body, True)
     from_, files = body.get("from"), body.get("files")
     if not from_ and not files:
