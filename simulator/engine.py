@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
+from .common import ANSWER_JOIN
 from .faults import STREAM_FAULTS, CutConnection, Fault
 from .sched import check_options, get_runner, merged_options, modelled_ns, release, slot
 from .state import InstalledModel, Runner, Slot
@@ -151,7 +152,8 @@ class Generation:
         res.total_ns = modelled_ns(node, time.monotonic() - self.started)
         res.total_ns = max(res.total_ns, res.load_ns + res.prompt_eval_ns + res.eval_ns)
         if self.slot is not None:  # the slot keeps the answer too, all but its last token
-            self.slot.cache = self.slot.cache + tokenize(res.thinking + res.content)[:-1]
+            answer = tokenize(res.thinking + ANSWER_JOIN + res.content)
+            self.slot.cache = self.slot.cache + answer[:-1]
 
     def release(self) -> None:
         if self.runner is not None:

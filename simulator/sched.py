@@ -161,15 +161,21 @@ async def _evict(node: SimNode, victim: Runner) -> None:
 
 @contextlib.asynccontextmanager
 async def slot(node: SimNode, runner: Runner, prompt: list[int]) -> AsyncIterator[Slot]:
-    """Wait (without bound) for one of the runner's slots; take the free one whose cache
-    shares the longest prefix with the prompt (the least recently used on a tie)."""
+    """Wait (without bound) for one of the runner's slots. A free slot whose whole cache the
+    prompt continues is taken; otherwise the least recently used free one, which first gets
+    the longest prefix any slot shares with the prompt (Ollama's runner forks it)."""
     node.waiting += 1
     try:
         await runner.sem.acquire()
     finally:
         node.waiting -= 1
-    free = [s for s in runner.slots if not s.busy]
-    chosen = max(free, key=lambda s: (common_prefix(s.cache, prompt), -s.last_used))
+    best = max(runner.slots, key=lambda s: common_prefix(s.cache, prompt))
+    shared = common_prefix(best.cache, prompt)
+    if shared == len(best.cache) and not best.busy:
+        chosen = best  # the prompt continues this slot's conversation
+    else:  # the least recently used free slot, with the shared prefix copied into it
+        chosen = min((s for s in runner.slots if not s.busy), key=lambda s: s.last_used)
+        chosen.cache = best.cache[:shared]
     chosen.busy = True
     try:
         yield chosen
