@@ -88,3 +88,22 @@ async def test_final_chunk_timings_as_ollama_fills_them(sim: Simulator) -> None:
     for r in (early, late):
         assert r["total_duration"] >= (r["load_duration"] + r["prompt_eval_duration"]
                                        + r["eval_duration"])
+
+
+async def test_realistic_timing_and_a_faster_day(sim: Simulator) -> None:
+    """Issue 14's real-world numbers: loads 8-12 s for these models, prompts ~2000 tokens/s,
+    25-35 tokens/s generated; `time_scale` runs it faster with the same reported numbers."""
+    timing = Timing.realistic(time_scale=0.002)
+    node = await sim.add_node(models=["codestral:22b", "qwq:32b"], timing=timing, reply_tokens=60)
+    async with httpx.AsyncClient(base_url=node.url, timeout=10) as c:
+        started = asyncio.get_running_loop().time()
+        replies = [await ask(c, turn("x"))]
+        r = await c.post("/api/chat", json={"model": "qwq:32b", "messages": turn("y"), "stream": False})
+        replies.append(r.json())
+        elapsed = asyncio.get_running_loop().time() - started
+    for reply in replies:
+        assert 8e9 <= reply["load_duration"] <= 13e9
+        assert 25 <= reply["eval_count"] / reply["eval_duration"] * 1e9 <= 35
+        assert 1500 <= reply["prompt_eval_count"] / reply["prompt_eval_duration"] * 1e9 <= 2500
+    modelled = sum(r["total_duration"] for r in replies) / 1e9
+    assert modelled > 20 and elapsed < modelled / 10                 # a day runs faster
