@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import signal
 import sys
+from typing import Callable
 
 from .control import start_control
 from .sim import Simulator
 from .timing import Timing
 
-TIMINGS = {"fast": Timing, "realistic": Timing.realistic, "instant": Timing.instant}
+TIMINGS: dict[str, Callable[[], Timing]] = {"fast": Timing, "realistic": Timing.realistic,
+                                            "instant": Timing.instant}
 
 
 def build_parser() -> argparse.ArgumentParser:
