@@ -8,6 +8,7 @@
         node.clear_fault()
         node.requests / node.write_requests() / node.clear_requests()
         node.installed_models(), node.loaded_models(), node.cancelled_generations
+        node.loads, node.prompt_tokens, node.cached_prompt_tokens   # counters for benchmarks
         node.install("codestral-30k", from_="codestral:22b", parameters={"num_ctx": 30000})
         await node.wait_for(lambda: ..., timeout=5.0)
         node.registry_online = False

@@ -96,6 +96,8 @@ class Generation:
         cached = min(common_prefix(slot.cache, prompt), max(0, len(prompt) - 1))
         seconds = node.timing.prompt_seconds(max(1, len(prompt) - cached))
         slot.cache = list(prompt)  # the slot's KV cache now holds this prompt
+        node.prompt_tokens += len(prompt)
+        node.cached_prompt_tokens += cached
         await node.timing.sleep(seconds)
         self.result.prompt_eval_count = max(1, len(prompt))
         self.result.prompt_eval_ns = max(1, int(seconds * NS))

@@ -79,6 +79,9 @@ class SimNode:
         self.requests: list[RecordedRequest] = []
         self.max_log = 20000  # request log entries kept (the oldest half goes beyond)
         self.cancelled_generations = 0
+        self.loads = 0  # cold runner loads completed (a reload counts)
+        self.prompt_tokens = 0  # prompt tokens of all generations
+        self.cached_prompt_tokens = 0  # of which came from a slot's cache
         self.last_options: dict[str, Any] = {}  # effective options of the latest generation
         self.port = 0
         self.stopping = False

@@ -147,6 +147,7 @@ async def _load(node: SimNode, model: InstalledModel, opts: tuple[Any, ...], num
         raise
     finally:
         runner.loaded.set()
+    node.loads += 1
     return runner, seconds
 
 

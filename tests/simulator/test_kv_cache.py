@@ -55,6 +55,7 @@ async def test_parallel_slots_each_keep_their_conversation(sim: Simulator) -> No
             conv += [reply["message"], {"role": "user", "content": "and now?"}]
         for conv in (a, b):
             assert evaluated(await ask(c, conv)) < 20
+    assert node.cached_prompt_tokens > 0.7 * node.prompt_tokens / 2 and node.loads == 1
 
 
 async def test_v1_usage_counts_the_whole_prompt_on_a_cache_hit(sim: Simulator) -> None:

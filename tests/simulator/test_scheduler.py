@@ -87,6 +87,7 @@ async def test_two_pinned_models_that_do_not_fit_evict_each_other(sim: Simulator
         for model in ("codestral:22b", "qwq:32b", "codestral:22b"):
             await c.post("/api/generate", json={"model": model, "keep_alive": -1})
             assert list(await ps(c)) == [model]
+    assert node.loads == 3
 
 
 async def test_num_parallel_is_per_runner(sim: Simulator) -> None:
