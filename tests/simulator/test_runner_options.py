@@ -85,3 +85,12 @@ async def test_num_ctx_default_and_clamp_switch_at_0_15_5(sim: Simulator, versio
         assert (await contexts(c))["llama3.2:1b"] == default
         await load(c, "codestral:22b", num_ctx=65536)
         assert (await contexts(c))["codestral:22b"] == clamped
+
+
+async def test_num_ctx_floors(sim: Simulator) -> None:
+    """§10 num_ctx: "min 4; vision models min 2048"."""
+    node = await sim.add_node(models=["llama3.2:1b", "llava:7b"], timing=Timing.instant())
+    async with httpx.AsyncClient(base_url=node.url, timeout=10) as c:
+        await load(c, "llama3.2:1b", num_ctx=1)
+        await load(c, "llava:7b", num_ctx=512)
+        assert await contexts(c) == {"llama3.2:1b": 4, "llava:7b": 2048}
