@@ -19,7 +19,7 @@
 
 More `add_node` keywords: max_queue (512, OLLAMA_MAX_QUEUE), max_loaded (3), vram (24 GiB),
 reply_tokens (12), keep_alive (300 s, OLLAMA_KEEP_ALIVE), context_length (None,
-OLLAMA_CONTEXT_LENGTH).
+OLLAMA_CONTEXT_LENGTH), multiuser_cache (False, OLLAMA_MULTIUSER_CACHE).
 Timing presets: Timing() (fast, the tests' default), Timing.instant() (same reported numbers,
 nothing sleeps), Timing.realistic(time_scale=1.0) (a 24 GB GPU: 8-12 s loads, 2000 prompt
 tokens/s, 30 tokens/s; time_scale 0.01 replays a day 100x faster); reported durations are
@@ -34,7 +34,9 @@ The scheduler follows Ollama 0.13.5 (reference/ollama-api.md §7, sched.py):
   time, bounded by max_queue (503 "server busy" beyond, node.pending_loads);
 - a model that does not fit evicts a victim (idle first, then shortest keep-alive, pinned
   last), whose keep-alive drops to 0 and whose requests (also new ones) finish first;
-- each slot caches its prompt and answer; prompt_eval_count is the whole prompt even on a
+- each slot caches its prompt and answer; a request takes the free slot with the longest
+  common prefix (multiuser_cache: the slot it continues, else the least recently used one
+  with the shared prefix copied in); prompt_eval_count is the whole prompt even on a
   cache hit, prompt_eval_duration the time spent, load_duration all time spent getting the
   runner (waiting for other loads and evictions included);
 - num_ctx defaults to 4096, from 0.15.5 to a VRAM tier clamped to the training context.

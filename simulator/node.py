@@ -58,7 +58,8 @@ class SimNode:
                  timing: Timing | None = None, version: str = "0.13.5", num_parallel: int = 1,
                  max_queue: int = 512, max_loaded: int = 3, vram: int = 24 * GiB,
                  reply_tokens: int = 12, keep_alive: float = 300.0,
-                 context_length: int | None = None, registry_online: bool = True) -> None:
+                 context_length: int | None = None, registry_online: bool = True,
+                 multiuser_cache: bool = False) -> None:
         self.name = name
         self.catalogue = catalogue
         self.timing = timing or Timing()
@@ -71,6 +72,7 @@ class SimNode:
         self.default_keep_alive_ns = (  # OLLAMA_KEEP_ALIVE; negative = forever
             FOREVER_NS if keep_alive < 0 else int(keep_alive * 1e9))
         self.context_length = context_length  # OLLAMA_CONTEXT_LENGTH (None = the default)
+        self.multiuser_cache = multiuser_cache  # OLLAMA_MULTIUSER_CACHE: slot choice
         self.registry_online = registry_online
         self.host_guard = True  # 403 for a non-local Host header, like Ollama on loopback
         self.registry_redirects = True  # False: private-registry pulls fail "no Location header"

@@ -162,21 +162,25 @@ async def _evict(node: SimNode, victim: Runner) -> None:
 
 @contextlib.asynccontextmanager
 async def slot(node: SimNode, runner: Runner, prompt: list[int]) -> AsyncIterator[Slot]:
-    """Wait (without bound) for one of the runner's slots. A free slot whose whole cache the
-    prompt continues is taken; otherwise the least recently used free one, which first gets
-    the longest prefix any slot shares with the prompt (Ollama's runner forks it)."""
+    """Wait (without bound) for one of the runner's slots, then pick one as Ollama's runner
+    does: by default the free slot sharing the longest prefix with the prompt (a new
+    conversation overwrites it); with OLLAMA_MULTIUSER_CACHE a slot the prompt continues,
+    else the least recently used free one with the longest shared prefix copied in."""
     node.waiting += 1
     try:
         await runner.sem.acquire()
     finally:
         node.waiting -= 1
-    best = max(runner.slots, key=lambda s: common_prefix(s.cache, prompt))
-    shared = common_prefix(best.cache, prompt)
-    if shared == len(best.cache) and not best.busy:
-        chosen = best  # the prompt continues this slot's conversation
-    else:  # the least recently used free slot, with the shared prefix copied into it
-        chosen = min((s for s in runner.slots if not s.busy), key=lambda s: s.last_used)
-        chosen.cache = best.cache[:shared]
+    free = [s for s in runner.slots if not s.busy]
+    chosen = max(free, key=lambda s: common_prefix(s.cache, prompt))
+    if node.multiuser_cache:
+        best = max(runner.slots, key=lambda s: common_prefix(s.cache, prompt))
+        shared = common_prefix(best.cache, prompt)
+        if shared == len(best.cache) and not best.busy:
+            chosen = best
+        else:
+            chosen = min(free, key=lambda s: s.last_used)
+            chosen.cache = best.cache[:shared]
     chosen.busy = True
     try:
         yield chosen
@@ -184,4 +188,3 @@ async def slot(node: SimNode, runner: Runner, prompt: list[int]) -> AsyncIterato
         chosen.busy = False
         chosen.last_used = time.monotonic()
         runner.sem.release()
-

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from simulator import Simulator, Timing
+from simulator import SimNode, Simulator, Timing
 
 PROMPT_TPS = 2000.0  # Timing() default: evaluated tokens = duration * rate
 
@@ -43,19 +43,37 @@ async def test_a_next_turn_that_resends_the_answer_reuses_it(sim: Simulator) -> 
     assert second["prompt_eval_count"] > first["prompt_eval_count"] + 300
 
 
-async def test_parallel_slots_each_keep_their_conversation(sim: Simulator) -> None:
-    """§7: with NUM_PARALLEL > 1 a request takes the slot whose cache it continues; a new
-    conversation takes another slot instead of overwriting it."""
-    node = await sim.add_node(models=["codestral:22b"], num_parallel=2, timing=Timing.instant())
+async def alternate(node: SimNode) -> list[float]:
+    """Two conversations, one turn each, then a second turn each: tokens evaluated."""
+    out = []
     async with httpx.AsyncClient(base_url=node.url, timeout=10) as c:
-        a, b = turn("alpha"), turn("beta")
-        for conv in (a, b):
+        a = [{"role": "system", "content": "You review code."}] + turn("alpha")
+        b = [{"role": "system", "content": "You review code."}] + turn("beta")
+        for conv in (a, b, a, b):
             reply = await ask(c, conv)
-            assert evaluated(reply) > 200
+            out.append(evaluated(reply))
             conv += [reply["message"], {"role": "user", "content": "and now?"}]
-        for conv in (a, b):
-            assert evaluated(await ask(c, conv)) < 20
-    assert node.cached_prompt_tokens > 0.7 * node.prompt_tokens / 2 and node.loads == 1
+    return out
+
+
+async def test_parallel_slots_longest_prefix_by_default(sim: Simulator) -> None:
+    """§7: with NUM_PARALLEL > 1 a request takes the free slot with the longest common
+    prefix, so a new conversation sharing the system prompt overwrites the other's slot."""
+    node = await sim.add_node(models=["codestral:22b"], num_parallel=2, timing=Timing.instant())
+    first_a, first_b, second_a, second_b = await alternate(node)
+    assert min(first_a, first_b, second_a) > 200        # b took a's slot, a took it back
+    assert second_b > 200
+
+
+async def test_multiuser_cache_keeps_each_conversation(sim: Simulator) -> None:
+    """§7: OLLAMA_MULTIUSER_CACHE changes the choice: a conversation continues its own slot,
+    a new one takes the least recently used slot (with the shared prefix copied)."""
+    node = await sim.add_node(models=["codestral:22b"], num_parallel=2, multiuser_cache=True,
+                              timing=Timing.instant())
+    first_a, first_b, second_a, second_b = await alternate(node)
+    assert first_a > 200 and 200 < first_b < first_a    # b reused the shared system prompt
+    assert second_a < 20 and second_b < 20
+    assert node.loads == 1
 
 
 async def test_v1_usage_counts_the_whole_prompt_on_a_cache_hit(sim: Simulator) -> None:
