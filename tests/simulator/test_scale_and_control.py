@@ -64,6 +64,9 @@ async def test_control_endpoint(sim: Simulator) -> None:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
             listed = (await c.get("/nodes")).json()
             assert listed[0]["name"] == "gpu-1" and listed[0]["url"] == node.url
+            async with httpx.AsyncClient() as n:
+                await n.post(node.url + "/api/generate", json={"model": "codestral:22b"})
+            assert (await c.get("/nodes")).json()[0]["loads"] == 1
             r = await c.post("/nodes/gpu-1/fault", json={"fault": "http_503_busy"})
             assert r.json()["fault"] == "http_503_busy" and node.fault_state.fault is Fault.HTTP_503_BUSY
             assert (await c.post("/nodes/gpu-1/fault", json={"fault": "bogus"})).status_code == 400
