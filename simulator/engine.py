@@ -81,14 +81,15 @@ class Generation:
         self.started = time.monotonic()
 
     async def start(self) -> None:
-        """Get a runner (load_duration), then evaluate the part of the prompt that the
-        slot's cache lacks; prompt_eval_count is the whole prompt even on a cache hit."""
+        """Get a runner; load_duration is all the time that took."""
         node, req = self.node, self.req
         self.runner, self.result.load_ns = await get_runner(node, req.model, req.options,
                                                             req.keep_alive_ns)
         node.last_options = merged_options(req.model, req.options)  # model params < options
 
     async def evaluate(self, slot: Slot) -> None:
+        """Evaluate the part of the prompt the slot's cache lacks (at least one token);
+        prompt_eval_count is the whole prompt even on a cache hit."""
         node, req = self.node, self.req
         assert self.runner is not None
         self.slot = slot

@@ -150,11 +150,6 @@ class Runner:
         self.slots = [Slot() for _ in range(self.num_parallel)]
         self.idle.set()
 
-    @property
-    def cache(self) -> list[int]:
-        """The most recently used slot's cached tokens."""
-        return max(self.slots, key=lambda s: s.last_used).cache
-
     def expires_at(self) -> int:
         if self.expires_ns is not None:
             return self.expires_ns
