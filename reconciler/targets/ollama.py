@@ -123,8 +123,7 @@ class OllamaNode:
         for w in self.wanted.models:
             if w.source == "ollama_dir" and w.ollama_dir is not None:
                 with contextlib.suppress(PermanentError, OSError):    # reported by apply if it must be built
-                    w = replace(ollama_dir.expected(await asyncio.to_thread(ollama_dir.read_folder, w.ollama_dir,
-                                                                            w.name), w), ollama_dir=w.ollama_dir)
+                    w = ollama_dir.expected(await asyncio.to_thread(ollama_dir.read_folder, w.ollama_dir, w.name), w)
             models.append(w)
         return replace(self.wanted, models=tuple(models))
 
