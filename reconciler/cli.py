@@ -155,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_arguments(p)
     p.set_defaults(run=importer.cmd_import)
 
+    from reconciler import bundle
+
+    p = sub.add_parser("bundle", help="write ollafleet and its dependencies as wheels, for a PC with no package index")
+    bundle.add_arguments(p)
+    p.set_defaults(run=bundle.cmd_bundle)
+
     p = sub.add_parser("demo", help="simulated nodes on 127.0.0.1 plus the daemon on the demo network")
     p.add_argument("file", nargs="?", default=None, help="default: examples/demo.toml")
     p.set_defaults(run=lambda a: __import__("reconciler.demo", fromlist=["main"]).main(a.file))

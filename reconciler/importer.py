@@ -32,6 +32,7 @@ import tomli_w
 from reconciler.config import load_text
 from reconciler.errors import ConfigError
 from reconciler.importer_build import Document, build
+from reconciler.importer_folder import index_folders
 from reconciler.importer_read import NodeRead, OpenWebUIRead, read_node, read_openwebui
 
 __all__ = ["add_arguments", "cmd_import", "read_network", "render"]
@@ -165,6 +166,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--openwebui", metavar="URL", help="the Open WebUI to read (its settings and model entries)")
     p.add_argument("-o", "--output", default="desired_state.toml", help="the file to write ('-': standard output)")
     p.add_argument("--force", action="store_true", help="overwrite the file if it exists")
+    p.add_argument("--ollama-dir", action="append", default=[], metavar="FOLDER",
+                   help="a copied Ollama models folder the nodes' models may have been made from (repeatable)")
     p.add_argument("--api-key-env", type=_var_arg, default="OPENWEBUI_API_KEY", metavar="VAR",
                    help="environment variable holding an Open WebUI admin API key")
     p.add_argument("--admin-email-env", type=_var_arg, default="OPENWEBUI_ADMIN_EMAIL", metavar="VAR")
@@ -201,7 +204,9 @@ def cmd_import(args: argparse.Namespace, *, now: datetime | None = None, env: Ma
     openwebui = args.openwebui.rstrip("/") if args.openwebui else None
     nodes = list(args.node)     # [[nodes]] order is the balancer's preference: keep the user's order
     reads, ow = asyncio.run(read_network(nodes, openwebui, creds, env, args.timeout))
-    doc = build(reads, ow, creds)
+    folders, folder_warnings = index_folders(args.ollama_dir)
+    doc = build(reads, ow, creds, folders)
+    doc.warnings[:0] = folder_warnings
     sources = [f"node {n} {u}" for n, u in nodes] + ([f"Open WebUI {openwebui}"] if openwebui else [])
     text = render(doc, when=now or datetime.now(timezone.utc), sources=sources)
     code = 0

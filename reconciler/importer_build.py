@@ -14,8 +14,9 @@ from typing import Any
 
 from reconciler.config.checks import OPENWEBUI_EXTRA_PARAMS, valid_model_name
 from reconciler.config.params import INT_PARAMS, PARAMS, check_param
+from reconciler.importer_folder import Folders, match, overrides
 from reconciler.importer_read import NodeRead, OpenWebUIRead
-from reconciler.targets.ollama_api import model_key, same_value
+from reconciler.targets.ollama_api import ShowInfo, model_key, same_value
 from reconciler.targets.ollama_diff import PINNED_AFTER
 from reconciler.targets.openwebui_diff import DEFAULT_CAPABILITIES, PARAM_KEYS, SETTING, is_public
 
@@ -57,6 +58,7 @@ class Definition:
     system: str | None = None
     template: str | None = None
     note: str = ""
+    ollama_dir: str | None = None       # made from this copied models folder (import --ollama-dir)
 
 
 def _param_value(key: str, value: Any) -> Any:
@@ -65,7 +67,27 @@ def _param_value(key: str, value: Any) -> Any:
     return value
 
 
-def _definition(read: NodeRead, name: str, canonical: dict[str, str], warn: list[str]) -> Definition:
+def _from_folder(read: NodeRead, name: str, show: ShowInfo, folders: Folders, warn: list[str]) -> Definition:
+    """A model built from uploaded files: from a given models folder if one holds it, else a note."""
+    entry, others = match(folders, name, show)
+    if entry is not None:
+        params, system, template, dropped = overrides(show, entry.model)
+        for key in dropped:
+            warn.append(f"{name} on {read.name}: drops the folder's parameter {key}, which the file cannot say")
+        return Definition(None, tuple((k, _param_value(k, v)) for k, v in sorted(params.items())), system,
+                          template, ollama_dir=entry.folder)
+    if others:
+        return Definition(note=f"{name} on {read.name} has the weights of {others[0].name} in {others[0].folder}, "
+                          "but ollama_dir finds a model by its own name: declared as a model to pull; copy it "
+                          f"under the name {name} or rename it on the nodes")
+    return Definition(note=f'{name} on {read.name} was built from "{show.parent_model}", which is not an '
+                      "installed model (a GGUF file or a copied models folder?): declared as a model to pull; "
+                      'to rebuild it, set gguf = "<file>" or ollama_dir = "<folder>" by hand '
+                      "(or import again with --ollama-dir FOLDER)")
+
+
+def _definition(read: NodeRead, name: str, canonical: dict[str, str], warn: list[str],
+                folders: Folders | None = None) -> Definition:
     show = read.shows.get(name)
     if show is None or not show.parent_model:
         return Definition()
@@ -73,9 +95,7 @@ def _definition(read: NodeRead, name: str, canonical: dict[str, str], warn: list
     parent = read.view.present(show.parent_model)
     base_show = read.shows.get(parent.name) if parent is not None else None
     if parent is None or base_show is None or model_key(parent.name) == model_key(name):
-        return Definition(note=f'{name} on {read.name} was built from "{show.parent_model}", which is not an '
-                          "installed model (a GGUF file?): declared as a model to pull; to rebuild it, set "
-                          "gguf = \"<file>\" and its parameters by hand")
+        return _from_folder(read, name, show, folders or {}, warn)
     params: dict[str, Any] = {}
     for key, value in sorted(show.parameters.items()):
         if key in base_show.parameters and same_value(value, base_show.parameters[key]):
@@ -100,7 +120,7 @@ def _pinned(read: NodeRead, name: str) -> bool:
     return False
 
 
-def _model_sections(reads: list[NodeRead], warn: list[str]) -> list[Section]:
+def _model_sections(reads: list[NodeRead], warn: list[str], folders: Folders | None = None) -> list[Section]:
     ok = [r for r in reads if r.view is not None]
     canonical: dict[str, str] = {}             # model_key → the name the file uses
     holders: dict[str, list[NodeRead]] = {}
@@ -116,7 +136,7 @@ def _model_sections(reads: list[NodeRead], warn: list[str]) -> list[Section]:
             warn.append(f'"{name}" is not a model name the file accepts; left out')
             continue
         on = holders[key]
-        defs = {r.name: _definition(r, r.view.present(name).name, canonical, warn)  # type: ignore[union-attr]
+        defs = {r.name: _definition(r, r.view.present(name).name, canonical, warn, folders)  # type: ignore[union-attr]
                 for r in on}
         seen = [defs[r.name] for r in on]       # the most common way, ties to the first node
         chosen = max(seen, key=lambda d: (seen.count(d), -seen.index(d)))
@@ -137,8 +157,11 @@ def _model_sections(reads: list[NodeRead], warn: list[str]) -> list[Section]:
                     f"{follows}, so a plan may show re-creating it on {', '.join(differ)}")
             comments.append(text)
             warn.append(text)
-        if chosen.base is not None:
-            body["from"] = chosen.base
+        if chosen.base is not None or chosen.ollama_dir is not None:
+            if chosen.base is not None:
+                body["from"] = chosen.base
+            else:
+                body["ollama_dir"] = chosen.ollama_dir
             if chosen.parameters:
                 body["parameters"] = dict(chosen.parameters)
             if chosen.system is not None:
@@ -272,10 +295,11 @@ def _ordered(sections: list[Section]) -> list[Section]:
     return out
 
 
-def build(reads: list[NodeRead], ow: OpenWebUIRead | None, credentials: dict[str, str]) -> Document:
+def build(reads: list[NodeRead], ow: OpenWebUIRead | None, credentials: dict[str, str],
+          folders: Folders | None = None) -> Document:
     warn: list[str] = []
     missing = [f"node {r.name} ({r.url}): {r.error}" for r in reads if r.view is None]
-    sections = _model_sections(reads, warn)
+    sections = _model_sections(reads, warn, folders)
     nodes: list[dict[str, Any]] = []
     node_comments: dict[str, list[str]] = {}
     for r in reads:

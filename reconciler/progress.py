@@ -6,7 +6,8 @@ import logging
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn,
+                           TransferSpeedColumn)
 
 log = logging.getLogger("ollafleet.progress")
 
@@ -16,7 +17,7 @@ class BarProgress:
 
     def __init__(self, console: Console) -> None:
         self._bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                              TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+                              TransferSpeedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
                               console=console, transient=False)
         self._tasks: dict[str, TaskID] = {}
 

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from .gofmt import format_parameters, modelfile_value, rfc3339nano
 from .names import parse_name
-from .pulls import BLOB_DIR, DIGEST_RE, Progress, _node, create, named_request, pull
+from .pulls import BLOB_DIR, DIGEST_RE, HEAD_BYTES, Progress, _node, create, named_request, pull
 from .state import Blob, InstalledModel
 from .wire import RAW, HTTPError, decode_body, empty, native_json, want_model, want_str, want_stream
 
@@ -163,8 +163,8 @@ async def blob_upload(request: web.Request) -> web.StreamResponse:
     head = b""
     async for chunk in request.content.iter_chunked(1 << 20):
         h.update(chunk)
-        if len(head) < 4:
-            head = (head + chunk)[:4]
+        if len(head) < HEAD_BYTES:
+            head = (head + chunk)[:HEAD_BYTES]
         size += len(chunk)
     got = "sha256:" + h.hexdigest()
     if got != digest:

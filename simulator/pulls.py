@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
 from . import catalogue as cat
 from .catalogue import CatalogueModel, lookup
+from .create_files import model_from_blobs
 from .faults import Fault, StreamOut
 from .names import ModelName, parse_name
-from .state import InstalledModel, build_layers, derive_model, model_from_catalogue
+from .state import InstalledModel, derive_model, model_from_catalogue
 from .wire import (RAW, NDJSON, PLAIN_JSON, HTTPError, decode_body, native_json, ndjson_line,
                    want_model, want_stream)
 
 DIGEST_RE = re.compile(r"^sha256[:-][0-9a-fA-F]{64}$")
 BLOB_DIR = "/root/.ollama/models/blobs"
+HEAD_BYTES = 4096   # kept of each uploaded blob: the GGUF header says weights, projector or adapter
 
 
 def _node(request: web.Request) -> Any:
@@ -149,7 +150,10 @@ async def create(request: web.Request) -> web.StreamResponse:
         raise HTTPError(400, "invalid model name")
     if files is not None and (not isinstance(files, dict) or not files):
         raise HTTPError(400, "invalid digest format")
-    for fname, digest in (files or {}).items():
+    adapters = body.get("adapters")
+    if adapters is not None and not isinstance(adapters, dict):
+        raise HTTPError(400, "invalid digest format")
+    for fname, digest in [*(files or {}).items(), *(adapters or {}).items()]:
         if os.path.isabs(fname) or fname.startswith(".."):
             raise HTTPError(400, "file path must be relative")
         if not isinstance(digest, str) or not DIGEST_RE.match(digest):
@@ -167,7 +171,8 @@ async def create(request: web.Request) -> web.StreamResponse:
                                  parent=fn.short)
         else:
             assert isinstance(files, dict)  # without `from`, files was required above
-            model = await _from_files(node, n, files, params, template, system, progress)
+            model = await model_from_blobs(node, n, {**body, "template": template, "system": system},
+                                           _guess_info, progress)
         await _write_layers(node, model, progress, request.path)
     except HTTPError as err:
         return await progress.fail(err)
@@ -193,22 +198,3 @@ def _guess_info(name: ModelName, size: int) -> CatalogueModel:
     psize = f"{billions:.1f}B" if billions >= 1 else f"{int(billions * 1000)}M"
     return CatalogueModel(name.short, "llama", psize, "Q4_K_M", size, 32768,
                           int(billions * 1e9), template="", license="")
-
-
-async def _from_files(node: Any, n: ModelName, files: dict[str, str], params: Any,
-                      template: str | None, system: str | None,
-                      progress: Progress) -> InstalledModel:
-    await progress.emit({"status": "parsing GGUF"})
-    digest = "sha256:" + next(iter(files.values()))[7:].lower()
-    blob = node.state.blobs.get(digest)
-    if blob is None:
-        raise HTTPError(500, f"open {BLOB_DIR}/sha256-{digest[7:]}: no such file or directory")
-    if blob.head != b"GGUF":
-        raise HTTPError(400, "supplied file was not in GGUF format")
-    info = _guess_info(n, blob.size)
-    weights = cat.Layer(cat.MT_MODEL, digest, blob.size)
-    model = InstalledModel(name=n, info=info, layers=[weights], config=info.config(),
-                           params=dict(params or {}), template=template or "",
-                           system=system or "", license=[], messages=[],
-                           parent_model=f"{BLOB_DIR}/sha256-{digest[7:]}")
-    return replace(model, layers=build_layers(model))

@@ -13,6 +13,7 @@ from .catalogue import CatalogueModel, Layer
 from .gofmt import FOREVER_NS, go_json, rfc3339nano
 from .names import ModelName, parse_name
 
+MT_ADAPTER = "application/vnd.ollama.image.adapter"
 RUNNER_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread")
 DEFAULT_NUM_CTX = 4096
 
@@ -93,7 +94,7 @@ def derive_model(base: InstalledModel, name: ModelName, *, parameters: dict[str,
 
 def build_layers(m: InstalledModel) -> list[Layer]:
     """Weights (and projector) kept, small layers rebuilt from the model's text values."""
-    out = [layer for layer in m.layers if layer.media_type in (cat.MT_MODEL, cat.MT_PROJECTOR)]
+    out = [layer for layer in m.layers if layer.media_type in (cat.MT_MODEL, cat.MT_PROJECTOR, MT_ADAPTER)]
     if m.template:
         out.append(cat.text_layer(cat.MT_TEMPLATE, m.template.encode()))
     if m.system:
@@ -110,7 +111,7 @@ def build_layers(m: InstalledModel) -> list[Layer]:
 @dataclass
 class Blob:
     size: int
-    head: bytes  # first bytes, enough to tell GGUF from anything else
+    head: bytes  # first bytes: GGUF or not, and its header's kind (weights, projector, adapter)
 
 
 @dataclass

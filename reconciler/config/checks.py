@@ -57,7 +57,7 @@ def check(file: str, state: DesiredState) -> list[Problem]:
         if key in lowered:
             problem(at, f'"{name}" is the same model as "{lowered[key]}" (Ollama names ignore case; no tag means :latest)')
         lowered.setdefault(key, name)
-        sources = [s for s in ("pull", "gguf", "from") if getattr(model, "from_" if s == "from" else s) is not None]
+        sources = [s for s in ("pull", "gguf", "ollama_dir", "from") if getattr(model, "from_" if s == "from" else s) is not None]
         if len(sources) > 1:
             problem(at, f"choose one source: {' and '.join(sources)} are both set")
         if model.pull is not None and not valid_model_name(model.pull):
@@ -70,7 +70,7 @@ def check(file: str, state: DesiredState) -> list[Problem]:
                 problem(at + ("from",), "a model cannot be derived from itself")
         if (model.parameters or model.system or model.template) and model.source == "pull":
             problem(at + ("parameters",), "parameters, system and template need a source to build on: "
-                    'set from = "<base model>" or gguf = "<file>"')
+                    'set from = "<base model>", gguf = "<file>" or ollama_dir = "<models folder>"')
         _check_params(problem, at + ("parameters",), model.parameters, {})
         for j, node_name in enumerate(model.nodes or []):
             if node_name not in names:

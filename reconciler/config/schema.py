@@ -34,6 +34,7 @@ class Reconcile(Strict):
     prune_models: bool = False            # delete models the file does not list
     suspend: bool = False                 # report drift, change nothing
     max_pulls_per_node: int = Field(1, ge=1)
+    upload_concurrency: int = Field(2, ge=1)   # nodes receiving blobs at once (GGUF files, ollama_dir)
     status_listen: Listen = "127.0.0.1:11435"
 
 
@@ -57,10 +58,11 @@ class ModelOpenWebUI(Strict):
 
 class Model(Strict):
     # where it comes from: a registry (default: the public one, by this model's name), a local
-    # GGUF file pushed to each node, or another declared model with overrides
+    # GGUF file pushed to each node, a copied Ollama models folder, or another declared model
     pull: str | None = None
     insecure: bool = False
     gguf: str | None = None
+    ollama_dir: str | None = Field(None, min_length=1)   # a copied models folder (manifests/ + blobs/)
     from_: str | None = Field(None, alias="from")
     parameters: dict[str, Any] = Field(default_factory=dict)
     system: str | None = None
@@ -71,9 +73,11 @@ class Model(Strict):
     openwebui: ModelOpenWebUI | None = None
 
     @property
-    def source(self) -> Literal["pull", "gguf", "from"]:
+    def source(self) -> Literal["pull", "gguf", "from", "ollama_dir"]:
         if self.gguf is not None:
             return "gguf"
+        if self.ollama_dir is not None:
+            return "ollama_dir"
         if self.from_ is not None:
             return "from"
         return "pull"
@@ -110,7 +114,7 @@ class DesiredState(Strict):
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)  # the file's folder, set by load()
 
     def resolve_path(self, relative: str) -> Path:
-        """A path written in the file (a GGUF file), relative to the file's own folder."""
+        """A path written in the file (a GGUF file, a models folder), relative to the file's own folder."""
         path = Path(relative).expanduser()
         return path if path.is_absolute() else self._base_dir / path
 

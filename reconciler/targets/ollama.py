@@ -25,6 +25,7 @@ from reconciler.config.schema import DesiredState
 from reconciler.errors import PermanentError, TargetError, TemporaryError
 from reconciler.plan.changes import Change
 from reconciler.targets.base import Observed, Progress
+from reconciler.targets import ollama_dir
 from reconciler.targets.ollama_api import OllamaClient, PullProgress, ShowInfo, model_key, to_wire
 from reconciler.targets.ollama_diff import (NodeView, Wanted, WantedModel, Work, diff_node, needs_show,
                                             rewrites_gguf, settings_note, wanted_for)
@@ -86,10 +87,12 @@ class OllamaNode:
     """One Ollama node. observe() reads, diff() is pure, apply() makes one change."""
 
     def __init__(self, wanted: Wanted, url: str, *, timeout: float = 10.0, stream_timeout: float = 600.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, upload_gate: asyncio.Semaphore | None = None) -> None:
         self.name = f"ollama/{wanted.node}"
         self.node = wanted.node
         self.wanted = wanted
+        self.effective = wanted              # ollama_dir models with their folder's values (observe)
+        self.upload_gate = upload_gate or asyncio.Semaphore(1)   # shared by the nodes of one file
         self.api = OllamaClient(url, name=self.name, timeout=timeout, stream_timeout=stream_timeout,
                                 transport=transport)
         self._locks: dict[str, asyncio.Lock] = {}
@@ -109,9 +112,20 @@ class OllamaNode:
             shows = await asyncio.gather(*(self.api.show(n) for n in [*names, *loaded_names]))
         except TargetError as exc:
             return Observed(self.name, error=str(exc))
+        self.effective = await self._read_folders()
         files = await self._file_digests(view)
         view = replace(view, shows={model_key(n): s for n, s in zip([*names, *loaded_names], shows)}, files=files)
         return Observed(self.name, view)
+
+    async def _read_folders(self) -> Wanted:
+        """The wanted models with each ollama_dir model's folder values (unreadable: as declared)."""
+        models = []
+        for w in self.wanted.models:
+            if w.source == "ollama_dir" and w.ollama_dir is not None:
+                with contextlib.suppress(PermanentError, OSError):    # reported by apply if it must be built
+                    w = ollama_dir.expected(await asyncio.to_thread(ollama_dir.read_folder, w.ollama_dir, w.name), w)
+            models.append(w)
+        return replace(self.wanted, models=tuple(models))
 
     async def _file_digests(self, view: NodeView) -> dict[str, str]:
         """sha256 of the GGUF files of the GGUF models present (once per process), to see a replaced file."""
@@ -124,12 +138,16 @@ class OllamaNode:
                     out[w.key] = await file_sha256(w.gguf)
                 except PermanentError:
                     pass          # reported by apply if the model must be (re)built
+            if w.source == "ollama_dir" and w.ollama_dir is not None and view.present(w.name) is not None:
+                with contextlib.suppress(PermanentError, OSError):
+                    folder = await asyncio.to_thread(ollama_dir.read_folder, w.ollama_dir, w.name)
+                    out[w.key] = folder.weights.digest
         return out
 
     def diff(self, observed: Observed) -> tuple[list[Change], list[str]]:
         view = observed.data
         assert isinstance(view, NodeView)
-        changes, notes = diff_node(self.name, self.wanted, view)
+        changes, notes = diff_node(self.name, self.effective, view)
         return changes, [*notes, settings_note(self.wanted)]
 
     async def apply(self, change: Change, progress: Progress) -> None:
@@ -182,6 +200,9 @@ class OllamaNode:
                 raise PermanentError(f"{model.name}: the registry serves digest {got}, the file pins {model.digest}")
 
     async def _create(self, model: WantedModel, progress: Progress) -> None:
+        if model.source == "ollama_dir":
+            await self._create_from_folder(model, progress)
+            return
         check_parameters(model)
         body: dict[str, Any] = {"model": model.name, **model.create_body()}
         if "parameters" in body:
@@ -196,6 +217,23 @@ class OllamaNode:
             body["files"] = {model.gguf.name: await self._upload(model, progress)}
         await self.api.create(body)
 
+    async def _create_from_folder(self, model: WantedModel, progress: Progress) -> None:
+        """Read and verify the folder's model (nothing sent if a blob is wrong), upload only the
+        blobs the node lacks, then create it with every layer of the original."""
+        assert model.ollama_dir is not None
+        declared = next((w for w in self.wanted.models if w.key == model.key), model)
+        check_parameters(declared)
+        try:
+            folder = await asyncio.to_thread(ollama_dir.read_folder, model.ollama_dir, model.name)
+        except OSError as exc:
+            raise PermanentError(f"{model.name}: cannot read {model.ollama_dir}: {exc}") from exc
+        await ollama_dir.verify(folder)
+        await ollama_dir.upload_missing(self.api, folder, self._task("upload", model), progress, self.upload_gate)
+        body = {"model": model.name, **ollama_dir.create_body(folder, declared)}
+        if "parameters" in body:
+            body["parameters"] = to_wire(body["parameters"])
+        await self.api.create(body)
+
     async def _upload(self, model: WantedModel, progress: Progress) -> str:
         assert model.gguf is not None
         path = model.gguf
@@ -204,7 +242,7 @@ class OllamaNode:
             task = self._task("upload", model)
             size = os.path.getsize(path)
             try:    # aclosing: a failed upload closes the file now, not whenever the generator is collected
-                async with contextlib.aclosing(_read_chunks(path, task, progress, size)) as chunks:
+                async with self.upload_gate, contextlib.aclosing(_read_chunks(path, task, progress, size)) as chunks:
                     await self.api.push_blob(digest, chunks, size)
             except TargetError:
                 progress.done(task, "failed")
@@ -222,9 +260,11 @@ class OllamaNode:
 def node_targets(state: DesiredState, *, base_dir: Path | None = None, timeout: float = 10.0,
                  stream_timeout: float = 600.0) -> list[OllamaNode]:
     """One target per [[nodes]] entry, named ollama/<node name>. Relative GGUF paths are
-    resolved against `base_dir`, by default the file's own folder."""
+    resolved against `base_dir`, by default the file's own folder. At most
+    `reconcile.upload_concurrency` nodes receive blobs at once."""
     if base_dir is None:
         base_dir = state.resolve_path(".")
-    return [OllamaNode(wanted_for(state, node, base_dir), node.url, timeout=timeout, stream_timeout=stream_timeout)
-            for node in state.nodes]
+    gate = asyncio.Semaphore(state.reconcile.upload_concurrency)
+    return [OllamaNode(wanted_for(state, node, base_dir), node.url, timeout=timeout, stream_timeout=stream_timeout,
+                       upload_gate=gate) for node in state.nodes]
 

@@ -22,7 +22,7 @@ PINNED_AFTER = timedelta(days=365)   # a runner expiring later than this is kept
 @dataclass(frozen=True)
 class WantedModel:
     name: str                         # as declared ("codestral-30k")
-    source: str = "pull"              # pull | gguf | from
+    source: str = "pull"              # pull | gguf | from | ollama_dir
     pull: str = ""                    # what to pull (registry name or mirror host/ns/m:t)
     insecure: bool = False
     gguf: Path | None = None
@@ -32,6 +32,7 @@ class WantedModel:
     template: str | None = None
     digest: str | None = None         # pinned manifest digest, 64 hex
     keep_loaded: bool = False
+    ollama_dir: Path | None = None    # a copied Ollama models folder (see ollama_dir.py)
 
     def __post_init__(self) -> None:
         if not self.pull:
@@ -98,8 +99,15 @@ def wanted_for(state: DesiredState, node: Node, base_dir: Path | None = None) ->
                 gguf = base_dir / gguf
         out.append(WantedModel(name, m.source, m.pull or name, m.insecure, gguf, m.from_, dict(m.parameters),
                                m.system, m.template, (m.digest or "").removeprefix("sha256:") or None,
-                               m.keep_loaded))
+                               m.keep_loaded, _local(m.ollama_dir, base_dir)))
     return Wanted(node.name, tuple(out), state.reconcile.prune_models, node.max_concurrent)
+
+
+def _local(path: str | None, base_dir: Path | None) -> Path | None:
+    if path is None:
+        return None
+    out = Path(path).expanduser()
+    return base_dir / out if not out.is_absolute() and base_dir is not None else out
 
 
 def needs_show(wanted: Wanted, view: NodeView) -> list[str]:
@@ -110,7 +118,7 @@ def needs_show(wanted: Wanted, view: NodeView) -> list[str]:
         present = view.present(w.name)
         if present is None:
             continue
-        if w.source in ("from", "gguf") or w.keep_loaded:
+        if w.source in ("from", "gguf", "ollama_dir") or w.keep_loaded:
             names.append(present.name)
         if w.source == "from" and w.base and model_key(w.base) in by_key:
             base = view.present(w.base)
@@ -142,8 +150,8 @@ def drift(w: WantedModel, seen: ShowInfo, base: ShowInfo | None,
           file_digest: str = "") -> list[tuple[tuple[str, ...], Any, Any]]:
     """(path under the model, observed, wanted) for each value that differs."""
     out: list[tuple[tuple[str, ...], Any, Any]] = []
-    if w.source == "gguf" and file_digest and seen.weights and seen.weights != file_digest:
-        out.append((("gguf",), f"sha256:{seen.weights}", f"sha256:{file_digest}"))
+    if w.source in ("gguf", "ollama_dir") and file_digest and seen.weights and seen.weights != file_digest:
+        out.append(((w.source,), f"sha256:{seen.weights}", f"sha256:{file_digest}"))
     if w.source == "from" and w.base and seen.parent_model and model_key(seen.parent_model) != model_key(w.base):
         out.append((("from",), seen.parent_model, w.base))
     params, system, template = _expected(w, base)
@@ -227,6 +235,10 @@ def diff_node(target: str, wanted: Wanted, view: NodeView) -> tuple[list[Change]
             elif w.source == "from":
                 add(Change(target, Action.CREATE, ("models", w.name), after={"from": w.base, **w.create_body()},
                            requires=requires, note=f"create from {w.base}", data=Work("create", w)), w.name)
+            elif w.source == "ollama_dir":
+                add(Change(target, Action.CREATE, ("models", w.name), after={"ollama_dir": str(w.ollama_dir),
+                                                                           **w.create_body()},
+                           note="upload the blobs the node lacks, then create", data=Work("create", w)), w.name)
             else:
                 add(Change(target, Action.CREATE, ("models", w.name), after={"gguf": str(w.gguf), **w.create_body()},
                            note="upload the GGUF file if the node lacks it, then create", data=Work("create", w)),
@@ -247,12 +259,13 @@ def diff_node(target: str, wanted: Wanted, view: NodeView) -> tuple[list[Change]
                     if found:
                         drifted.append(w.name)
                     for sub, have, want in found:
-                        add(Change(target, Action.REPLACE if sub in (("from",), ("gguf",)) else Action.UPDATE,
+                        add(Change(target, Action.REPLACE if sub in (("from",), ("gguf",), ("ollama_dir",))
+                                   else Action.UPDATE,
                                    ("models", w.name, *sub), before=have, after=want, requires=requires,
                                    note="re-create the model", data=Work("create", w)), w.name)
                 if w.digest:
                     notes.append(f"{w.name}: a pinned digest is checked only for pulled models")
-                if w.source == "gguf" and rewrites_gguf(view.version):
+                if w.source in ("gguf", "ollama_dir") and rewrites_gguf(view.version):
                     notes.append(f"{w.name}: Ollama {view.version} converts imported GGUF files, "
                                  "so a replaced file is not detected")
         if w.keep_loaded:
