@@ -315,7 +315,8 @@ def build(reads: list[NodeRead], ow: OpenWebUIRead | None, credentials: dict[str
             ow_table.update(settings)
             if public_url is not None:
                 balancer["public_url"] = public_url
-    balancer.update({"silence_timeout": "120s", "queue_timeout": "0s"})
+    # a hand-built network's balancer relays requests as they are: so does the imported one
+    balancer.update({"silence_timeout": "120s", "queue_timeout": "0s", "apply_model_params": "off"})
     sections = _ordered(sections)
     return Document(nodes, node_comments, sections, balancer, ow_table, ow_comments,
                     list(dict.fromkeys(warn)), missing)
