@@ -108,13 +108,17 @@ def _v1(data: dict[str, Any], fields: dict[str, str], p: ModelParams, enforce: b
         value = p.options[option]
         if option == "num_predict" and (not isinstance(value, int) or value <= 0):
             continue  # "unlimited" has no /v1 spelling; max_tokens must be positive
-        given = any(data.get(f) is not None for f in (field_name, *_SAME.get(field_name, ())))
-        if (enforce or not given) and data.get(field_name) != value:
+        if not enforce and data.get(field_name) is None:
+            # the client's newer spelling, which Ollama 0.13.5 ignores, as the field it reads
+            value = next((data[f] for f in _SAME.get(field_name, ()) if data.get(f) is not None), value)
+        elif not enforce:
+            continue
+        if data.get(field_name) != value:
             data[field_name] = value
-            for other in _SAME.get(field_name, ()):
-                if enforce:
-                    data.pop(other, None)
             changed = True
+        if enforce:
+            for other in _SAME.get(field_name, ()):
+                changed = data.pop(other, None) is not None or changed
     if p.v1_model and has_model(normalize_model(p.v1_model)):
         data["model"] = p.v1_model
         changed = True

@@ -89,7 +89,7 @@ V1_CASES = [
     ("/v1/chat/completions", {"messages": MSG}, "fill",
      {"temperature": 0.1, "top_p": 0.95, "max_tokens": 29000, "stop": ["[END]"]}),
     ("/v1/chat/completions", {"messages": MSG, "temperature": 0.9, "max_completion_tokens": 50},
-     "fill", {"temperature": 0.9, "top_p": 0.95, "max_completion_tokens": 50}),
+     "fill", {"temperature": 0.9, "top_p": 0.95, "max_completion_tokens": 50, "max_tokens": 50}),
     ("/v1/chat/completions", {"messages": MSG, "temperature": 0.9, "max_completion_tokens": 50},
      "enforce", {"temperature": 0.1, "top_p": 0.95, "max_tokens": 29000}),
     ("/v1/completions", {"prompt": "def f("}, "fill",
