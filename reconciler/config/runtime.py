@@ -73,7 +73,7 @@ def runtime_params(state: DesiredState) -> dict[str, Runtime]:
 
 
 def balancer_note(state: DesiredState) -> str:
-    """One line for `plan`: what the balancer does with the declared parameters."""
+    """One line for `plan`: what the balancer does with the declared parameters ("" if nothing)."""
     mode = state.balancer.apply_model_params
     head = f"balancer (apply_model_params = {mode}): "
     runtime = runtime_params(state)
@@ -81,7 +81,7 @@ def balancer_note(state: DesiredState) -> str:
         return head + "relays requests unchanged; declared parameters reach Ollama only from Open WebUI"
     with_options = [n for n, r in runtime.items() if r.options]
     if not runtime:
-        return head + "no model declares parameters or keep_loaded; requests pass unchanged"
+        return ""      # nothing declared: nothing to say
     parts = []
     enforced = [n for n in with_options if runtime[n].enforce]
     filled = [n for n in with_options if not runtime[n].enforce]

@@ -229,7 +229,7 @@ def node_targets(state: DesiredState, *, base_dir: Path | None = None, timeout: 
         base_dir = state.resolve_path(".")
     targets = [OllamaNode(wanted_for(state, node, base_dir), node.url, timeout=timeout, stream_timeout=stream_timeout)
                for node in state.nodes]
-    if targets:
-        targets[0].notes.append(balancer_note(state))
+    if targets and (note := balancer_note(state)):
+        targets[0].notes.append(note)
     return targets
 

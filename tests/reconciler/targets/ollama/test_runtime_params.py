@@ -101,3 +101,5 @@ async def test_plan_says_what_the_balancer_does(sim: Any) -> None:
     off = desired([node], SEED, extra='[balancer]\napply_model_params = "off"')
     notes = [n.message for n in (await plan(off)).notes]
     assert any(n.startswith("balancer (apply_model_params = off): relays requests unchanged") for n in notes)
+    nothing = desired([node], '[models."qwq:32b"]\n')
+    assert not any(n.message.startswith("balancer") for n in (await plan(nothing)).notes)
