@@ -24,9 +24,14 @@ def balancer_settings(state: DesiredState) -> Settings:
 
 
 def model_params(state: DesiredState) -> dict[str, ModelParams]:
-    """The file's runtime parameters as the balancer reads them, by normalised model name."""
-    return {normalize_model(name): ModelParams(r.options, r.keep_loaded, r.enforce, r.keep_alive, r.v1_model)
-            for name, r in runtime_params(state).items()}
+    """The file's runtime parameters as the balancer reads them, by normalised model name. A -v1
+    model gets its base's: it shares the base's runner, so a client naming it must not unpin it."""
+    out: dict[str, ModelParams] = {}
+    for name, r in runtime_params(state).items():
+        out[normalize_model(name)] = ModelParams(r.options, r.keep_loaded, r.enforce, r.keep_alive, r.v1_model)
+        if r.v1_model is not None:
+            out[normalize_model(r.v1_model)] = ModelParams(r.options, r.keep_loaded, r.enforce, r.keep_alive)
+    return out
 
 
 def balancer_nodes(state: DesiredState) -> list[NodeSpec]:

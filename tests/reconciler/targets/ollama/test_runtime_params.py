@@ -103,3 +103,19 @@ async def test_plan_says_what_the_balancer_does(sim: Any) -> None:
     assert any(n.startswith("balancer (apply_model_params = off): relays requests unchanged") for n in notes)
     nothing = desired([node], '[models."qwq:32b"]\n')
     assert not any(n.message.startswith("balancer") for n in (await plan(nothing)).notes)
+
+
+def test_the_balancer_reads_the_same_projection() -> None:
+    from balancer.params import ModelParams
+    from reconciler.daemon.wiring import balancer_settings
+
+    settings = balancer_settings(load_text("version = 1\n[balancer]\napply_model_params = \"enforce\"\n" + SEED, env={}))
+    declared = {"num_ctx": 30000, "num_predict": 29000, "temperature": 0.1, "top_p": 0.95, "repeat_penalty": 1.15}
+    assert settings.apply_model_params == "enforce"
+    assert settings.model_params == {
+        "codestral:22b": ModelParams(declared, keep_loaded=True, enforce=True, v1_model="codestral:22b-v1"),
+        # a client naming the -v1 model directly gets the same values and cannot unpin the shared runner
+        "codestral:22b-v1": ModelParams(declared, keep_loaded=True, enforce=True),
+        "qwq:32b": ModelParams({"num_ctx": 14000, "num_predict": 13000}, enforce=True, v1_model="qwq:32b-v1"),
+        "qwq:32b-v1": ModelParams({"num_ctx": 14000, "num_predict": 13000}, enforce=True),
+    }
