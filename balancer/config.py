@@ -1,7 +1,10 @@
 """Settings and node specs: the balancer's frozen inputs."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .params import Mode, ModelParams
 
 DEFAULT_MANAGEMENT_MESSAGE = (
     "model management is disabled on this balancer: the fleet's models are managed by "
@@ -17,6 +20,9 @@ class Settings:
     poll_interval: float = 5.0  # /api/tags and /api/ps polls; 0 disables the background loop
     refuse_management: bool = True
     management_message: str = DEFAULT_MANAGEMENT_MESSAGE
+    # declared parameters per normalised model name, put into requests (balancer/params.py)
+    apply_model_params: Mode = "fill"
+    model_params: Mapping[str, ModelParams] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

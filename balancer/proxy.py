@@ -23,6 +23,7 @@ from .config import Settings
 from .fleet import Fleet, Node
 from .fleetwide import FleetWide
 from .framing import EndChecker
+from .params import apply_params
 from .scheduling import Event, Pick, Reject, Wait, decide
 
 log = logging.getLogger("balancer")
@@ -79,6 +80,9 @@ class Proxy:
         method, path = request.method, request.path
         streamed_upload = path.startswith("/api/blobs/") and not self.settings.refuse_management
         body = b"" if streamed_upload else await request.read()
+        if self.settings.model_params and method == "POST":
+            body = apply_params(path, body, self.settings.model_params,
+                                self.settings.apply_model_params, self._has_model)
         info = classify(method, path, body)
         if info.kind == "management" and self.settings.refuse_management:
             return json_response(request, 403, self.settings.management_message)
@@ -86,6 +90,9 @@ class Proxy:
             return await self.fleetwide.answer(request, info)
         data: Any = request.content if streamed_upload else body
         return await self.route(request, info, data)
+
+    def _has_model(self, model: str) -> bool:
+        return any(n.models is not None and model in n.models for n in self.fleet.snapshot().nodes)
 
     async def route(self, request: web.BaseRequest, info: RequestInfo,
                     data: Any) -> web.StreamResponse:

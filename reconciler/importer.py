@@ -89,7 +89,10 @@ def render(doc: Document, *, when: datetime, sources: list[str]) -> str:
                             "reconcile": {"interval": "60s", "prune_models": False}}
     out += ["version = 1", ""]
     out += _comment("The load balancer inside the ollafleet daemon; Open WebUI reaches it at public_url.")
-    out += [_header("balancer"), *_lines(doc.balancer), ""]
+    out += [_header("balancer"), *_lines(doc.balancer)]
+    out += _comment('apply_model_params = "fill" puts each model\'s declared parameters into every request '
+                    "(clients other than Open WebUI send none) and builds a <model>-v1 model for /v1 clients.")
+    out += [""]
     out += [_header("reconcile"), *_lines(data["reconcile"]),
             "# prune_models = true would delete models on the nodes that this file does not list", ""]
     out += _comment("capability, speed and max_concurrent (OLLAMA_NUM_PARALLEL) cannot be read from a node: "

@@ -14,6 +14,7 @@ from typing import Any
 
 from reconciler.config.checks import OPENWEBUI_EXTRA_PARAMS, valid_model_name
 from reconciler.config.params import INT_PARAMS, PARAMS, check_param
+from reconciler.config.runtime import v1_name
 from reconciler.importer_folder import Folders, match, overrides
 from reconciler.importer_read import NodeRead, OpenWebUIRead
 from reconciler.targets.ollama_api import ShowInfo, model_key, same_value
@@ -147,6 +148,10 @@ def _model_sections(reads: list[NodeRead], warn: list[str], folders: Folders | N
         if lacking:     # the file cannot put a derived model on a node without its base
             chosen = Definition(note=f"{name} is derived from {chosen.base}, which {', '.join(lacking)} lacks: "
                                 "declared as a model to pull; declare `from` by hand once the base is there")
+        if chosen.base is not None and model_key(v1_name(chosen.base)) == key:
+            warn.append(f"{name} is the model ollafleet builds for /v1 requests to {chosen.base}; left out "
+                        '(with apply_model_params = "fill" ollafleet keeps it built)')
+            continue
         body: dict[str, Any] = {}
         comments: list[str] = []
         if chosen.note:
@@ -339,7 +344,8 @@ def build(reads: list[NodeRead], ow: OpenWebUIRead | None, credentials: dict[str
             ow_table.update(settings)
             if public_url is not None:
                 balancer["public_url"] = public_url
-    balancer.update({"silence_timeout": "120s", "queue_timeout": "0s"})
+    # a hand-built network's balancer relays requests as they are: so does the imported one
+    balancer.update({"silence_timeout": "120s", "queue_timeout": "0s", "apply_model_params": "off"})
     sections = _ordered(sections)
     return Document(nodes, node_comments, sections, balancer, ow_table, ow_comments,
                     list(dict.fromkeys(warn)), missing)

@@ -7,6 +7,7 @@ from typing import Any
 
 from reconciler.config.params import PARAMS, check_param
 from reconciler.config.problems import Problem, did_you_mean
+from reconciler.config.runtime import v1_name
 from reconciler.config.schema import DesiredState
 
 # Ollama's model name: [host/][namespace/]model[:tag]
@@ -78,6 +79,7 @@ def check(file: str, state: DesiredState) -> list[Problem]:
                         did_you_mean(node_name, names))
         if model.openwebui is not None:
             _check_params(problem, at + ("openwebui", "params"), model.openwebui.params, OPENWEBUI_EXTRA_PARAMS)
+        _check_enforce(problem, at, state, name)
 
     _check_derived_cycles(problem, state)
     for i, node in enumerate(state.nodes):
@@ -109,6 +111,22 @@ def _check_params(problem: Any, at: tuple[str | int, ...], params: dict[str, Any
                 problem(at + (key,), f"expected a {extra[key]}, got {value!r}")
         else:
             problem(at + (key,), "unknown Ollama parameter", did_you_mean(key, [*PARAMS, *extra]))
+
+
+def _check_enforce(problem: Any, at: tuple[str | int, ...], state: DesiredState, name: str) -> None:
+    model = state.models[name]
+    if model.openwebui is not None and model.openwebui.params and v1_name(name) in state.models:
+        problem(("models", v1_name(name)), f'"{v1_name(name)}" is the name ollafleet gives the model that serves '
+                f'/v1 requests for "{name}"', "choose another name")
+    if not model.enforce_params:
+        return
+    declared = {**model.parameters, **(model.openwebui.params if model.openwebui else {})}
+    if not any(k in PARAMS for k in declared):
+        problem(at + ("enforce_params",), "there is nothing to enforce: the model declares no parameters",
+                f'set [models."{name}".openwebui] params, or remove enforce_params')
+    elif state.balancer.apply_model_params == "off":
+        problem(at + ("enforce_params",), 'has no effect while [balancer] apply_model_params = "off"',
+                'set apply_model_params = "fill" or "enforce"')
 
 
 def _check_derived_cycles(problem: Any, state: DesiredState) -> None:

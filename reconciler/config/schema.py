@@ -26,6 +26,8 @@ class Balancer(Strict):
     queue_timeout: Duration = 0.0         # wait this long for a free node before 503 (0: answer at once)
     poll_interval: Duration = 5.0         # how often /api/tags and /api/ps are read from every node
     refuse_management: bool = True        # 403 for /api/pull, /api/create, ... sent through the balancer
+    # declared model parameters in requests: fill what clients omit, enforce over theirs, or off
+    apply_model_params: Literal["fill", "enforce", "off"] = "fill"
 
 
 class Reconcile(Strict):
@@ -69,6 +71,7 @@ class Model(Strict):
     template: str | None = None
     digest: str | None = Field(None, pattern=r"^(sha256:)?[0-9a-f]{64}$")
     keep_loaded: bool = False
+    enforce_params: bool = False          # the balancer overrides clients' values with the declared ones
     nodes: list[str] | None = None        # default: every node
     openwebui: ModelOpenWebUI | None = None
 

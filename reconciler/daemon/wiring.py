@@ -7,7 +7,10 @@ import asyncio
 from collections.abc import Callable, Sequence
 
 from balancer import Balancer, NodeSpec, Settings
+from balancer.classify import normalize_model
+from balancer.params import ModelParams
 from reconciler.config import DesiredState
+from reconciler.config.runtime import runtime_params
 from reconciler.plan.changes import Change
 from reconciler.targets.base import Observed, Progress, Target
 
@@ -16,7 +19,19 @@ def balancer_settings(state: DesiredState) -> Settings:
     b = state.balancer
     return Settings(silence_timeout=b.silence_timeout, connect_timeout=b.connect_timeout,
                     queue_timeout=b.queue_timeout, poll_interval=b.poll_interval,
-                    refuse_management=b.refuse_management)
+                    refuse_management=b.refuse_management,
+                    apply_model_params=b.apply_model_params, model_params=model_params(state))
+
+
+def model_params(state: DesiredState) -> dict[str, ModelParams]:
+    """The file's runtime parameters as the balancer reads them, by normalised model name. A -v1
+    model gets its base's: it shares the base's runner, so a client naming it must not unpin it."""
+    out: dict[str, ModelParams] = {}
+    for name, r in runtime_params(state).items():
+        out[normalize_model(name)] = ModelParams(r.options, r.keep_loaded, r.enforce, r.keep_alive, r.v1_model)
+        if r.v1_model is not None:
+            out[normalize_model(r.v1_model)] = ModelParams(r.options, r.keep_loaded, r.enforce, r.keep_alive)
+    return out
 
 
 def balancer_nodes(state: DesiredState) -> list[NodeSpec]:

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from reconciler.config.params import PARAMS, check_param
+from reconciler.config.runtime import balancer_note
 from reconciler.config.schema import DesiredState
 from reconciler.errors import PermanentError, TargetError, TemporaryError
 from reconciler.plan.changes import Change
@@ -97,6 +98,7 @@ class OllamaNode:
                                 transport=transport)
         self._locks: dict[str, asyncio.Lock] = {}
         self._built: set[str] = set()        # models (re)created in this pass: one create per model
+        self.notes: list[str] = []           # said once per plan, by the first node
 
     async def close(self) -> None:
         await self.api.close()
@@ -148,7 +150,7 @@ class OllamaNode:
         view = observed.data
         assert isinstance(view, NodeView)
         changes, notes = diff_node(self.name, self.effective, view)
-        return changes, [*notes, settings_note(self.wanted)]
+        return changes, [*notes, settings_note(self.wanted), *self.notes]
 
     async def apply(self, change: Change, progress: Progress) -> None:
         work = change.data
@@ -254,7 +256,7 @@ class OllamaNode:
         info: ShowInfo | None = await self.api.show(model.name)
         if info is None:
             raise TemporaryError(f"{model.name} is not on the node, cannot load it")
-        await self.api.load(model.name, embedding="embedding" in info.capabilities)
+        await self.api.load(model.name, embedding="embedding" in info.capabilities, options=model.load_options)
 
 
 def node_targets(state: DesiredState, *, base_dir: Path | None = None, timeout: float = 10.0,
@@ -265,6 +267,9 @@ def node_targets(state: DesiredState, *, base_dir: Path | None = None, timeout: 
     if base_dir is None:
         base_dir = state.resolve_path(".")
     gate = asyncio.Semaphore(state.reconcile.upload_concurrency)
-    return [OllamaNode(wanted_for(state, node, base_dir), node.url, timeout=timeout, stream_timeout=stream_timeout,
-                       upload_gate=gate) for node in state.nodes]
+    targets = [OllamaNode(wanted_for(state, node, base_dir), node.url, timeout=timeout, stream_timeout=stream_timeout,
+                          upload_gate=gate) for node in state.nodes]
+    if targets and (note := balancer_note(state)):
+        targets[0].notes.append(note)
+    return targets
 

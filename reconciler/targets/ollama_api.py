@@ -376,10 +376,12 @@ class OllamaClient:
         await self._request("POST", f"/api/blobs/{digest}", ok=(200, 201), content=chunks,
                             headers={"Content-Length": str(size)}, timeout=self.stream_timeout)
 
-    async def load(self, model: str, *, embedding: bool = False) -> None:
-        """Load `model` and pin it in memory (keep_alive -1)."""
+    async def load(self, model: str, *, embedding: bool = False, options: dict[str, Any] | None = None) -> None:
+        """Load `model` with `options` (num_ctx, ...) and pin it in memory (keep_alive -1)."""
         path = "/api/embed" if embedding else "/api/generate"
         body: dict[str, Any] = {"model": model, "keep_alive": -1}
+        if options:
+            body["options"] = to_wire(options)
         if not embedding:
             body["stream"] = False
         await self._request("POST", path, json=body, timeout=self.stream_timeout)

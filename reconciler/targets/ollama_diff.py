@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from reconciler.config.runtime import runtime_params
 from reconciler.config.schema import DesiredState, Node
 from reconciler.plan.changes import Action, Change
 from reconciler.targets.ollama_api import PsEntry, ShowInfo, TagEntry, model_key, same_value
@@ -33,6 +34,7 @@ class WantedModel:
     digest: str | None = None         # pinned manifest digest, 64 hex
     keep_loaded: bool = False
     ollama_dir: Path | None = None    # a copied Ollama models folder (see ollama_dir.py)
+    load_options: dict[str, Any] = field(default_factory=dict)   # preload with these (num_ctx, ...)
 
     def __post_init__(self) -> None:
         if not self.pull:
@@ -88,7 +90,9 @@ class Work:
 
 
 def wanted_for(state: DesiredState, node: Node, base_dir: Path | None = None) -> Wanted:
-    """Project the file onto one node."""
+    """Project the file onto one node: its models, each followed by the model that serves
+    its /v1 requests when it needs one (reconciler/config/runtime.py)."""
+    runtime = runtime_params(state)
     out = []
     for name in state.models_on(node):
         m = state.models[name]
@@ -99,7 +103,11 @@ def wanted_for(state: DesiredState, node: Node, base_dir: Path | None = None) ->
                 gguf = base_dir / gguf
         out.append(WantedModel(name, m.source, m.pull or name, m.insecure, gguf, m.from_, dict(m.parameters),
                                m.system, m.template, (m.digest or "").removeprefix("sha256:") or None,
-                               m.keep_loaded, _local(m.ollama_dir, base_dir)))
+                               m.keep_loaded, _local(m.ollama_dir, base_dir),
+                               runtime[name].load_options if name in runtime else {}))
+        v1 = runtime[name].v1_model if name in runtime else None
+        if v1 is not None:
+            out.append(WantedModel(v1, "from", base=name, parameters=dict(runtime[name].v1_parameters)))
     return Wanted(node.name, tuple(out), state.reconcile.prune_models, node.max_concurrent)
 
 
@@ -203,6 +211,11 @@ def _loaded(w: WantedModel, view: NodeView) -> PsEntry | None:
     return None
 
 
+def _load_note(w: WantedModel) -> str:
+    options = ", ".join(f"{k} {v}" for k, v in w.load_options.items())
+    return "load with keep_alive -1" + (f" and {options}" if options else "")
+
+
 def _short(names: list[str], limit: int = 6) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
@@ -277,7 +290,7 @@ def diff_node(target: str, wanted: Wanted, view: NodeView) -> tuple[list[Change]
                     notes.append(f"{w.name} is not loaded")
                 add(Change(target, Action.CREATE if runner is None else Action.UPDATE, ("models", w.name, "loaded"),
                            before=before, after="always", requires=tuple(keys_of.get(w.key, ())),
-                           note="load with keep_alive -1", data=Work("load", w)))
+                           note=_load_note(w), data=Work("load", w)))
 
     wanted_keys = {w.key for w in wanted.models}
     unlisted = [m.name for m in view.models if model_key(m.name) not in wanted_keys]

@@ -92,7 +92,7 @@ async def _check(svc: Service, nodes: list, owui: OpenWebUI) -> None:  # type: i
         return bool(last and last["ok"] and last["changes"] == 0)
     await eventually(converged, 120)
     for node in nodes:
-        assert sorted(node.installed_models()) == ["codestral:22b", "qwq:32b"]
+        assert sorted(node.installed_models()) == ["codestral:22b", "codestral:22b-v1", "qwq:32b", "qwq:32b-v1"]
         assert node.loaded_models() == ["codestral:22b"]
 
     async with httpx.AsyncClient(base_url=owui.url, timeout=60) as client:

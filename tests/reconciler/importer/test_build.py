@@ -165,3 +165,12 @@ def test_secrets_and_unreadable_servers() -> None:
     assert data["openwebui"] == {"url": "http://127.0.0.1:3000", "api_key": "${OPENWEBUI_API_KEY}"}
     assert data["nodes"][1] == {"name": "gpu-2", "url": "http://127.0.0.1:1002", "models": []}
     assert data["models"] == {"a:1": {}}
+
+
+def test_the_model_ollafleet_builds_for_v1_is_left_out() -> None:
+    v1 = ShowInfo({**BASE.parameters, "num_ctx": 30000.0}, "{{ .Prompt }}", "", parent_model="base:1")
+    doc = build([node("gpu-1", {"base:1": BASE, "base:1-v1": v1}, pinned=("base:1",))], None, {})
+    assert models_of(doc) == {"base:1": {"keep_loaded": True}}
+    assert any("base:1-v1 is the model ollafleet builds for /v1 requests to base:1; left out" in w
+               for w in doc.warnings)
+    assert 'apply_model_params = "off"' in text_of(doc)
