@@ -24,6 +24,7 @@ def status_json(daemon: Daemon, balancer: Balancer | None) -> dict[str, Any]:
         "file_errors": daemon.file_errors,
         "suspended": bool(daemon.state and daemon.state.reconcile.suspend),
         "pass_running": daemon.running_pass,
+        "activity": daemon.activity.current,
         "last_pass": daemon.last_pass,
         "targets": {name: dataclasses.asdict(rec) for name, rec in daemon.targets.items()},
         "pending_drift": pending,
@@ -31,10 +32,21 @@ def status_json(daemon: Daemon, balancer: Balancer | None) -> dict[str, Any]:
         "counters": dataclasses.asdict(daemon.counters),
         "balancer": None if balancer is None else {
             "url": balancer.url,
-            "nodes": [dataclasses.asdict(s) for s in balancer.states()],
+            "nodes": [_node_json(daemon, s) for s in balancer.states()],
             "metrics": balancer.metrics.as_dict(),
         },
     }
+
+
+def _node_json(daemon: Daemon, state: Any) -> dict[str, Any]:
+    """A node as the balancer sees it, plus the models the file declares for it. An error is
+    shown only while the node is unhealthy: once it answers again, the old error is history."""
+    data = dataclasses.asdict(state)
+    if data.get("reachable") is not False and data.get("reliability") == "Reliable":
+        data["last_error"] = None
+    node = next((n for n in daemon.state.nodes if n.name == state.name), None) if daemon.state else None
+    data["declared"] = None if node is None or daemon.state is None else daemon.state.models_on(node)
+    return data
 
 
 class _Collector:
