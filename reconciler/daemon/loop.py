@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ class Daemon:
         self._reasons: list[str] = []
         self.running_pass = False
         self.activity = Activity()       # what the running pass does, for /status
+        self.history: deque[dict[str, Any]] = deque(maxlen=10)   # the last passes, newest last
         self.pass_done = asyncio.Condition()
 
     # -- the file -------------------------------------------------------------------------
@@ -198,6 +200,9 @@ class Daemon:
                           "suspended": suspended, "changes": len(plan.changes),
                           "applied": sum(r.applied for r in records.values()),
                           "failed": sum(r.failed for r in records.values())}
+        self.history.append({**self.last_pass, "changed": [f"{r.change.target}: {render.change_text(r.change)}"
+                                                          for r in report.results if r.status is Status.APPLIED],
+                             "errors": [f"{n}: {e}" for n, rec in records.items() for e in rec.errors]})
         verb = "found" if suspended else "applied"
         log.info("pass (%s) %s: %d change(s) %s, %d failed, %d target error(s)", reason,
                  "ok" if ok else "FAILED", len(plan.changes) if suspended else self.last_pass["applied"], verb,
