@@ -113,7 +113,7 @@ def main(url: str, as_json: bool) -> int:
     try:
         data = asyncio.run(fetch(url))
     except NotADaemon as exc:
-        print(f"cannot read {url.rstrip('/')}/status: {exc} (is `ollafleet daemon` running there?)", file=sys.stderr)
+        print(f"cannot read {url.rstrip('/')}/status: {exc} (is `ollafleet daemon` running?)", file=sys.stderr)
         return 1
     code = 0 if healthy(data) else 1
     try:
