@@ -157,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="simulated nodes on 127.0.0.1 plus the daemon on the demo network")
     p.add_argument("file", nargs="?", default=None, help="default: examples/demo.toml")
-    p.set_defaults(run=lambda a: __import__("reconciler.demo", fromlist=["main"]).main(a.file))
+    p.add_argument("--openwebui", action="store_true",
+                   help="also start a real Open WebUI on 127.0.0.1 (cached install; admin printed once)")
+    p.set_defaults(run=lambda a: __import__("reconciler.demo", fromlist=["main"]).main(a.file, a.openwebui))
 
     p = sub.add_parser("simulate", help="run simulated Ollama nodes on 127.0.0.1 (--help for its options)",
                        add_help=False)
