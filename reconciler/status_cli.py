@@ -34,8 +34,11 @@ def print_status(data: dict[str, Any], console: Console) -> None:
         since = f" since {_when(activity['started'])}" if activity else ""
         what = f" ({activity.get('reason', '-')}): {describe(activity)}" if activity else ""
         console.print(f"[bold yellow]Pass running[/]{since}{what}")
-        for line in (activity or {}).get("pending") or []:
+        pending = (activity or {}).get("pending") or []
+        for line in pending[:10]:
             console.print(f"  to do: {line}")
+        if len(pending) > 10:
+            console.print(f"  … and {len(pending) - 10} more")
     last = data.get("last_pass") or {}
     state = "[green]ok[/]" if last.get("ok") else "[red]failed[/]" if last else "not run yet"
     console.print(f"[bold]{'Previous' if data.get('pass_running') else 'Last'} pass[/] {_when(last.get('finished'))} "

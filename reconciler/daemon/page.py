@@ -13,6 +13,8 @@ from html import escape
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from reconciler.daemon.activity import describe
+
 REFRESH_SECONDS = 3
 
 _STYLE = """
@@ -110,10 +112,8 @@ def _running(data: dict[str, Any]) -> str:
     act = data.get("activity")
     if not data.get("pass_running") or not act:
         return ""
-    from reconciler.daemon.activity import describe
-
     return (f'<h2>Pass running</h2><div class="box"><span class="warn">{_e(act.get("reason"))}</span> since '
-            f"{_when(act.get('started'))}: {_e(describe(act))}<br>{_list(act.get('pending'))}</div>")
+            f"{_when(act.get('started'))}: {_e(describe(act))}<br>{_list((act.get('pending') or [])[:20])}</div>")
 
 
 _NODE_FIELDS = {"name", "url", "reliability", "reachable", "in_flight", "max_concurrent", "models", "loaded",
