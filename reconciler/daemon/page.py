@@ -85,7 +85,9 @@ def _header(data: dict[str, Any]) -> str:
     rev = data.get("revision") or {}
     errors = data.get("errors") or []
     last = data.get("last_pass")
+    down = [n.get("name") for n in (data.get("balancer") or {}).get("nodes") or [] if n.get("reachable") is False]
     health = ('<span class="bad">problems</span>' if errors or (last and not last.get("ok"))
+              else f'<span class="warn">degraded: {_e(", ".join(map(str, down)))} unreachable</span>' if down
               else '<span class="ok">healthy</span>')
     commit = rev.get("git_commit")
     out = [f"<h1>ollafleet: {health}</h1>",
@@ -138,7 +140,7 @@ def _nodes(data: dict[str, Any]) -> str:
         rows.append(f"<tr data-node=\"{_e(n.get('name'))}\"><td><b>{_e(n.get('name'))}</b><br>"
                     f"<span class=dim>{_no_userinfo(n.get('url'))}</span></td><td>{state}</td>"
                     f"<td>{_e(n.get('in_flight'))}/{_e(n.get('max_concurrent'))}</td>"
-                    f"<td>{_list(n.get('loaded'))}</td><td>{_models(n)}</td>"
+                    f"<td>{_list(n.get('loaded'), 'dim' if reach is False else '')}</td><td>{_models(n)}</td>"
                     + "".join(f"<td>{_value(n.get(k))}</td>" for k in extra)
                     + f"<td>{_list([n['last_error']] if n.get('last_error') else [], 'bad')}</td></tr>")
     return f"<h2>Nodes</h2><table><tr>{head}</tr>{''.join(rows)}</table>"
@@ -183,7 +185,7 @@ def _targets(data: dict[str, Any]) -> str:
                     f"<td>{_e(rec.get('failed'))}</td><td>{_list(rec.get('errors'), 'bad')}</td>"
                     f"<td>{_list(rec.get('drift'), 'warn')}</td><td>{_list(rec.get('notes'), 'dim')}</td></tr>")
     return ("<h2>Targets (Ollama nodes, Open WebUI) at the last pass</h2><table><tr><th>target</th><th>result</th>"
-            "<th>applied</th><th>failed</th><th>errors</th><th>drift not corrected</th><th>notes</th></tr>"
+            "<th>applied</th><th>failed</th><th>errors</th><th>drift not corrected</th><th>seen at the start of the pass</th></tr>"
             + "".join(rows) + "</table>")
 
 
