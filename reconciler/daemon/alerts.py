@@ -52,11 +52,19 @@ class Alerter:
         self.sent_at: deque[float] = deque()       # clock() of recent sends, for the rate limit
         self.suppressed = 0
         self.outbox: asyncio.Queue[str] = asyncio.Queue()
-        self.delivered: list[str] = []             # what went out, newest last (for /status and tests)
+        self.delivered: deque[str] = deque(maxlen=50)   # what went out, newest last
+        self.failing = False                       # the last delivery attempt failed
         self._host = socket.gethostname()
 
     def configure(self, config: Alerts | None) -> None:
         self.config = config
+
+    def view(self) -> dict[str, Any]:
+        """For /status and the page."""
+        return {"configured": self.ways(), "open": [c.text for c in self.open.values() if c.sent],
+                "watching": [c.text for c in self.open.values() if not c.sent],
+                "undelivered": self.outbox.qsize() + (1 if self.failing else 0), "delivery_failing": self.failing,
+                "last_sent": list(self.delivered)[-5:]}
 
     # -- deciding ------------------------------------------------------------------------
     def conditions(self) -> dict[str, tuple[str, float]]:
@@ -142,8 +150,10 @@ class Alerter:
             delay = self.retry_delay
             ways = self.ways()
             while ways := await self.deliver(text, ways):
+                self.failing = True
                 await asyncio.sleep(delay)     # in order: a later alert waits for this one
                 delay = min(delay * 2, 300.0)
+            self.failing = False
             self.delivered.append(text)
 
     def ways(self) -> list[str]:

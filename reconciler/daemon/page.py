@@ -77,8 +77,22 @@ def page(data: dict[str, Any]) -> str:
 
 def main(data: dict[str, Any]) -> str:
     """The part that is swapped in place on every refresh."""
-    return "".join([_header(data), _running(data), _nodes(data), _targets(data), _balancer(data),
+    return "".join([_header(data), _running(data), _alerts(data), _nodes(data), _targets(data), _balancer(data),
                     _passes(data)])
+
+
+def _alerts(data: dict[str, Any]) -> str:
+    al = data.get("alerts")
+    if not al or not al.get("configured"):
+        return ""
+    parts = [f"sent by {_e(' and '.join(al['configured']))}"]
+    if al.get("delivery_failing"):
+        parts.append(f'<span class="bad">delivery failing, {_e(al.get("undelivered"))} waiting (retried)</span>')
+    if al.get("open"):
+        parts.append('<span class="bad">open:</span><br>' + _list(al["open"], "bad"))
+    if al.get("watching"):
+        parts.append('<span class="warn">wrong, alert after [alerts] after:</span><br>' + _list(al["watching"], "warn"))
+    return '<h2>Alerts</h2><div class="box">' + "<br>".join(parts) + "</div>"
 
 
 def _header(data: dict[str, Any]) -> str:

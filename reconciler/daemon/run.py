@@ -81,7 +81,7 @@ class Service:
         self.daemon.on_new_state = self._new_state
         self.daemon.wrap = draining(self.balancer)
         self.daemon.on_pass_failed = self._schedule_retry
-        self._status_runner = web.AppRunner(status_app(self.daemon, self.balancer), access_log=None)
+        self._status_runner = web.AppRunner(status_app(self.daemon, self.balancer, self.alerter), access_log=None)
         await self._status_runner.setup()
         shost, sport = split_listen(state.reconcile.status_listen)
         site = web.TCPSite(self._status_runner, shost, sport, reuse_address=True)

@@ -14,10 +14,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from balancer import Balancer
 from reconciler.daemon import page
+from reconciler.daemon.alerts import Alerter
 from reconciler.daemon.loop import Daemon
 
 
-def status_json(daemon: Daemon, balancer: Balancer | None) -> dict[str, Any]:
+def status_json(daemon: Daemon, balancer: Balancer | None, alerter: Alerter | None = None) -> dict[str, Any]:
     pending = [f"{name}: {d}" for name, rec in daemon.targets.items() for d in rec.drift]
     errors = list(daemon.file_errors) + [f"{name}: {e}" for name, rec in daemon.targets.items() for e in rec.errors]
     if daemon.pass_error:
@@ -36,6 +37,7 @@ def status_json(daemon: Daemon, balancer: Balancer | None) -> dict[str, Any]:
         "pending_drift": pending,
         "errors": errors,
         "counters": dataclasses.asdict(daemon.counters),
+        "alerts": alerter.view() if alerter else None,
         "balancer": None if balancer is None else {
             "url": balancer.url,
             "nodes": [_node_json(daemon, s) for s in balancer.states()],
@@ -99,18 +101,18 @@ class _Collector:
         yield reliable
 
 
-def status_app(daemon: Daemon, balancer: Balancer | None) -> web.Application:
+def status_app(daemon: Daemon, balancer: Balancer | None, alerter: Alerter | None = None) -> web.Application:
     registry = CollectorRegistry()
     registry.register(_Collector(daemon, balancer))
 
     async def status(_: web.Request) -> web.Response:
-        return web.json_response(status_json(daemon, balancer))
+        return web.json_response(status_json(daemon, balancer, alerter))
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": "text/plain; version=0.0.4"})
 
     async def html(request: web.Request) -> web.Response:
-        data = status_json(daemon, balancer)
+        data = status_json(daemon, balancer, alerter)
         text = page.main(data) if request.query.get("part") == "main" else page.page(data)
         return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-store"})
 

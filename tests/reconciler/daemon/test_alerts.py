@@ -8,6 +8,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from aiohttp import web
 
@@ -105,6 +106,11 @@ async def test_node_down_recovery_and_rejected_save_alert_once_each(
             return len(rec.texts) >= n
         await wait_until(lambda: delivered(1))
         assert rec.attempts == 2, "the first post got a 500 and must have been retried"
+        async with httpx.AsyncClient(trust_env=False) as client:
+            shown = (await client.get(svc.status_url + "/status")).json()["alerts"]
+            page = (await client.get(svc.status_url + "/")).text
+        assert shown["configured"] == ["webhook"] and any("gpu-2" in t for t in shown["open"])
+        assert "<h2>Alerts</h2>" in page and "gpu-2 is unreachable" in page and "secret-token" not in page
 
         b.clear_fault()
 
