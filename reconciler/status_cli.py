@@ -46,6 +46,12 @@ def print_status(data: dict[str, Any], console: Console) -> None:
                   f"{last.get('applied', 0)} applied, {last.get('failed', 0)} failed"
                   + ("  [yellow](suspended: changes are only reported)[/]" if data.get("suspended") else ""))
 
+    alerts = data.get("alerts") or {}
+    for text in alerts.get("open") or []:
+        console.print(f"[red]alert open[/] {text}")
+    if alerts.get("delivery_failing"):
+        console.print(f"[red]alerts cannot be delivered[/] ({alerts.get('undelivered')} waiting; see the log)")
+
     targets = Table("target", "result", "applied", "failed", "pending drift / errors", title="Targets")
     for name, rec in (data.get("targets") or {}).items():
         detail = "; ".join([*rec.get("errors", []), *rec.get("drift", [])]) or "-"
