@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 
 from rich.console import Console
 
+from reconciler import balancer_reach
+from reconciler.balancer_reach import balancer_notes, with_notes
 from reconciler.config import DesiredState, load
 from reconciler.errors import ConfigError
 from reconciler.plan import engine, render
@@ -40,7 +42,8 @@ async def _close(targets: Sequence[Target]) -> None:
 async def make_plan(state: DesiredState, factory: TargetFactory = build_targets) -> Plan:
     targets = factory(state)
     try:
-        return await engine.plan(targets)
+        the_plan, notes = await asyncio.gather(engine.plan(targets), balancer_notes(state))
+        return with_notes(the_plan, notes)
     finally:
         await _close(targets)
 
@@ -49,7 +52,8 @@ async def plan_and_apply(state: DesiredState, factory: TargetFactory, *, on_plan
                          on_result: Callable[[ChangeResult], None], progress: object) -> PassReport:
     targets = factory(state)
     try:
-        the_plan = await engine.plan(targets)
+        the_plan, notes = await asyncio.gather(engine.plan(targets), balancer_notes(state))
+        the_plan = with_notes(the_plan, notes)
         on_plan(the_plan)
         limits = engine.Limits(per_target=state.reconcile.max_pulls_per_node)
         return await engine.apply(the_plan, targets, limits=limits, progress=progress,  # type: ignore[arg-type]
@@ -91,6 +95,10 @@ def cmd_apply(args: argparse.Namespace, factory: TargetFactory = build_targets) 
     def on_plan(p: Plan) -> None:
         if not quiet and p.changes:
             render.print_plan(p, console)
+        elif not quiet:    # nothing to change, but an absent balancer explains an empty chat page
+            for note in p.notes:
+                if note.target == balancer_reach.TARGET:
+                    console.print(f"[cyan]note[/] {note.target}: {note.message}", highlight=False)
 
     def on_result(r: ChangeResult) -> None:
         done.append(r)
@@ -163,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="simulated nodes on 127.0.0.1 plus the daemon on the demo network")
     p.add_argument("file", nargs="?", default=None, help="default: examples/demo.toml")
-    p.set_defaults(run=lambda a: __import__("reconciler.demo", fromlist=["main"]).main(a.file))
+    p.add_argument("--openwebui", action="store_true",
+                   help="also start a real Open WebUI on 127.0.0.1 (cached install; admin printed once)")
+    p.set_defaults(run=lambda a: __import__("reconciler.demo", fromlist=["main"]).main(a.file, a.openwebui))
 
     p = sub.add_parser("simulate", help="run simulated Ollama nodes on 127.0.0.1 (--help for its options)",
                        add_help=False)

@@ -1,8 +1,10 @@
-"""`ollafleet demo`: simulated Ollama nodes on 127.0.0.1 plus the daemon on examples/demo.toml."""
+"""`ollafleet demo`: simulated Ollama nodes on 127.0.0.1 plus the daemon on examples/demo.toml;
+with --openwebui also a real Open WebUI that the daemon configures (demo_openwebui.py)."""
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -13,10 +15,12 @@ from reconciler.errors import ConfigError
 DEMO_FILE = Path(__file__).resolve().parents[1] / "examples" / "demo.toml"
 
 
-def main(file: str | None = None) -> int:
+def main(file: str | None = None, openwebui: bool = False) -> int:
     from simulator import SimulatorThread
 
     path = Path(file) if file else DEMO_FILE
+    if openwebui:
+        return _with_openwebui(path)
     try:
         state = load(path)
     except ConfigError as exc:
@@ -37,8 +41,36 @@ def main(file: str | None = None) -> int:
               f"  curl {state.balancer_public_url()}/api/chat -d "
               "'{\"model\": \"codestral:22b\", \"messages\": [{\"role\": \"user\", \"content\": \"hello\"}]}'\n"
               f"  .venv/bin/ollafleet status --url http://{state.reconcile.status_listen}\n"
+              f"  the status page: http://{state.reconcile.status_listen}/\n"
               f"Edit {path} and save: the change is applied within seconds. Ctrl-C stops everything.",
               flush=True)
         from balancer.cli import run as run_loop
 
         return run_loop(Service(path, drain_timeout=5.0).run())
+
+
+def _with_openwebui(path: Path) -> int:
+    """Start Open WebUI, then run the plain demo on a copy of the file that declares it."""
+    from reconciler.demo_openwebui import DemoOpenWebUI, OpenWebUIError, print_credentials
+
+    try:
+        balancer = load(path, skip_env=True).balancer_public_url()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    try:
+        owui = DemoOpenWebUI(balancer)
+    except OpenWebUIError as exc:
+        print(f"demo --openwebui: {exc}", file=sys.stderr)
+        return 1
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="ollafleet-demo-"))
+        composed = folder / "demo.toml"
+        composed.write_text(owui.declare(path.read_text()))
+        print_credentials(owui)
+        print(f"Open WebUI's models, parameters and settings come from {composed}: the daemon applies them "
+              "once the models are pulled. Log in and chat: the answers come through the balancer.", flush=True)
+        return main(str(composed))
+    finally:
+        owui.stop()

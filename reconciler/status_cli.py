@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import sys
 from datetime import datetime
 from typing import Any
@@ -10,6 +12,10 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.table import Table
+
+from reconciler.daemon.activity import describe
+
+DEADLINE = 5.0   # seconds for the whole answer: a slow or trickling server must not hang `status`
 
 
 def _when(ts: float | None) -> str:
@@ -23,11 +29,28 @@ def print_status(data: dict[str, Any], console: Console) -> None:
                   + (f"  commit {commit[:10]}{' (modified)' if rev.get('git_dirty') else ''}" if commit else ""))
     for line in data.get("file_errors") or []:
         console.print(f"[red]file rejected[/] {line}")
+    activity = data.get("activity")
+    if data.get("pass_running"):
+        since = f" since {_when(activity['started'])}" if activity else ""
+        what = f" ({activity.get('reason', '-')}): {describe(activity)}" if activity else ""
+        console.print(f"[bold yellow]Pass running[/]{since}{what}")
+        pending = (activity or {}).get("pending") or []
+        for line in pending[:10]:
+            console.print(f"  to do: {line}")
+        if len(pending) > 10:
+            console.print(f"  … and {len(pending) - 10} more")
     last = data.get("last_pass") or {}
     state = "[green]ok[/]" if last.get("ok") else "[red]failed[/]" if last else "not run yet"
-    console.print(f"[bold]Last pass[/] {_when(last.get('finished'))} ({last.get('reason', '-')}): {state}, "
+    console.print(f"[bold]{'Previous' if data.get('pass_running') else 'Last'} pass[/] {_when(last.get('finished'))} "
+                  f"({last.get('reason', '-')}): {state}, "
                   f"{last.get('applied', 0)} applied, {last.get('failed', 0)} failed"
                   + ("  [yellow](suspended: changes are only reported)[/]" if data.get("suspended") else ""))
+
+    alerts = data.get("alerts") or {}
+    for text in alerts.get("open") or []:
+        console.print(f"[red]alert open[/] {text}")
+    if alerts.get("delivery_failing"):
+        console.print(f"[red]alerts cannot be delivered[/] ({alerts.get('undelivered')} waiting; see the log)")
 
     targets = Table("target", "result", "applied", "failed", "pending drift / errors", title="Targets")
     for name, rec in (data.get("targets") or {}).items():
@@ -42,6 +65,8 @@ def print_status(data: dict[str, Any], console: Console) -> None:
         for n in bal.get("nodes", []):
             colour = "green" if n.get("reliability") == "Reliable" else "red"
             reach = "" if n.get("reachable") is not False else " (unreachable)"
+            if n.get("last_error"):
+                reach += f" {n['last_error']}"
             nodes.add_row(n["name"], f"[{colour}]{n.get('reliability')}[/]{reach}",
                           f"{n.get('in_flight', 0)}/{n.get('max_concurrent', 1)}",
                           ", ".join(n.get("models") or []) or "-", ", ".join(n.get("loaded") or []) or "-")
@@ -51,17 +76,63 @@ def print_status(data: dict[str, Any], console: Console) -> None:
                       f"in flight {m.get('in_flight', 0)}, queued {m.get('queued', 0)}")
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich would exit 1 here, which reads as "unhealthy"; let main() decide
+        self.quiet = True
+        raise BrokenPipeError
+
+
+class NotADaemon(Exception):
+    pass
+
+
+async def fetch(url: str, deadline: float = DEADLINE) -> dict[str, Any]:
+    """GET url/status within `deadline` seconds in all (connect, headers and body), and check that
+    the answer is a daemon's status. Raises NotADaemon with a one-line reason."""
+    async def get() -> httpx.Response:
+        async with httpx.AsyncClient(timeout=deadline, trust_env=False) as client:   # never via a proxy
+            return await client.get(url.rstrip("/") + "/status")
+    try:
+        response = await asyncio.wait_for(get(), deadline)
+    except (asyncio.TimeoutError, httpx.TimeoutException):
+        raise NotADaemon(f"no complete answer within {deadline:.0f} s") from None
+    except httpx.HTTPError as exc:
+        raise NotADaemon(str(exc) or type(exc).__name__) from None
+    if response.status_code != 200:
+        raise NotADaemon(f"answered HTTP {response.status_code}")
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or "last_pass" not in data:
+        kind = response.headers.get("content-type", "no content type").split(";")[0]
+        raise NotADaemon(f"the answer ({kind}) is not an ollafleet daemon's status")
+    return data
+
+
+def healthy(data: dict[str, Any]) -> bool:
+    """No error, and the last pass (if one ended yet) went through. A daemon whose first pass is
+    still running is not unhealthy."""
+    last = data.get("last_pass")
+    return not data.get("errors") and (last is None or bool(last.get("ok")))
+
+
 def main(url: str, as_json: bool) -> int:
     try:
-        response = httpx.get(url.rstrip("/") + "/status", timeout=5, trust_env=False)  # never via a proxy
-        response.raise_for_status()
-    except httpx.HTTPError as exc:
-        print(f"cannot read {url}/status: {exc} (is `ollafleet daemon` running?)", file=sys.stderr)
+        data = asyncio.run(fetch(url))
+    except NotADaemon as exc:
+        print(f"cannot read {url.rstrip('/')}/status: {exc} (is `ollafleet daemon` running?)", file=sys.stderr)
         return 1
-    data = response.json()
-    if as_json:
-        print(json.dumps(data, indent=2))
-    else:
-        print_status(data, Console(highlight=False))
-    ok = not data.get("errors") and (data.get("last_pass") or {}).get("ok", False)
-    return 0 if ok else 1
+    code = 0 if healthy(data) else 1
+    try:
+        if as_json:
+            print(json.dumps(data, indent=2))
+        else:
+            print_status(data, _Console(highlight=False))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader stopped early (`| head -1`): not an error, the exit code still says the health.
+        # Point stdout at /dev/null so Python's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return code

@@ -96,6 +96,8 @@ def check(file: str, state: DesiredState) -> list[Problem]:
         if ow.api_key is None and (ow.admin_email is None or ow.admin_password is None):
             problem(("openwebui",), "credentials are missing: set api_key, or admin_email and admin_password, "
                     'as "${VARIABLE}" references')
+    if state.alerts is not None and state.alerts.webhook is None and not state.alerts.command:
+        problem(("alerts",), "nothing to send alerts with: set webhook = \"${VARIABLE}\" or command = [...]")
     return out
 
 

@@ -34,11 +34,24 @@ def load_text(text: str, file: str = "desired_state.toml", *,
     try:
         state = DesiredState.model_validate(data, context=context)
     except ValidationError as exc:
-        raise ConfigError(from_validation_error(file, DesiredState, exc)) from None
+        problems = from_validation_error(file, DesiredState, exc)
+        if not skip_env:
+            problems += _checks_without_env(file, data, context)
+        raise ConfigError(problems) from None
     problems = check(file, state)
     if problems:
         raise ConfigError(problems)
     return state
+
+
+def _checks_without_env(file: str, data: dict[str, object], context: dict[str, object]) -> list[Problem]:
+    """The file-wide checks, when the only thing the schema refused is an unset ${VAR}: one
+    missing variable must not hide the file's other problems."""
+    try:
+        state = DesiredState.model_validate(data, context={**context, "skip_env": True})
+    except ValidationError:
+        return []   # the schema's own problems were all reported already
+    return check(file, state)
 
 
 def load(path: str | Path, *, env: Mapping[str, str] | None = None, skip_env: bool = False) -> DesiredState:

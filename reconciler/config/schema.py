@@ -107,6 +107,13 @@ class OpenWebUI(Strict):
     openai_api: bool | None = None
 
 
+class Alerts(Strict):
+    webhook: SecretRef | None = None      # a Mattermost/Rocket.Chat/Slack incoming webhook (JSON {"text": ...})
+    command: list[str] | None = None      # run with the alert text as its last argument
+    after: Duration = 300.0               # a node unreachable, or a target failing, this long before an alert
+    max_per_hour: int = Field(20, ge=1)   # beyond this, alerts are logged and counted, not sent
+
+
 class DesiredState(Strict):
     version: Literal[1]
     balancer: Balancer = Field(default_factory=Balancer)
@@ -114,6 +121,7 @@ class DesiredState(Strict):
     nodes: list[Node] = Field(default_factory=list)
     models: dict[str, Model] = Field(default_factory=dict)
     openwebui: OpenWebUI | None = None
+    alerts: Alerts | None = None
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)  # the file's folder, set by load()
 
     def resolve_path(self, relative: str) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 
 from reconciler.config import DesiredState
 from reconciler.config.load import load_bytes
+from reconciler.daemon.activity import Activity
 from reconciler.daemon.revision import Revision, revision_of
 from reconciler.errors import ConfigError
 from reconciler.plan import engine, render
@@ -72,6 +74,8 @@ class Daemon:
         self._wake = asyncio.Event()
         self._reasons: list[str] = []
         self.running_pass = False
+        self.activity = Activity()       # what the running pass does, for /status
+        self.history: deque[dict[str, Any]] = deque(maxlen=10)   # the last passes, newest last
         self.pass_done = asyncio.Condition()
 
     # -- the file -------------------------------------------------------------------------
@@ -133,6 +137,7 @@ class Daemon:
             return await self._pass(set(reasons) or {"request"})
         finally:
             self.running_pass = False
+            self.activity.end()
             async with self.pass_done:
                 self.pass_done.notify_all()
 
@@ -145,17 +150,19 @@ class Daemon:
             return None  # a broken save changes nothing on any server
         reason = ", ".join(sorted(reasons))
         started = time.time()
+        self.activity.begin(reason)
         targets = list(self.factory(state))
         if self.wrap:
             targets = list(self.wrap(targets))
         try:
             plan = await engine.plan(targets)
+            self.activity.planned(plan, suspended=state.reconcile.suspend)
             if state.reconcile.suspend:
                 report = PassReport(plan, (), started, time.time())
             else:
                 limits = engine.Limits(per_target=state.reconcile.max_pulls_per_node)
-                report = await engine.apply(plan, targets, limits=limits, progress=LogProgress(),
-                                            on_result=_log_result)
+                report = await engine.apply(plan, targets, limits=limits, progress=self.activity.progress(LogProgress()),
+                                            on_result=self.activity.on_result(_log_result))
         finally:
             await asyncio.gather(*(t.close() for t in targets), return_exceptions=True)
         self._record(report, targets, reason, suspended=state.reconcile.suspend)
@@ -193,6 +200,9 @@ class Daemon:
                           "suspended": suspended, "changes": len(plan.changes),
                           "applied": sum(r.applied for r in records.values()),
                           "failed": sum(r.failed for r in records.values())}
+        self.history.append({**self.last_pass, "changed": [f"{r.change.target}: {render.change_text(r.change)}"
+                                                          for r in report.results if r.status is Status.APPLIED],
+                             "errors": [f"{n}: {e}" for n, rec in records.items() for e in rec.errors]})
         verb = "found" if suspended else "applied"
         log.info("pass (%s) %s: %d change(s) %s, %d failed, %d target error(s)", reason,
                  "ok" if ok else "FAILED", len(plan.changes) if suspended else self.last_pass["applied"], verb,

@@ -17,6 +17,7 @@ from watchfiles import awatch
 from balancer import Balancer
 from reconciler.config import DesiredState
 from reconciler.config.values import split_listen
+from reconciler.daemon.alerts import Alerter
 from reconciler.daemon.loop import Daemon, TargetFactory
 from reconciler.daemon.status import status_app
 from reconciler.daemon.wiring import balancer_nodes, balancer_settings, draining
@@ -48,6 +49,7 @@ class Service:
                  drain_timeout: float = 60.0) -> None:
         self.path = Path(path)
         self.daemon = Daemon(self.path, factory=factory)
+        self.alerter = Alerter(self.daemon)
         self.drain_timeout = drain_timeout
         self.stop_event = asyncio.Event()
         self.balancer: Balancer | None = None
@@ -65,6 +67,8 @@ class Service:
         state = self.daemon.state
         assert state is not None
         self.balancer = Balancer(balancer_settings(state), balancer_nodes(state))
+        self.alerter.balancer = self.balancer
+        self.alerter.configure(state.alerts)
         host, port = split_listen(state.balancer.listen)
         try:
             await self.balancer.start(host, port)
@@ -77,7 +81,7 @@ class Service:
         self.daemon.on_new_state = self._new_state
         self.daemon.wrap = draining(self.balancer)
         self.daemon.on_pass_failed = self._schedule_retry
-        self._status_runner = web.AppRunner(status_app(self.daemon, self.balancer), access_log=None)
+        self._status_runner = web.AppRunner(status_app(self.daemon, self.balancer, self.alerter), access_log=None)
         await self._status_runner.setup()
         shost, sport = split_listen(state.reconcile.status_listen)
         site = web.TCPSite(self._status_runner, shost, sport, reuse_address=True)
@@ -95,13 +99,15 @@ class Service:
                                args=["interval"], id="interval")
         self.scheduler.start()
         self._tasks = [asyncio.create_task(self.daemon.run()),
-                       asyncio.create_task(watch_file(self.path, self.daemon, self.stop_event))]
+                       asyncio.create_task(watch_file(self.path, self.daemon, self.stop_event)),
+                       asyncio.create_task(self.alerter.run(self.stop_event))]
         self.daemon.request("start")
         return True
 
     def _new_state(self, state: DesiredState) -> None:
         assert self.balancer is not None
         self.balancer.replace_nodes(balancer_nodes(state))
+        self.alerter.configure(state.alerts)
         if state.balancer.listen != self._listen:
             log.warning("balancer.listen changed to %s: restart the daemon to listen there", state.balancer.listen)
         if self.scheduler.running:

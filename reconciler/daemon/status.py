@@ -1,8 +1,10 @@
-"""/status (JSON) and /metrics (Prometheus text) on the admin address, 127.0.0.1 by default."""
+"""/ (an HTML page), /status (JSON) and /metrics (Prometheus text) on the admin address, 127.0.0.1 by default."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,30 +13,56 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from balancer import Balancer
+from reconciler.daemon import page
+from reconciler.daemon.alerts import Alerter
 from reconciler.daemon.loop import Daemon
 
 
-def status_json(daemon: Daemon, balancer: Balancer | None) -> dict[str, Any]:
+def status_json(daemon: Daemon, balancer: Balancer | None, alerter: Alerter | None = None) -> dict[str, Any]:
     pending = [f"{name}: {d}" for name, rec in daemon.targets.items() for d in rec.drift]
     errors = list(daemon.file_errors) + [f"{name}: {e}" for name, rec in daemon.targets.items() for e in rec.errors]
     if daemon.pass_error:
         errors.append(f"the last pass failed unexpectedly: {daemon.pass_error}")
     return {
+        "now": time.time(),
         "revision": daemon.revision.to_json() if daemon.revision else None,
         "file_errors": daemon.file_errors,
+        "rejected_sha256": _on_disk_sha256(daemon) if daemon.file_errors else None,
         "suspended": bool(daemon.state and daemon.state.reconcile.suspend),
         "pass_running": daemon.running_pass,
+        "activity": daemon.activity.current,
         "last_pass": daemon.last_pass,
+        "history": list(daemon.history),
         "targets": {name: dataclasses.asdict(rec) for name, rec in daemon.targets.items()},
         "pending_drift": pending,
         "errors": errors,
         "counters": dataclasses.asdict(daemon.counters),
+        "alerts": alerter.view() if alerter else None,
         "balancer": None if balancer is None else {
             "url": balancer.url,
-            "nodes": [dataclasses.asdict(s) for s in balancer.states()],
+            "nodes": [_node_json(daemon, s) for s in balancer.states()],
             "metrics": balancer.metrics.as_dict(),
         },
     }
+
+
+def _on_disk_sha256(daemon: Daemon) -> str | None:
+    """The sha256 of the rejected file on disk (the last attempted revision)."""
+    try:
+        return hashlib.sha256(daemon.path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _node_json(daemon: Daemon, state: Any) -> dict[str, Any]:
+    """A node as the balancer sees it, plus the models the file declares for it. An error is
+    shown only while the node is unhealthy: once it answers again, the old error is history."""
+    data = dataclasses.asdict(state)
+    if data.get("reachable") is not False and data.get("reliability") == "Reliable":
+        data["last_error"] = None
+    node = next((n for n in daemon.state.nodes if n.name == state.name), None) if daemon.state else None
+    data["declared"] = None if node is None or daemon.state is None else daemon.state.models_on(node)
+    return data
 
 
 class _Collector:
@@ -73,17 +101,23 @@ class _Collector:
         yield reliable
 
 
-def status_app(daemon: Daemon, balancer: Balancer | None) -> web.Application:
+def status_app(daemon: Daemon, balancer: Balancer | None, alerter: Alerter | None = None) -> web.Application:
     registry = CollectorRegistry()
     registry.register(_Collector(daemon, balancer))
 
     async def status(_: web.Request) -> web.Response:
-        return web.json_response(status_json(daemon, balancer))
+        return web.json_response(status_json(daemon, balancer, alerter))
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": "text/plain; version=0.0.4"})
 
+    async def html(request: web.Request) -> web.Response:
+        data = status_json(daemon, balancer, alerter)
+        text = page.main(data) if request.query.get("part") == "main" else page.page(data)
+        return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-store"})
+
     app = web.Application()
+    app.router.add_get("/", html)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)
     return app

@@ -1,0 +1,210 @@
+"""Alerts from `[alerts]`: a webhook (JSON {"text": ...}) and/or a command, when something stays
+wrong, and once when it recovers.
+
+The alerter only looks at the daemon's state (the same data as /status) once a second: it
+never runs inside a pass, so a slow webhook cannot delay one. Each condition has a key; an
+alert is sent once per key until that key clears, then one "recovered". Conditions:
+- a node the balancer cannot reach, for `after`;
+- a target whose last passes failed (drift that cannot be corrected, a server that cannot be
+  read), for `after`; not for a node already alerted as unreachable;
+- a pass that raised (a bug), for `after`;
+- a rejected save of the file, at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from balancer import Balancer
+from reconciler.config.schema import Alerts
+from reconciler.daemon.loop import Daemon
+
+log = logging.getLogger("ollafleet.alerts")
+
+
+@dataclass
+class _Open:
+    text: str
+    since: float            # clock() when first seen
+    wall: float             # time.time() then, for the message
+    delay: float
+    sent: bool = False
+
+
+class Alerter:
+    def __init__(self, daemon: Daemon, balancer: Balancer | None = None, *,
+                 clock: Callable[[], float] = time.monotonic, retry_delay: float = 5.0) -> None:
+        self.daemon, self.balancer = daemon, balancer
+        self.clock = clock
+        self.retry_delay = retry_delay
+        self.config: Alerts | None = None
+        self.open: dict[str, _Open] = {}
+        self.sent_at: deque[float] = deque()       # clock() of recent sends, for the rate limit
+        self.suppressed = 0
+        self.outbox: asyncio.Queue[str] = asyncio.Queue()
+        self.delivered: deque[str] = deque(maxlen=50)   # what went out, newest last
+        self.failing = False                       # the last delivery attempt failed
+        self._host = socket.gethostname()
+
+    def configure(self, config: Alerts | None) -> None:
+        self.config = config
+
+    def view(self) -> dict[str, Any]:
+        """For /status and the page."""
+        return {"configured": self.ways(), "open": [c.text for c in self.open.values() if c.sent],
+                "watching": [c.text for c in self.open.values() if not c.sent],
+                "undelivered": self.outbox.qsize() + (1 if self.failing else 0), "delivery_failing": self.failing,
+                "last_sent": list(self.delivered)[-5:]}
+
+    # -- deciding ------------------------------------------------------------------------
+    def conditions(self) -> dict[str, tuple[str, float]]:
+        """key -> (what is wrong, how long it must last before an alert)."""
+        after = self.config.after if self.config else 0.0
+        found: dict[str, tuple[str, float]] = {}
+        d = self.daemon
+        if d.file_errors:
+            found["file"] = (f"the file {d.path} was rejected, the last good version stays in force: "
+                             + "; ".join(d.file_errors[:3]), 0.0)
+        if d.pass_error:
+            found["pass"] = (f"a reconcile pass failed unexpectedly: {d.pass_error}", after)
+        down: set[str] = set()
+        for node in self.balancer.states() if self.balancer else []:
+            if node.reachable is False:
+                down.add(node.name)
+                found[f"node:{node.name}"] = (f"node {node.name} is unreachable ({node.last_error or 'no answer'})",
+                                              after)
+        for name, rec in d.targets.items():
+            if rec.errors and name.removeprefix("ollama/") not in down:
+                what = "cannot correct drift on" if rec.failed else "cannot reconcile"
+                found[f"target:{name}"] = (f"{what} {name}: " + "; ".join(rec.errors[:3]), after)
+        return found
+
+    def evaluate(self) -> None:
+        """Compare what is wrong now with what was; queue the alerts and recoveries due."""
+        if self.config is None:
+            self.open.clear()
+            return
+        now = self.clock()
+        current = self.conditions()
+        for key in list(self.open):
+            if key not in current:
+                gone = self.open.pop(key)
+                if gone.sent:
+                    self._send(f"recovered: {gone.text}")
+        for key, (text, delay) in current.items():
+            cond = self.open.get(key)
+            if cond is None:
+                cond = self.open[key] = _Open(text, now, time.time(), delay)
+            cond.text = text
+            if not cond.sent and now - cond.since >= cond.delay:
+                cond.sent = True
+                since = datetime.fromtimestamp(cond.wall).strftime("%H:%M:%S")
+                self._send(f"{text}" + (f" (since {since})" if cond.delay else ""))
+
+    def _send(self, text: str) -> None:
+        assert self.config is not None
+        now = self.clock()
+        while self.sent_at and now - self.sent_at[0] >= 3600:
+            self.sent_at.popleft()
+        if len(self.sent_at) >= self.config.max_per_hour:
+            self.suppressed += 1
+            log.warning("alert not sent (more than %d in an hour): %s", self.config.max_per_hour, text)
+            return
+        if self.suppressed:
+            text += f" ({self.suppressed} earlier alert(s) were not sent: rate limit)"
+            self.suppressed = 0
+        self.sent_at.append(now)
+        log.warning("alert: %s", text)
+        self.outbox.put_nowait(f"[ollafleet on {self._host}] {text}")
+
+    # -- delivering ----------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event, every: float = 1.0) -> None:
+        sender = asyncio.create_task(self._deliver_forever())
+        try:
+            while not stop.is_set():
+                try:
+                    self.evaluate()
+                except Exception:   # a bug here must not end alerting, nor the daemon
+                    log.exception("alert check failed")
+                try:
+                    await asyncio.wait_for(stop.wait(), every)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+
+    async def _deliver_forever(self) -> None:
+        while True:
+            text = await self.outbox.get()
+            delay = self.retry_delay
+            ways = self.ways()
+            while ways := await self.deliver(text, ways):
+                self.failing = True
+                await asyncio.sleep(delay)     # in order: a later alert waits for this one
+                delay = min(delay * 2, 300.0)
+            self.failing = False
+            self.delivered.append(text)
+
+    def ways(self) -> list[str]:
+        config = self.config
+        if config is None:
+            return []
+        return (["webhook"] if config.webhook is not None else []) + (["command"] if config.command else [])
+
+    async def deliver(self, text: str, ways: list[str]) -> list[str]:
+        """Send one alert by each of `ways`; return those that failed (logged), to retry."""
+        config = self.config
+        if config is None:
+            return []
+        failed = []
+        if "webhook" in ways and config.webhook is not None:
+            if not await _attempt(f"webhook {config.webhook}", self._post(config.webhook.value, text)):
+                failed.append("webhook")
+        if "command" in ways and config.command:
+            if not await _attempt(f"command {config.command[0]}", _run(config.command, text)):
+                failed.append("command")
+        return failed
+
+    @staticmethod
+    async def _post(url: str, text: str) -> None:
+        async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+            response = await client.post(url, json={"text": text})
+        if response.status_code >= 300:
+            raise RuntimeError(f"answered HTTP {response.status_code}")
+
+
+async def _run(command: list[str], text: str) -> None:
+    proc = await asyncio.create_subprocess_exec(*command, text, stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.PIPE)
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise RuntimeError("did not finish within 30 s") from None
+    if proc.returncode:
+        raise RuntimeError(f"exit code {proc.returncode}: {err.decode(errors='replace').strip()[:200]}")
+
+
+async def _attempt(what: str, job: Awaitable[Any]) -> bool:
+    try:
+        await job
+        return True
+    except Exception as exc:
+        # the webhook URL holds a secret: only the ${VARIABLE} name is ever logged
+        reason = (f"no connection or no answer: {type(exc).__name__}" if isinstance(exc, httpx.TransportError)
+                  else str(exc) or type(exc).__name__)
+        log.warning("alert not delivered by %s (%s); retrying", what, reason)
+        return False

@@ -1,0 +1,166 @@
+"""Alerts reach a webhook: exactly one for a node down, one when it recovers, one for a
+rejected save, none for a healthy hour (compressed by a fake clock); a failed delivery is retried."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from aiohttp import web
+
+from reconciler.config.schema import Alerts
+from reconciler.daemon.alerts import Alerter
+from reconciler.daemon.loop import Daemon
+from reconciler.daemon.run import Service
+from simulator import Simulator, Timing
+from tests.reconciler.daemon.test_service import network, wait_until
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Receiver:
+    """An incoming webhook on 127.0.0.1 that refuses its first `fail_first` posts with 500."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.texts: list[str] = []
+        self.attempts = 0
+        self.fail_first = fail_first
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.attempts += 1
+        if self.attempts <= self.fail_first:
+            return web.Response(status=500)
+        self.texts.append((await request.json())["text"])
+        return web.Response(text="ok")
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    rec = Receiver(fail_first=1)
+    app = web.Application()
+    app.router.add_post("/hooks/secret-token", rec.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield rec, f"http://127.0.0.1:{runner.addresses[0][1]}/hooks/secret-token"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    async with Simulator() as s:
+        yield s
+
+
+async def test_node_down_recovery_and_rejected_save_alert_once_each(
+        sim: Simulator, tmp_path: Path, receiver: tuple[Receiver, str], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    rec, url = receiver
+    monkeypatch.setenv("OLLAFLEET_TEST_WEBHOOK", url)
+    a = await sim.add_node("gpu-1", models=["llama3.2:1b"], timing=Timing.instant())
+    b = await sim.add_node("gpu-2", models=["llama3.2:1b"], timing=Timing.instant())
+    file = tmp_path / "desired_state.toml"
+    alerts = '[alerts]\nwebhook = "${OLLAFLEET_TEST_WEBHOOK}"\nafter = "5m"\n'
+    file.write_text(network([a, b], '[models."llama3.2:1b"]\n', extra=alerts))
+    clock = Clock()
+    svc = Service(file, drain_timeout=2)
+    svc.alerter.clock, svc.alerter.retry_delay = clock, 0.05
+    assert await svc.start()
+    alerter = svc.alerter
+    try:
+        async def healthy() -> bool:
+            last = svc.daemon.last_pass
+            return bool(last and last["ok"]) and all(n.reachable for n in svc.balancer.states())  # type: ignore[union-attr]
+        await wait_until(healthy)
+        for _ in range(60):            # a healthy hour, a minute at a time
+            clock.t += 60
+            alerter.evaluate()
+            await asyncio.sleep(0)
+        assert rec.attempts == 0 and alerter.outbox.empty()
+
+        b.set_fault("refuse")
+
+        async def seen_down() -> bool:
+            return "node:gpu-2" in alerter.open
+        await wait_until(seen_down)
+        clock.t += 240
+        alerter.evaluate()
+        assert alerter.outbox.empty(), "alerted before `after`"
+        clock.t += 61
+        for _ in range(20):            # ten more minutes down, with retry passes failing meanwhile
+            alerter.evaluate()
+            clock.t += 30
+            await asyncio.sleep(0.05)
+
+        async def delivered(n: int) -> bool:
+            return len(rec.texts) >= n
+        await wait_until(lambda: delivered(1))
+        assert rec.attempts == 2, "the first post got a 500 and must have been retried"
+        async with httpx.AsyncClient(trust_env=False) as client:
+            shown = (await client.get(svc.status_url + "/status")).json()["alerts"]
+            page = (await client.get(svc.status_url + "/")).text
+        assert shown["configured"] == ["webhook"] and any("gpu-2" in t for t in shown["open"])
+        assert "<h2>Alerts</h2>" in page and "gpu-2 is unreachable" in page and "secret-token" not in page
+
+        b.clear_fault()
+
+        async def recovered() -> bool:
+            return not svc.daemon.targets["ollama/gpu-2"].errors and "node:gpu-2" not in alerter.open
+        await wait_until(recovered)
+        await wait_until(lambda: delivered(2))
+
+        file.write_text(file.read_text() + "[nodes.oops]\n")
+        svc.daemon.request("file change")
+        await wait_until(lambda: delivered(3))
+        for _ in range(10):
+            clock.t += 60
+            alerter.evaluate()
+        await asyncio.sleep(0.3)
+    finally:
+        await svc.stop()
+    down, back, rejected = rec.texts
+    assert "gpu-2 is unreachable" in down and "recovered" not in down
+    assert back.startswith("[ollafleet on ") and "recovered: node gpu-2 is unreachable" in back
+    assert "rejected" in rejected and "oops" in rejected
+    assert "secret-token" not in caplog.text, "the webhook URL is a secret and must not be logged"
+
+
+async def test_rate_limit_and_command(tmp_path: Path) -> None:
+    out = tmp_path / "alerts.txt"
+    script = f"import sys; open({str(out)!r}, 'a').write(sys.argv[1] + '\\n')"
+    daemon = Daemon(tmp_path / "desired_state.toml")
+    clock = Clock()
+    alerter = Alerter(daemon, clock=clock, retry_delay=0.05)
+    alerter.configure(Alerts(command=[sys.executable, "-c", script], max_per_hour=2))
+    for _ in range(3):                 # a file that flaps: rejected, fixed, rejected, ...
+        daemon.file_errors = ["bad"]
+        alerter.evaluate()
+        daemon.file_errors = []
+        alerter.evaluate()
+        clock.t += 60
+    assert alerter.outbox.qsize() == 2 and alerter.suppressed == 4
+    clock.t += 3600
+    daemon.file_errors = ["bad"]
+    alerter.evaluate()
+    stop = asyncio.Event()
+    task = asyncio.create_task(alerter.run(stop, every=0.05))
+    try:
+        async def all_sent() -> bool:
+            return len(alerter.delivered) == 3
+        await wait_until(all_sent)
+    finally:
+        stop.set()
+        await task
+    lines = out.read_text().splitlines()
+    assert len(lines) == 3 and "recovered" in lines[1]
+    assert "4 earlier alert(s) were not sent" in lines[2]
