@@ -26,6 +26,9 @@ class Balancer(Strict):
     queue_timeout: Duration = 0.0         # wait this long for a free node before 503 (0: answer at once)
     poll_interval: Duration = 5.0         # how often /api/tags and /api/ps are read from every node
     refuse_management: bool = True        # 403 for /api/pull, /api/create, ... sent through the balancer
+    idle_timeout: Duration = 30.0         # close a client connection with no request (or half a header) this long
+    max_connections: int = Field(0, ge=0)  # open client connections at most (0: from the open-files limit)
+    max_body_mb: int = Field(64, ge=1)    # largest request body read to route it (chat with images)
 
 
 class Reconcile(Strict):
