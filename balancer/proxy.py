@@ -30,8 +30,9 @@ log = logging.getLogger("balancer")
 HOP_BY_HOP = frozenset(h.lower() for h in (
     "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
     "Transfer-Encoding", "Upgrade", "Host", "Content-Length"))
-# aiohttp's server decodes a gzip/deflate/br request body, so the header no longer describes it
-REQUEST_DROPPED = HOP_BY_HOP | {"content-encoding"}
+# aiohttp's server decodes a request body in exactly these codings (one, not a list); the node
+# gets it decoded and without the header. Any other coding passes through untouched, as sent.
+DECODED = frozenset({"gzip", "deflate", "br", "zstd"})
 BIG_BODY = 512 * 1024  # sent in pieces so one request can't hog the event loop
 SMALL_BODY = 64 * 1024  # a body the route needs no look into is read (and retried) up to this
 UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, OSError, ValueError)  # ValueError: bad URL
@@ -179,7 +180,8 @@ class Proxy:
                        ) -> web.StreamResponse | errors.UpstreamError:
         """Serve the request from `node`; an error result means nothing reached the client
         yet, so the caller may try the next node."""
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in REQUEST_DROPPED]
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
+                   and not (k.lower() == "content-encoding" and v.strip().lower() in DECODED)]
         upstream: aiohttp.ClientResponse | None = None
         sent = clean = False
         # None until the outcome is known; an unforeseen end counts against the node.

@@ -300,6 +300,12 @@ async def test_gzip_body_is_decoded_and_labelled_so(sim, make_balancer, http, fa
         assert r.status == 200
     sent = next(s for s in recorder.seen if s.path == "/api/chat")
     assert "Content-Encoding" not in sent.headers and sent.body == raw
+    # a coding the balancer does not decode goes on as sent, header and body
+    odd = {"Content-Encoding": "x-custom", "Content-Type": "application/json"}
+    async with http.post(b.url + "/api/chat", data=b"\x00opaque", headers=odd) as r:
+        assert r.status == 200
+    sent = [s for s in recorder.seen if s.path == "/api/chat"][-1]
+    assert sent.headers.get("Content-Encoding") == "x-custom" and sent.body == b"\x00opaque"
     # and a real (simulated) Ollama node is not degraded by it
     node = await sim.add_node(name="gpu-1", models=["codestral:22b"])
     b2 = await make_balancer([node])
