@@ -104,8 +104,12 @@ class Proxy:
             if request.body_exists and (length is None or length > SMALL_BODY):
                 return await self.route(request, info, request.content)  # streamed as it comes
             return await self.route(request, info, await request.read())
-        if not self.fleet.nodes:
-            return json_response(request, 503, "no available servers: the balancer has no nodes")
+        if s.queue_timeout <= 0 and path in INFERENCE_PATHS:
+            # no node at all, every node busy or ruled out by the polls: 503 whatever the model
+            blind = decide(self.fleet.snapshot(), RequestInfo("inference", path, uses_slot=True))
+            if isinstance(blind, Reject) and blind.status == 503:
+                self.fleet.metrics.rejected_total += 1
+                return json_response(request, 503, blind.message)
         if length is not None and length > s.max_body:
             return self._too_large(request)
         try:

@@ -337,6 +337,13 @@ async def test_refusals_do_not_read_the_body(sim, make_balancer) -> None:
     empty = await make_balancer([])
     chat = await _answer_before_body(empty.port, b"POST /api/chat HTTP/1.1\r\nHost: x\r\n" + length)
     assert chat.startswith(b"HTTP/1.1 503")
+    node.set_fault(Fault.SLOW_TOKENS, delay=0.2)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(b.url + "/api/chat", json=CHAT) as busy:  # the only node, busy
+            await busy.content.readline()
+            chat = await _answer_before_body(
+                b.port, b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+            assert chat.startswith(b"HTTP/1.1 503")
 
 
 async def test_large_body_limit(make_balancer, http, fake) -> None:
