@@ -112,18 +112,33 @@ class Proxy:
                 return json_response(request, 503, blind.message)
         if length is not None and length > s.max_body:
             return self._too_large(request)
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return self._too_large(request)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            try:  # a client that stops sending its body is not waited for forever
+                chunk = await asyncio.wait_for(request.content.readany(), s.idle_timeout or None)
+            except TimeoutError:
+                self.fleet.metrics.connections_timed_out_total += 1
+                return self._refuse(request, 408, f"no byte of the request body for "
+                                    f"{s.idle_timeout:g} s (idle_timeout)")
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > s.max_body:
+                return self._too_large(request)
+            chunks.append(chunk)
+        body = b"".join(chunks)
         return await self.route(request, classify(method, path, body), body)
 
     def _too_large(self, request: web.BaseRequest) -> web.Response:
-        self.fleet.metrics.rejected_total += 1
         limit = self.settings.max_body
-        resp = json_response(request, 413, (
+        return self._refuse(request, 413, (
             f"request body larger than the balancer's limit of {limit // 2**20} MiB "
             f"({limit} bytes): raise max_body in [balancer] if such requests are expected"))
+
+    def _refuse(self, request: web.BaseRequest, status: int, message: str) -> web.Response:
+        self.fleet.metrics.rejected_total += 1
+        resp = json_response(request, status, message)
         resp.force_close()  # the unread rest of the body must not be taken for a next request
         return resp
 

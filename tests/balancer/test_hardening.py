@@ -346,6 +346,18 @@ async def test_refusals_do_not_read_the_body(sim, make_balancer) -> None:
             assert chat.startswith(b"HTTP/1.1 503")
 
 
+async def test_body_that_stops_coming_is_not_waited_for(sim, make_balancer) -> None:
+    node = await sim.add_node(name="gpu-1", models=["codestral:22b"])
+    b = await make_balancer([node], idle_timeout=0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", b.port)
+    writer.write(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"mo")
+    t0 = time.monotonic()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3.0)
+    assert head.startswith(b"HTTP/1.1 408") and 0.4 < time.monotonic() - t0 < 2.0
+    assert b.metrics.connections_timed_out_total == 1
+    writer.close()
+
+
 async def test_large_body_limit(make_balancer, http, fake) -> None:
     recorder = await fake(json_chat)
     b = await make_balancer([NodeSpec("rec", recorder.url)], max_body=1024 * 1024)
