@@ -43,7 +43,7 @@ class Metrics:
     queued: int = 0
     connections_open: int = 0
     connections_refused_total: int = 0  # at max_connections: refused, or an idle one closed
-    connections_timed_out_total: int = 0  # no complete request header within idle_timeout
+    connections_timed_out_total: int = 0  # closed: no full header (or body) within idle_timeout
     node_requests: dict[str, int] = field(default_factory=dict)
     node_failures: dict[str, int] = field(default_factory=dict)
 
