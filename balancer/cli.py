@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="listen address (default 127.0.0.1:11434)")
     p.add_argument("--queue-timeout", type=float, default=0.0, metavar="N",
                    help="wait up to N s for a free node before answering 503 (default 0)")
+    p.add_argument("--idle-timeout", type=float, default=30.0, metavar="N",
+                   help="close a client connection with no request, or half a header, after N s")
+    p.add_argument("--max-connections", type=int, default=0, metavar="N",
+                   help="open client connections at most (default 0: from the open-files limit)")
+    p.add_argument("--max-body-mb", type=int, default=64, metavar="N",
+                   help="largest request body read to route it, in MiB (default 64)")
     p.add_argument("--allow-management", action="store_true",
                    help="pass /api/pull, /api/create, /api/delete, ... through instead of 403")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -62,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(silence_timeout=args.timeout, queue_timeout=args.queue_timeout,
-                    refuse_management=not args.allow_management)
+                    refuse_management=not args.allow_management, idle_timeout=args.idle_timeout,
+                    max_connections=args.max_connections, max_body=args.max_body_mb * 2**20)
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -23,6 +23,14 @@ class Settings:
     # declared parameters per normalised model name, put into requests (balancer/params.py)
     apply_model_params: Mode = "fill"
     model_params: Mapping[str, ModelParams] = field(default_factory=dict)
+    # Client connections: one with no request in progress (idle, or still sending its header)
+    # is closed after idle_timeout s; at most max_connections are open (0 = from the open-files
+    # limit, which the balancer raises to the hard limit at start).
+    idle_timeout: float = 30.0
+    max_connections: int = 0
+    # Largest request body the balancer reads to route it: a chat with a long code context and
+    # several full-size photos (base64 adds a third) fits; Ollama itself sets no limit.
+    max_body: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)

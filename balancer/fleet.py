@@ -29,6 +29,7 @@ class NodeState:
     loaded: tuple[str, ...]
     reachable: bool | None  # None = not polled yet
     last_error: str | None
+    unfit: str | None = None  # why the polls keep requests away from it; None = a candidate
 
 
 @dataclass
@@ -40,6 +41,9 @@ class Metrics:
     retries_total: int = 0
     in_flight: int = 0
     queued: int = 0
+    connections_open: int = 0
+    connections_refused_total: int = 0  # at max_connections: refused, or an idle one closed
+    connections_timed_out_total: int = 0  # closed: no full header (or body) within idle_timeout
     node_requests: dict[str, int] = field(default_factory=dict)
     node_failures: dict[str, int] = field(default_factory=dict)
 
@@ -57,6 +61,8 @@ class Node:
         self.loaded: frozenset[str] = frozenset()
         self.reachable: bool | None = None
         self.last_error: str | None = None
+        self.poll_error: str | None = None  # what the last failed poll found
+        self.foreign: str | None = None  # set when its answers are not Ollama's
         self.draining: Counter[str] = Counter()  # model -> drains under way
         self.conversation: Conversation | None = None
         self.removed = False
@@ -78,21 +84,32 @@ class Node:
 
     @property
     def models(self) -> frozenset[str] | None:
+        if self.foreign is not None:
+            return frozenset()  # not an Ollama server: it serves no model
         if self.reported is None:
             return self.static
         return self.reported if self.static is None else self.reported & self.static
+
+    @property
+    def unfit(self) -> str | None:
+        """Why the polls rule this node out until a poll finds it well again."""
+        if self.foreign is not None:
+            return f"does not answer like Ollama ({self.foreign})"
+        if self.reachable is False:
+            return f"is unreachable by the last poll ({self.poll_error})"
+        return None
 
     def view(self) -> NodeView:
         return NodeView(self.name, self.order, self.reliability, self.in_flight,
                         self.spec.max_concurrent, self.models, self.loaded,
                         self.spec.capability, self.spec.speed, frozenset(self.draining),
-                        self.conversation)
+                        self.conversation, self.unfit)
 
     def state(self) -> NodeState:
         models = self.models
         return NodeState(self.name, self.spec.url, self.reliability.value, self.in_flight,
                          self.spec.max_concurrent, None if models is None else tuple(sorted(models)),
-                         tuple(sorted(self.loaded)), self.reachable, self.last_error)
+                         tuple(sorted(self.loaded)), self.reachable, self.last_error, self.unfit)
 
 
 class _Described:
@@ -213,9 +230,14 @@ class Fleet:
             log.info("%s no longer has %s; %s", node.name, model, self.table)
 
     def update_poll(self, node: Node, models: frozenset[str] | None,
-                    loaded: frozenset[str] | None, error: str | None) -> None:
-        was = node.reachable
-        node.reachable = error is None
+                    loaded: frozenset[str] | None, error: str | None,
+                    foreign: bool = False) -> None:
+        """A poll's result; `error` alone means unreachable, with `foreign` it answered
+        something that is not Ollama's."""
+        was, was_unfit = node.reachable, node.unfit
+        node.reachable = error is None or foreign
+        node.poll_error = error
+        node.foreign = error if foreign else None
         if error is None:
             if models is not None:
                 if node.reported is not None and models != node.reported:
@@ -227,7 +249,10 @@ class Fleet:
                 node.loaded = loaded
         else:
             node.last_error = error
-        if was is not node.reachable:
+        if was_unfit is None and node.unfit is not None:
+            log.warning("poll: %s %s: no requests go there until a poll finds it well; %s",
+                        node.name, node.unfit, self.table)
+        elif was is not node.reachable or was_unfit is not None and node.unfit is None:
             log.info("poll: %s is %s%s; %s", node.name,
                      "reachable" if node.reachable else "unreachable",
                      f" ({error})" if error else "", self.table)

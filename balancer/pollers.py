@@ -1,7 +1,9 @@
 """Background polls of each node's /api/tags and /api/ps, feeding fleet.py.
 
-Polls only add knowledge (which models a node has, which are loaded); runtime
-failures stay the authority on a node's reliability.
+Polls say which models a node has and which are loaded, and which nodes are no candidates
+at all: one that did not answer (unreachable) or answered something that is not Ollama's
+(a web server's page at its address) gets no requests until a later poll finds it well.
+Runtime failures stay the authority on a reliable node's reliability.
 """
 from __future__ import annotations
 
@@ -20,14 +22,37 @@ from .fleet import Fleet, Node
 log = logging.getLogger("balancer")
 
 
+class NotOllama(Exception):
+    """The node answered, but not as Ollama does."""
+
+
 async def fetch_json(session: aiohttp.ClientSession, node: Node, path: str,
                      timeout: aiohttp.ClientTimeout) -> Any:
     async with session.get(node.spec.base_url + path, timeout=timeout) as resp:
         body = await resp.read()
+        ctype = resp.headers.get("Content-Type", "")
+        if "json" not in ctype.lower():
+            raise NotOllama(f"{path} answered HTTP {resp.status} {ctype or 'without a type'}")
         if resp.status != 200:
             raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
                                               message=body[:200].decode(errors="replace"))
-        return json.loads(body)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise NotOllama(f"{path} answered HTTP 200 that is not JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+            raise NotOllama(f"{path} answered JSON without a models list")
+        return data
+
+
+def poll_error(path: str, exc: BaseException, connect_timeout: float) -> str:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return f"{path}: no connection within {connect_timeout:g} s"
+    if isinstance(exc, TimeoutError):
+        return f"{path}: no answer in time"
+    if isinstance(exc, (aiohttp.InvalidURL, ValueError)):
+        return f"{path}: not a valid address: {exc}"
+    return f"{path}: {str(exc) or type(exc).__name__}"
 
 
 def listed_models(listing: Any) -> list[dict[str, Any]]:
@@ -66,8 +91,17 @@ class Pollers:
         """GET a listing from one node and feed what it says into the fleet."""
         try:
             data = await fetch_json(self.session, node, path, self.timeout)
+        except NotOllama as exc:
+            self.fleet.update_poll(node, None, None, str(exc), foreign=True)
+            return self.cache.get((node.name, path))
+        except aiohttp.ClientResponseError as exc:  # Ollama's own error: it is there
+            self.fleet.update_poll(node, None, None, None)
+            log.warning("poll: %s %s answered HTTP %s: %s", node.name, path, exc.status,
+                        exc.message)
+            return self.cache.get((node.name, path))
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            self.fleet.update_poll(node, None, None, f"{path}: {str(exc) or type(exc).__name__}")
+            self.fleet.update_poll(node, None, None,
+                                   poll_error(path, exc, self.connect_timeout))
             return self.cache.get((node.name, path))
         if node.removed:
             return data
@@ -125,25 +159,47 @@ class Pollers:
     async def poll_all(self) -> None:
         await asyncio.gather(*(self.poll(n) for n in list(self.fleet.nodes.values())))
 
+    async def first_polls(self, timeout: float) -> None:
+        """Poll every node once, for up to `timeout` s; a node that has not answered by then
+        counts as unreachable (its loop keeps asking), so no request is routed to it blind."""
+        tasks = {n: asyncio.create_task(self.poll(n)) for n in list(self.fleet.nodes.values())}
+        if not tasks:
+            return
+        await asyncio.wait(tasks.values(), timeout=timeout)
+        for node, task in tasks.items():
+            if not task.done():
+                task.cancel()
+                self.fleet.update_poll(node, None, None,
+                                       f"no answer to the first poll within {timeout:g} s")
+
     async def _loop(self, node: Node) -> None:
+        """Poll every `interval` s; without one, poll once, and an unreachable or foreign
+        node again every few seconds until it is well (its second chance comes from here)."""
+        recheck = max(1.0, self.connect_timeout)
+        if node.reachable is not None:  # polled just now (at start, or by a refresh)
+            if self.interval <= 0 and node.unfit is None:
+                return
+            await asyncio.sleep(self.interval if self.interval > 0 else recheck)
         while not node.removed:
             try:
                 await self.poll(node)
             except Exception:  # a poll must never end the loop
                 log.exception("poll of %s failed", node.name)
-            await asyncio.sleep(self.interval)
+            if self.interval <= 0 and node.unfit is None:
+                return
+            await asyncio.sleep(self.interval if self.interval > 0 else recheck)
 
     def sync(self) -> None:
-        """Start loops for new nodes, stop loops of removed ones."""
+        """Start loops for new nodes (and for unfit ones whose loop ended), stop loops of
+        removed ones."""
         current = set(self.fleet.nodes.values())
         for node in list(self.tasks):
             if node not in current:
                 self.tasks.pop(node).cancel()
         for node in current:
-            if node not in self.tasks:
-                # without a background interval a new node is still polled once
-                job = self._loop(node) if self.interval > 0 else self.poll(node)
-                self.tasks[node] = asyncio.create_task(job, name=f"poll {node.name}")
+            task = self.tasks.get(node)
+            if task is None or task.done() and node.unfit is not None:
+                self.tasks[node] = asyncio.create_task(self._loop(node), name=f"poll {node.name}")
 
     async def stop(self) -> None:
         tasks = list(self.tasks.values()) + list(self._live.values())

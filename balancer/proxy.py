@@ -18,7 +18,7 @@ from aiohttp import web
 from yarl import URL
 
 from . import errors
-from .classify import RequestInfo, classify
+from .classify import INFERENCE_PATHS, RequestInfo, classify, is_management
 from .config import Settings
 from .fleet import Fleet, Node
 from .fleetwide import FleetWide
@@ -31,7 +31,11 @@ log = logging.getLogger("balancer")
 HOP_BY_HOP = frozenset(h.lower() for h in (
     "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
     "Transfer-Encoding", "Upgrade", "Host", "Content-Length"))
+# aiohttp's server decodes a request body in exactly these codings (one, not a list); the node
+# gets it decoded and without the header. Any other coding passes through untouched, as sent.
+DECODED = frozenset({"gzip", "deflate", "br", "zstd"})
 BIG_BODY = 512 * 1024  # sent in pieces so one request can't hog the event loop
+SMALL_BODY = 64 * 1024  # a body the route needs no look into is read (and retried) up to this
 UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, OSError, ValueError)  # ValueError: bad URL
 
 
@@ -44,6 +48,15 @@ def _payload(data: Any) -> Any:
     if isinstance(data, bytes):
         return io.BytesIO(data) if len(data) > BIG_BODY else (data or None)
     return data  # a streamed upload
+
+
+def ollama_answer(info: RequestInfo, content_type: str) -> bool:
+    """Whether an answer to a model route looks like Ollama's: JSON, NDJSON or SSE. An HTML page
+    (a web server or captive portal at the node's address) is a failure of the node."""
+    if info.kind not in ("inference", "model_info"):
+        return True
+    ctype = content_type.lower()
+    return "json" in ctype or "text/event-stream" in ctype
 
 
 def upstream_error(node: str, exc: BaseException, silence: float, when: str,
@@ -76,20 +89,61 @@ class Proxy:
             sock_read=settings.silence_timeout or None)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Refuse what can be refused before reading the body; read only a body the route
+        must look into (its model), up to max_body; stream any other large body."""
         self.fleet.metrics.requests_total += 1
         method, path = request.method, request.path
-        streamed_upload = path.startswith("/api/blobs/") and not self.settings.refuse_management
-        body = b"" if streamed_upload else await request.read()
-        if self.settings.model_params and method == "POST":
-            body = apply_params(path, body, self.settings.model_params,
-                                self.settings.apply_model_params, self._has_model)
-        info = classify(method, path, body)
-        if info.kind == "management" and self.settings.refuse_management:
-            return json_response(request, 403, self.settings.management_message)
-        if info.kind == "listing":
-            return await self.fleetwide.answer(request, info)
-        data: Any = request.content if streamed_upload else body
-        return await self.route(request, info, data)
+        s = self.settings
+        if s.refuse_management and is_management(method, path):
+            return json_response(request, 403, s.management_message)
+        looks_inside = method == "POST" and (path in INFERENCE_PATHS or path == "/api/show")
+        length = request.content_length
+        if not looks_inside:
+            info = classify(method, path)
+            if info.kind == "listing":
+                return await self.fleetwide.answer(request, info)
+            if request.body_exists and (length is None or length > SMALL_BODY):
+                return await self.route(request, info, request.content)  # streamed as it comes
+            return await self.route(request, info, await request.read())
+        if s.queue_timeout <= 0 and path in INFERENCE_PATHS:
+            # no node at all, every node busy or ruled out by the polls: 503 whatever the model
+            blind = decide(self.fleet.snapshot(), RequestInfo("inference", path, uses_slot=True))
+            if isinstance(blind, Reject) and blind.status == 503:
+                self.fleet.metrics.rejected_total += 1
+                return json_response(request, 503, blind.message)
+        if length is not None and length > s.max_body:
+            return self._too_large(request)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            try:  # a client that stops sending its body is not waited for forever
+                chunk = await asyncio.wait_for(request.content.readany(), s.idle_timeout or None)
+            except TimeoutError:
+                self.fleet.metrics.connections_timed_out_total += 1
+                return self._refuse(request, 408, f"no byte of the request body for "
+                                    f"{s.idle_timeout:g} s (idle_timeout)")
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > s.max_body:
+                return self._too_large(request)
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if s.model_params:
+            body = apply_params(path, body, s.model_params, s.apply_model_params, self._has_model)
+        return await self.route(request, classify(method, path, body), body)
+
+    def _too_large(self, request: web.BaseRequest) -> web.Response:
+        limit = self.settings.max_body
+        return self._refuse(request, 413, (
+            f"request body larger than the balancer's limit of {limit // 2**20} MiB "
+            f"({limit} bytes): raise max_body in [balancer] if such requests are expected"))
+
+    def _refuse(self, request: web.BaseRequest, status: int, message: str) -> web.Response:
+        self.fleet.metrics.rejected_total += 1
+        resp = json_response(request, status, message)
+        resp.force_close()  # the unread rest of the body must not be taken for a next request
+        return resp
 
     def _has_model(self, model: str) -> bool:
         return any(n.models is not None and model in n.models for n in self.fleet.snapshot().nodes)
@@ -125,6 +179,10 @@ class Proxy:
 
     def _reject(self, request: web.BaseRequest, info: RequestInfo, decision: Reject,
                 last_error: errors.UpstreamError | None) -> web.Response:
+        if decision.code == "no_model" and last_error is not None:
+            # the nodes that might have had it failed: that is not a missing model
+            return json_response(request, 502, f"every node that could serve it failed; "
+                                 f"last error: {last_error}")
         if decision.code == "no_model":
             model = info.model_as_sent or info.model or ""
             return json_response(request, 404, errors.not_found_message(info.path, model))
@@ -134,10 +192,11 @@ class Proxy:
 
     def _worth_retrying(self, info: RequestInfo, node: Node, status: int,
                         tried: set[str]) -> bool:
-        """A node that is busy (503) or lacks the model after all (404) is not the last word."""
+        """A node that failed (5xx) or lacks the model after all (404) is not the last word;
+        any other 4xx is the client's and passes through."""
         if status == 404 and info.model is not None and info.kind in ("inference", "model_info"):
             self.fleet.forget_model(node, info.model)  # deleted since the last poll
-        elif status != 503:
+        elif status < 500:
             return False
         return isinstance(decide(self.fleet.snapshot(), info, frozenset(tried)), Pick)
 
@@ -146,7 +205,8 @@ class Proxy:
                        ) -> web.StreamResponse | errors.UpstreamError:
         """Serve the request from `node`; an error result means nothing reached the client
         yet, so the caller may try the next node."""
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
+                   and not (k.lower() == "content-encoding" and v.strip().lower() in DECODED)]
         upstream: aiohttp.ClientResponse | None = None
         sent = clean = False
         # None until the outcome is known; an unforeseen end counts against the node.
@@ -164,10 +224,21 @@ class Proxy:
                                          "before first byte", self.settings.connect_timeout)
                 event, error = Event.FAILED, str(failure)
                 return failure
+            ctype = upstream.headers.get("Content-Type", "")
+            status_text = f"answered HTTP {upstream.status}"
+            if not ollama_answer(info, ctype):
+                # not Ollama (a web server's page): never passed on as if it were an answer
+                what = ctype or "without a Content-Type"
+                failure = errors.UpstreamError(node.name, f"{status_text} {what}, not Ollama's")
+                event, error = Event.FAILED, str(failure)
+                return failure
             if self._worth_retrying(info, node, upstream.status, tried):
                 # Nothing reached the client yet and another node can answer instead.
-                event = Event.BUSY
-                return errors.UpstreamError(node.name, f"answered HTTP {upstream.status}")
+                if upstream.status >= 500 and upstream.status != 503:
+                    event, error = Event.FAILED, f"node {node.name}: {status_text}"
+                else:
+                    event = Event.BUSY
+                return errors.UpstreamError(node.name, status_text)
             resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             resp.headers.extend(
                 (k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP)
@@ -177,7 +248,7 @@ class Proxy:
                     resp.headers["Content-Length"] = length  # describes the GET body
                 else:
                     resp.content_length = int(length)
-            checker = EndChecker(info.framing, upstream.headers.get("Content-Type", ""))
+            checker = EndChecker(info.framing, ctype)
             checker.feed(first)
             await resp.prepare(request)
             sent = True
@@ -205,7 +276,7 @@ class Proxy:
             if upstream.status == 503:
                 event = Event.BUSY
             elif upstream.status >= 500:
-                event, error = Event.FAILED, f"node {node.name}: answered HTTP {upstream.status}"
+                event, error = Event.FAILED, f"node {node.name}: {status_text}"
             else:
                 event = Event.COMPLETED
             await resp.write_eof(chunk)

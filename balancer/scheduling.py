@@ -57,6 +57,7 @@ class NodeView:
     speed: int = 0
     draining: frozenset[str] = frozenset()
     conversation: Conversation | None = None  # the last conversation it ran (its KV cache)
+    unfit: str | None = None  # why the polls rule it out (unreachable, not Ollama); None = fit
 
     @property
     def busy(self) -> bool:
@@ -84,7 +85,7 @@ class Wait:
 @dataclass(frozen=True)
 class Reject:
     status: int
-    code: str  # no_nodes | no_model | all_busy | exhausted
+    code: str  # no_nodes | no_model | unfit | all_busy | exhausted
     message: str
 
 
@@ -114,7 +115,11 @@ def decide(
     having = [n for n in snapshot.nodes if _has_model(n, model)]
     if not having:
         return Reject(404, "no_model", f"model '{request.model_as_sent or model}' not found")
-    usable = [n for n in having if model is None or model not in n.draining]
+    fit = [n for n in having if n.unfit is None]
+    if not fit:
+        why = "; ".join(f"{n.name} {n.unfit}" for n in having)
+        return Reject(503, "unfit", f"no available servers: {why}")
+    usable = [n for n in fit if model is None or model not in n.draining]
     untried = [n for n in usable if n.name not in exclude]
     if usable and not untried:
         if model is not None and not any(n.models is not None for n in having):

@@ -2,12 +2,20 @@
 
 aiohttp's low-level web.Server with handler_cancellation=True: a client that goes
 away cancels its handler at once, so the proxy closes the upstream at once.
+
+Start-up: bind (waiting for a previous balancer on the same port to let go of it), poll
+every node once (or until the connect timeout passes), and only then listen: a client that
+connects once the port accepts is routed with the polls' knowledge. Shutdown: stop listening
+first, so a successor can bind at once, then drain.
 """
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
 import logging
 import socket
+import time
 
 import aiohttp
 from aiohttp import web
@@ -15,16 +23,40 @@ from aiohttp import web
 from .config import NodeSpec, Settings
 from .fleet import Fleet, Metrics, NodeState
 from .fleetwide import FleetWide
+from .guard import GuardedServer, default_max_connections
 from .pollers import Pollers
 from .proxy import Proxy
 
 log = logging.getLogger("balancer")
-MAX_BODY = 1024**3  # chat bodies carry base64 images; aiohttp's default cap is 1 MiB
+BIND_WAIT = 10.0  # seconds to wait for a previous balancer to release the port
 
 
-def _request_factory(message, payload, protocol, writer, task):  # type: ignore[no-untyped-def]
+def _request_factory(max_body, message, payload, protocol, writer, task):  # type: ignore[no-untyped-def]
     return web.BaseRequest(message, payload, protocol, writer, task, asyncio.get_running_loop(),
-                           client_max_size=MAX_BODY)
+                           client_max_size=max_body)
+
+
+async def bind(host: str, port: int, wait: float = BIND_WAIT) -> socket.socket:
+    """A socket bound to (host, port), not listening yet. While another process still
+    listens there (a previous balancer that is stopping), try again for up to `wait` s."""
+    deadline = time.monotonic() + wait
+    logged = False
+    while True:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        try:
+            # SO_REUSEADDR: bind even while old connections of a stopped balancer linger
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            return sock
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                raise
+            if not logged:
+                logged = True
+                log.info("%s:%d is in use (a previous balancer stopping?): waiting up to %g s",
+                         host, port, wait)
+        await asyncio.sleep(0.05)
 
 
 class Balancer:
@@ -65,6 +97,7 @@ class Balancer:
         """Poll every node's /api/tags and /api/ps now (e.g. after the reconciler acted)."""
         if self._pollers is not None:
             await self._pollers.poll_all()
+            self._pollers.sync()  # a node found unreachable is asked again until it is back
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         s = self.settings
@@ -74,40 +107,43 @@ class Balancer:
                                               skip_auto_headers=("Accept-Encoding",))
         self._pollers = Pollers(self.fleet, self._session, s.poll_interval, s.connect_timeout)
         proxy = Proxy(self.fleet, s, self._session, FleetWide(self.fleet, self._pollers))
-        server = web.Server(proxy.handle, handler_cancellation=True, access_log=None,
-                            request_factory=_request_factory)
+        server = GuardedServer(
+            proxy.handle, metrics=self.fleet.metrics,
+            max_connections=s.max_connections or default_max_connections(),
+            idle_timeout=s.idle_timeout, handler_cancellation=True, access_log=None,
+            request_factory=functools.partial(_request_factory, s.max_body))
         self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock: socket.socket | None = None
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # fast restarts
-            sock.bind((host, port))
+            sock = await bind(host, port)
+            # Know every node before the first request: a dead or frozen one costs at most
+            # the connect timeout (+1 s), then counts as unreachable until a poll finds it.
+            await self._pollers.first_polls(s.connect_timeout + 1.0)
             site = web.SockSite(self._runner, sock)
-            await site.start()
-        except OSError:
-            sock.close()
+            await site.start()  # listens only now
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            await self._pollers.stop()
             runner, self._runner = self._runner, None
             await runner.cleanup()
             await self._session.close()
             raise
         self.host, self.port = host, sock.getsockname()[1]
-        # Know the models before the first request; a dead node costs at most the connect timeout.
-        try:
-            await asyncio.wait_for(self._pollers.poll_all(), s.connect_timeout + 1.0)
-        except TimeoutError:
-            pass
         self._pollers.sync()
-        log.info("listening on %s; %s", self.url, self.fleet.table)
+        log.info("listening on %s (up to %d connections); %s", self.url,
+                 server.max_connections, self.fleet.table)
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
         """Stop accepting, let open streams finish for up to drain_timeout, then cancel them."""
         if self._runner is None:
             return
-        if self._pollers is not None:
-            await self._pollers.stop()
         runner, self._runner = self._runner, None
         for site in list(runner.sites):
-            await site.stop()  # closes the listening socket
+            await site.stop()  # closes the listening socket first: a successor can bind now
+        if self._pollers is not None:
+            await self._pollers.stop()
         if runner.server is not None:
             # Idle keep-alive connections close now; busy ones finish, or are cancelled at the end.
             await asyncio.sleep(0)

@@ -28,6 +28,9 @@ class Balancer(Strict):
     refuse_management: bool = True        # 403 for /api/pull, /api/create, ... sent through the balancer
     # declared model parameters in requests: fill what clients omit, enforce over theirs, or off
     apply_model_params: Literal["fill", "enforce", "off"] = "fill"
+    idle_timeout: Duration = 30.0         # close a client connection with no request (or half a header) this long
+    max_connections: int = Field(0, ge=0)  # open client connections at most (0: from the open-files limit)
+    max_body_mb: int = Field(64, ge=1)    # largest request body read to route it (chat with images)
 
 
 class Reconcile(Strict):

@@ -92,6 +92,14 @@ class _Collector:
                                   value=m.rejected_total)
         yield GaugeMetricFamily("ollafleet_balancer_in_flight", "Requests being served", value=m.in_flight)
         yield GaugeMetricFamily("ollafleet_balancer_queued", "Requests waiting for a free node", value=m.queued)
+        yield GaugeMetricFamily("ollafleet_balancer_connections", "Open client connections",
+                                value=m.connections_open)
+        yield CounterMetricFamily("ollafleet_balancer_connections_refused",
+                                  "Client connections refused (or idle ones closed) at max_connections",
+                                  value=m.connections_refused_total)
+        yield CounterMetricFamily("ollafleet_balancer_connections_timed_out",
+                                  "Client connections closed without a complete request within idle_timeout",
+                                  value=m.connections_timed_out_total)
         per_node = GaugeMetricFamily("ollafleet_node_in_flight", "Requests being served per node", labels=["node"])
         reliable = GaugeMetricFamily("ollafleet_node_reliable", "1 when the node is Reliable", labels=["node"])
         for s in self.balancer.states():

@@ -19,7 +19,8 @@ def balancer_settings(state: DesiredState) -> Settings:
     b = state.balancer
     return Settings(silence_timeout=b.silence_timeout, connect_timeout=b.connect_timeout,
                     queue_timeout=b.queue_timeout, poll_interval=b.poll_interval,
-                    refuse_management=b.refuse_management,
+                    refuse_management=b.refuse_management, idle_timeout=b.idle_timeout,
+                    max_connections=b.max_connections, max_body=b.max_body_mb * 2**20,
                     apply_model_params=b.apply_model_params, model_params=model_params(state))
 
 

@@ -37,6 +37,11 @@ def test_defaults_and_bind() -> None:
     assert args.bind == ("0.0.0.0", 8080)
     assert (s.silence_timeout, s.connect_timeout, s.queue_timeout, s.refuse_management) == (
         120.0, 1.0, 0.0, True)
+    assert (s.idle_timeout, s.max_connections, s.max_body) == (30.0, 0, 64 * 2**20)
+    s = settings_from(build_parser().parse_args([
+        "--server", "http://h:1=n", "--idle-timeout", "5", "--max-connections", "100",
+        "--max-body-mb", "8"]))
+    assert (s.idle_timeout, s.max_connections, s.max_body) == (5.0, 100, 8 * 2**20)
 
 
 @pytest.mark.parametrize("bad", ["http://h:1", "=name", "http://h:1="])

@@ -60,9 +60,12 @@ async def test_nonsense_address_does_not_crash(make_balancer, http) -> None:
                              NodeSpec("worse", "http://127.0.0.1:99999"),
                              NodeSpec("worst", "nonsense")])
     async with http.post(b.url + "/api/chat", json=CHAT) as r:
-        assert r.status in (404, 502)
-        assert "error" in await r.json()
-    assert {s.reliability for s in b.states()} == {"Unreliable"}
+        # the first poll found none of them: no user waits on them, and the answer says why
+        assert r.status == 503
+        text = (await r.json())["error"]
+    assert "bad is unreachable" in text and "worst is unreachable" in text
+    assert "not a valid address" in text
+    assert all(s.unfit and "unreachable" in s.unfit for s in b.states())
 
 
 async def test_switched_off_node_is_a_connect_failure_not_silence(sim, make_balancer, http,
@@ -73,15 +76,16 @@ async def test_switched_off_node_is_a_connect_failure_not_silence(sim, make_bala
     m = ["codestral:22b"]
     b = await make_balancer([NodeSpec("off", switched_off, models=m),
                              NodeSpec("ok", ok.url, models=m)])
+    t0 = time.monotonic()
     status, lines, _ = await chat_lines(http, b)
-    assert status == 200 and lines[-1]["done"] is True  # retried on the next node
+    assert status == 200 and lines[-1]["done"] is True
+    assert time.monotonic() - t0 < 0.5  # the first poll found it off: not tried at all
     off = state(b, "off")
-    assert off.reliability == "Unreliable"
-    assert off.last_error == "node off: before first byte: no connection within 0.5 s"
-    # alone, the 502 body names the missing connection, not a silent stream
+    assert off.unfit and off.unfit.endswith(": no connection within 0.5 s)")
+    # alone, the 503 body names the missing connection, not a silent stream
     alone = await make_balancer([NodeSpec("off", switched_off, models=m)])
     async with http.post(alone.url + "/api/chat", json=CHAT) as r:
-        assert r.status == 502
+        assert r.status == 503
         text = (await r.json())["error"]
     assert "no connection within 0.5 s" in text and "no byte" not in text
 
