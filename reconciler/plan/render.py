@@ -47,12 +47,16 @@ def change_line(change: Change) -> str:
     return f"[{_SIGN[change.action][1]}]{escape(change_text(change))}[/]"
 
 
-def summary(changes: tuple[Change, ...]) -> str:
+def summary(changes: tuple[Change, ...], unread: int = 0) -> str:
+    """The plan's last line; `unread` targets could not be read, so their changes are unknown."""
     count = {a: sum(1 for c in changes if c.action is a) for a in Action}
+    gap = (f" {unread} target(s) could not be read (errors above): their changes are unknown."
+           if unread else "")
     if not changes:
-        return "No changes: the network matches the file."
+        return ("No changes: the network matches the file." if not unread
+                else "No changes on the targets that could be read." + gap)
     return (f"Plan: {count[Action.CREATE]} to create, {count[Action.UPDATE] + count[Action.REPLACE]} to change, "
-            f"{count[Action.DELETE]} to delete.")
+            f"{count[Action.DELETE]} to delete." + gap)
 
 
 def print_plan(plan: Plan, console: Console) -> None:
@@ -64,7 +68,7 @@ def print_plan(plan: Plan, console: Console) -> None:
         console.print(f"[cyan]note[/] {escape(note.target)}: {escape(note.message)}", highlight=False)
     for problem in plan.problems:
         console.print(f"[red bold]error[/] {escape(problem.target)}: {escape(problem.message)}", highlight=False)
-    console.print(summary(plan.changes))
+    console.print(summary(plan.changes, unread=len({p.target for p in plan.problems})))
 
 
 def result_line(result: ChangeResult) -> str:
