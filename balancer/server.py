@@ -37,6 +37,7 @@ class Balancer:
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.ServerRunner | None = None
         self._pollers: Pollers | None = None
+        self._proxy: Proxy | None = None
 
     @property
     def url(self) -> str:
@@ -57,6 +58,15 @@ class Balancer:
                 self._pollers.forget(node.name)
             self._pollers.sync()
 
+    def update_settings(self, settings: Settings) -> None:
+        """Apply new settings live: the next request, poll and queue wait read them; streams
+        under way keep the timeouts they started with."""
+        self.settings = settings
+        if self._proxy is not None:
+            self._proxy.use(settings)
+        if self._pollers is not None and self._runner is not None:
+            self._pollers.use(settings.poll_interval, settings.connect_timeout)
+
     def set_draining(self, node_name: str, model: str, draining: bool) -> None:
         """Pair each True with one False: overlapping drains of a model are counted."""
         self.fleet.set_draining(node_name, model, draining)
@@ -73,7 +83,7 @@ class Balancer:
                                               cookie_jar=aiohttp.DummyCookieJar(),
                                               skip_auto_headers=("Accept-Encoding",))
         self._pollers = Pollers(self.fleet, self._session, s.poll_interval, s.connect_timeout)
-        proxy = Proxy(self.fleet, s, self._session, FleetWide(self.fleet, self._pollers))
+        proxy = self._proxy = Proxy(self.fleet, s, self._session, FleetWide(self.fleet, self._pollers))
         server = web.Server(proxy.handle, handler_cancellation=True, access_log=None,
                             request_factory=_request_factory)
         self._runner = web.ServerRunner(server, handle_signals=False)

@@ -3,6 +3,10 @@
 Triggers (a file change, the interval, SIGHUP, a retry after a failure) only *request* a pass;
 a request that arrives during a pass queues exactly one more. A broken file is reported and
 ignored: the last good state stays in force.
+
+A file change is read at once (`file_changed`): the balancer gets its part immediately, and a
+pass in progress starts no further change (changes under way, such as a pull, run to their end
+or their deadline); the next pass plans from the newer file.
 """
 
 from __future__ import annotations
@@ -63,20 +67,32 @@ class Daemon:
         self.env = env
         self.state: DesiredState | None = None
         self.revision: Revision | None = None
+        self.pass_revision: Revision | None = None   # the file the running (or last) pass applies
         self.file_errors: list[str] = []
         self.targets: dict[str, TargetRecord] = {}
         self.counters = Counters()
         self.last_pass: dict[str, Any] | None = None
         self.pass_error: str | None = None     # a pass that raised (a bug), until the next one ends
+        self.needs_restart: list[str] = []     # settings changed in the file that only a restart applies
         self.on_pass_failed: Callable[[], None] = lambda: None
         self._wake = asyncio.Event()
         self._reasons: list[str] = []
         self.running_pass = False
         self.pass_done = asyncio.Condition()
+        self._reading = asyncio.Lock()
+
+    @property
+    def file_waiting(self) -> bool:
+        """A newer file is in force for the balancer while a pass still applies an older one."""
+        return self.running_pass and self.revision is not self.pass_revision
 
     # -- the file -------------------------------------------------------------------------
     async def reload(self) -> bool:
         """Read the file; on success it becomes the state in force. False when it is broken."""
+        async with self._reading:
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         try:
             content = self.path.read_bytes()
         except OSError as exc:
@@ -106,6 +122,15 @@ class Daemon:
         return False
 
     # -- triggers ---------------------------------------------------------------------------
+    async def file_changed(self, reason: str = "file change") -> None:
+        """Read the file now (the balancer's part applies at once), then ask for a pass."""
+        before = self.revision
+        await self.reload()
+        if self.running_pass and self.revision is not before:
+            log.info("a newer file waits: the pass in progress starts no further change and "
+                     "the next pass applies the newer file")
+        self.request(reason)
+
     def request(self, reason: str) -> None:
         self._reasons.append(reason)
         self._wake.set()
@@ -145,6 +170,7 @@ class Daemon:
             return None  # a broken save changes nothing on any server
         reason = ", ".join(sorted(reasons))
         started = time.time()
+        revision = self.pass_revision = self.revision
         targets = list(self.factory(state))
         if self.wrap:
             targets = list(self.wrap(targets))
@@ -155,7 +181,7 @@ class Daemon:
             else:
                 limits = engine.Limits(per_target=state.reconcile.max_pulls_per_node)
                 report = await engine.apply(plan, targets, limits=limits, progress=LogProgress(),
-                                            on_result=_log_result)
+                                            on_result=_log_result, stop=lambda: self.revision is not revision)
         finally:
             await asyncio.gather(*(t.close() for t in targets), return_exceptions=True)
         self._record(report, targets, reason, suspended=state.reconcile.suspend)
@@ -172,10 +198,14 @@ class Daemon:
         if suspended:
             for change in plan.changes:
                 records[change.target].drift.append(render.change_text(change))
+        preempted = 0
         for result in report.results:
             rec = records[result.change.target]
             if result.status is Status.APPLIED:
                 rec.applied += 1
+            elif result.message == engine.PREEMPTED:
+                preempted += 1
+                rec.drift.append(result.change.path_text)
             else:
                 rec.failed += 1
                 rec.errors.append(f"{result.change.path_text}: {result.message}")
@@ -184,7 +214,7 @@ class Daemon:
             rec.ok = not rec.errors
         self.targets = records
         self.pass_error = None
-        ok = report.ok
+        ok = not plan.problems and not any(r.errors for r in records.values())
         self.counters.passes += 1
         self.counters.failed_passes += 0 if ok else 1
         self.counters.changes_applied += sum(r.applied for r in records.values())
@@ -192,11 +222,13 @@ class Daemon:
         self.last_pass = {"reason": reason, "started": report.started, "finished": report.finished, "ok": ok,
                           "suspended": suspended, "changes": len(plan.changes),
                           "applied": sum(r.applied for r in records.values()),
-                          "failed": sum(r.failed for r in records.values())}
+                          "failed": sum(r.failed for r in records.values()), "preempted": preempted}
         verb = "found" if suspended else "applied"
         log.info("pass (%s) %s: %d change(s) %s, %d failed, %d target error(s)", reason,
                  "ok" if ok else "FAILED", len(plan.changes) if suspended else self.last_pass["applied"], verb,
                  self.last_pass["failed"], len(plan.problems))
+        if preempted:
+            log.info("pass (%s) made way for a newer file: %d change(s) not started", reason, preempted)
         for problem in plan.problems:
             log.warning("%s: %s", problem.target, problem.message)
         if not ok:

@@ -24,10 +24,12 @@ def status_json(daemon: Daemon, balancer: Balancer | None) -> dict[str, Any]:
         "file_errors": daemon.file_errors,
         "suspended": bool(daemon.state and daemon.state.reconcile.suspend),
         "pass_running": daemon.running_pass,
+        "newer_file_waiting": daemon.file_waiting,
         "last_pass": daemon.last_pass,
         "targets": {name: dataclasses.asdict(rec) for name, rec in daemon.targets.items()},
         "pending_drift": pending,
         "errors": errors,
+        "needs_restart": daemon.needs_restart,
         "counters": dataclasses.asdict(daemon.counters),
         "balancer": None if balancer is None else {
             "url": balancer.url,

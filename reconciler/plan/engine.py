@@ -23,6 +23,9 @@ class NoProgress:
         pass
 
 
+PREEMPTED = "not started: a newer file is in force, the next pass plans from it"
+
+
 @dataclass(frozen=True)
 class Limits:
     per_target: int = 1      # changes applied at once on one target (one pull per node by default)
@@ -71,9 +74,12 @@ async def apply(
     limits: Limits = Limits(),
     progress: Progress | None = None,
     on_result: Callable[[ChangeResult], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> PassReport:
     """Apply exactly the changes of `the_plan`. Never raises for a failed change; on
-    cancellation (Ctrl-C) the changes not finished are reported as cancelled, then it re-raises."""
+    cancellation (Ctrl-C) the changes not finished are reported as cancelled, then it re-raises.
+    Once `stop()` is true no further change starts (those under way finish): each change not
+    started is reported cancelled with the message PREEMPTED."""
     by_name = {t.name: t for t in targets}
     progress = progress or NoProgress()
     started = time.time()
@@ -101,6 +107,9 @@ async def apply(
             record(ChangeResult(change, Status.FAILED, "no such target"))
             return
         async with overall, per_target[change.target]:
+            if stop is not None and stop():
+                record(ChangeResult(change, Status.CANCELLED, PREEMPTED))
+                return
             t0 = time.monotonic()
             try:
                 await target.apply(change, progress)
