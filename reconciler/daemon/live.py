@@ -3,11 +3,14 @@ addresses it listens on, which need a restart (the daemon says so in the log and
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from reconciler.config import DesiredState
 
 # (where in the file, how to read it): settings a running daemon cannot apply
-RESTART_ONLY = (("balancer.listen", lambda s: s.balancer.listen),
-                ("reconcile.status_listen", lambda s: s.reconcile.status_listen))
+RESTART_ONLY: tuple[tuple[str, Callable[[DesiredState], str]], ...] = (
+    ("balancer.listen", lambda s: s.balancer.listen),
+    ("reconcile.status_listen", lambda s: s.reconcile.status_listen))
 
 
 def needs_restart(running: DesiredState, new: DesiredState) -> list[str]:
