@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from balancer import Balancer
 from reconciler.daemon.loop import Daemon
+from reconciler.scrub import scrub_data
 
 
 def status_json(daemon: Daemon, balancer: Balancer | None) -> dict[str, Any]:
@@ -80,7 +81,7 @@ def status_app(daemon: Daemon, balancer: Balancer | None) -> web.Application:
     registry.register(_Collector(daemon, balancer))
 
     async def status(_: web.Request) -> web.Response:
-        return web.json_response(status_json(daemon, balancer))
+        return web.json_response(scrub_data(status_json(daemon, balancer)))
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": "text/plain; version=0.0.4"})

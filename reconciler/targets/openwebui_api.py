@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from reconciler.errors import PermanentError, TemporaryError
+from reconciler.scrub import remember
 from reconciler.targets.deadline import Deadline
 
 # the settings objects Open WebUI reads and writes whole: group → (GET path, POST path)
@@ -76,6 +77,7 @@ class OpenWebUIClient:
 
     def use_token(self, token: str, *, api_key: bool = False) -> None:
         """Send `token` (a session JWT or an sk- API key) as the bearer from now on."""
+        remember(token)      # a server that echoes it back cannot make ollafleet show it
         self._http.headers["Authorization"] = f"Bearer {token}"
         self.api_key_mode = api_key
 
