@@ -22,10 +22,13 @@ _lock = threading.Lock()
 _values: tuple[str, ...] = ()     # longest first, so a secret containing another goes whole
 
 
+MIN_LENGTH = 4   # a shorter "secret" would garble every line, and hides nothing worth hiding
+
+
 def remember(value: str) -> None:
-    """Scrub `value` from every output from now on (an empty value is nothing to hide)."""
+    """Scrub `value` from every output from now on."""
     global _values
-    if not value:
+    if len(value) < MIN_LENGTH:
         return
     with _lock:
         if value not in _values:
@@ -47,6 +50,13 @@ def scrub_data(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [scrub_data(v) for v in obj]
     return obj
+
+
+def forget_all() -> None:
+    """For tests: start again with nothing to hide."""
+    global _values
+    with _lock:
+        _values = ()
 
 
 class ScrubbingFormatter(logging.Formatter):
