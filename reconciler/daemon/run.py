@@ -57,6 +57,8 @@ class Service:
         self._status_runner: web.AppRunner | None = None
         self._started: DesiredState | None = None   # the file the daemon started with (its addresses)
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping: asyncio.Task[None] | None = None
+        self._forced = False
 
     async def start(self) -> bool:
         if not await self.daemon.reload():
@@ -133,12 +135,28 @@ class Service:
             return 1
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop_event.set)
+            loop.add_signal_handler(sig, self._stop_signal)
         if hasattr(signal, "SIGHUP"):
             loop.add_signal_handler(signal.SIGHUP, self._sighup)
         await self.stop_event.wait()
-        await self.stop()
+        self._stopping = asyncio.create_task(self.stop())
+        try:
+            await self._stopping
+        except asyncio.CancelledError:
+            if not self._forced:
+                raise
+            return 130          # forced: open streams were cut
         return 0
+
+    def _stop_signal(self) -> None:
+        """The first SIGTERM/Ctrl-C stops gracefully; a second one exits now."""
+        if not self.stop_event.is_set():
+            self.stop_event.set()
+            return
+        log.warning("second stop signal: exiting now, open streams are cut")
+        self._forced = True
+        if self._stopping is not None:
+            self._stopping.cancel()
 
     async def stop(self) -> None:
         """Stop triggers and the pass in progress, let open streams finish, close."""
