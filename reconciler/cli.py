@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from rich.console import Console
 
 from reconciler.config import DesiredState, load
+from reconciler.daemon.live import restart_notes
 from reconciler.errors import ConfigError
 from reconciler.plan import engine, render
 from reconciler.plan.changes import ChangeResult, PassReport, Plan
@@ -40,7 +42,8 @@ async def _close(targets: Sequence[Target]) -> None:
 async def make_plan(state: DesiredState, factory: TargetFactory = build_targets) -> Plan:
     targets = factory(state)
     try:
-        return await engine.plan(targets)
+        the_plan, restart = await asyncio.gather(engine.plan(targets), restart_notes(state))
+        return replace(the_plan, notes=the_plan.notes + tuple(restart))
     finally:
         await _close(targets)
 

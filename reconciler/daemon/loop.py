@@ -74,6 +74,7 @@ class Daemon:
         self.last_pass: dict[str, Any] | None = None
         self.pass_error: str | None = None     # a pass that raised (a bug), until the next one ends
         self.needs_restart: list[str] = []     # settings changed in the file that only a restart applies
+        self.listening: dict[str, str] = {}    # the addresses it started with (set by the service)
         self.on_pass_failed: Callable[[], None] = lambda: None
         self._wake = asyncio.Event()
         self._reasons: list[str] = []

@@ -17,7 +17,7 @@ from watchfiles import awatch
 from balancer import Balancer
 from reconciler.config import DesiredState
 from reconciler.config.values import split_listen
-from reconciler.daemon.live import needs_restart
+from reconciler.daemon.live import listening, needs_restart
 from reconciler.daemon.loop import Daemon, TargetFactory
 from reconciler.daemon.status import status_app
 from reconciler.daemon.wiring import balancer_nodes, balancer_settings, draining
@@ -76,6 +76,7 @@ class Service:
                   file=sys.stderr)
             return False
         self._started = state
+        self.daemon.listening = listening(state)
         log.info("balancer listening on %s", self.balancer.url)
         self.daemon.on_new_state = self._new_state
         self.daemon.wrap = draining(self.balancer)

@@ -31,6 +31,7 @@ def status_json(daemon: Daemon, balancer: Balancer | None) -> dict[str, Any]:
         "pending_drift": pending,
         "errors": errors,
         "needs_restart": daemon.needs_restart,
+        "listening": daemon.listening,
         "counters": dataclasses.asdict(daemon.counters),
         "balancer": None if balancer is None else {
             "url": balancer.url,

@@ -12,17 +12,19 @@ from pathlib import Path
 import httpx
 import pytest
 
+from reconciler.cli import make_plan
+from reconciler.config import load
 from reconciler.daemon.run import Service
 from simulator import Fault, Simulator, SimNode, Timing
 
 MODEL = "llama3.2:1b"
 
 
-def write(file: Path, nodes: list[tuple[str, str]], **balancer: str) -> None:
+def write(file: Path, nodes: list[tuple[str, str]], status_listen: str = "127.0.0.1:0", **balancer: str) -> None:
     """An atomic save (as editors do) of a file with no models: passes change nothing."""
     keys = {"listen": '"127.0.0.1:0"', "poll_interval": '"0.2s"', **balancer}
     text = "version = 1\n[balancer]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
-    text += '[reconcile]\ninterval = "60s"\nstatus_listen = "127.0.0.1:0"\n'
+    text += f'[reconcile]\ninterval = "60s"\nstatus_listen = "{status_listen}"\n'
     text += "".join(f'[[nodes]]\nname = "{n}"\nurl = "{u}"\n' for n, u in nodes)
     tmp = file.with_suffix(".tmp")
     tmp.write_text(text)
@@ -195,12 +197,15 @@ async def test_poll_interval_applies_live(sim: Simulator, tmp_path: Path) -> Non
 async def test_listen_changes_say_they_need_a_restart(sim: Simulator, tmp_path: Path) -> None:
     node = await sim.add_node("gpu-1", models=[MODEL], timing=Timing.instant())
     file = tmp_path / "desired_state.toml"
-    write(file, [("gpu-1", node.url)])
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        status_listen = f"127.0.0.1:{free.getsockname()[1]}"
+    write(file, [("gpu-1", node.url)], status_listen)
     svc = await started(file)
     assert svc.balancer is not None
     try:
         async with httpx.AsyncClient(timeout=10) as client:
-            write(file, [("gpu-1", node.url)], listen='"127.0.0.1:1"')
+            write(file, [("gpu-1", node.url)], status_listen, listen='"127.0.0.1:1"')
 
             async def told() -> bool:
                 data = (await client.get(svc.status_url + "/status")).json()
@@ -208,5 +213,8 @@ async def test_listen_changes_say_they_need_a_restart(sim: Simulator, tmp_path: 
             await wait_until(told, 5)
             # still serving where it listened
             assert (await client.get(svc.balancer.url + "/api/tags")).status_code == 200
+        # and `plan` says so too, as a note
+        plan = await make_plan(load(file), factory=lambda s: [])
+        assert [n.target for n in plan.notes if "needs a restart" in n.message] == ["daemon"]
     finally:
         await svc.stop()
