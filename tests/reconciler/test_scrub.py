@@ -4,8 +4,6 @@ print the key: plan text and JSON, apply JSON, the JSON log and /status all show
 from __future__ import annotations
 
 import argparse
-import asyncio
-import io
 import json
 import logging
 import threading
@@ -65,10 +63,9 @@ def file(echo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def run(cmd: str, file: Path, json_out: bool) -> str:
+def run(cmd: str, file: Path, json_out: bool) -> None:
     ns = argparse.Namespace(file=str(file), json=json_out, detailed_exitcode=False)
     assert getattr(cli, cmd)(ns) == 1
-    return ""
 
 
 def test_plan_and_apply_output_is_scrubbed(file: Path, capsys: pytest.CaptureFixture[str]) -> None:
