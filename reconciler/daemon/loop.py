@@ -5,8 +5,10 @@ a request that arrives during a pass queues exactly one more. A broken file is r
 ignored: the last good state stays in force.
 
 A file change is read at once (`file_changed`): the balancer gets its part immediately, and a
-pass in progress starts no further change (changes under way, such as a pull, run to their end
-or their deadline); the next pass plans from the newer file.
+pass in progress makes way at its next safe point: it starts no further change, abandons the
+pulls under way (Ollama keeps the downloaded part; the next pull resumes from it) and lets every
+other change under way (a create, an upload, an Open WebUI write) run to its end; then the next
+pass plans from the newer file.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from reconciler.config.load import load_bytes
 from reconciler.daemon.revision import Revision, revision_of
 from reconciler.errors import ConfigError
 from reconciler.plan import engine, render
-from reconciler.plan.changes import ChangeResult, PassReport, Plan, Status
+from reconciler.plan.changes import Change, ChangeResult, PassReport, Plan, Status
 from reconciler.progress import LogProgress
 from reconciler.targets import Target, build_targets
 
@@ -81,6 +83,7 @@ class Daemon:
         self.running_pass = False
         self.pass_done = asyncio.Condition()
         self._reading = asyncio.Lock()
+        self._newer = asyncio.Event()          # set when a newer file arrives during a pass
 
     @property
     def file_waiting(self) -> bool:
@@ -128,8 +131,9 @@ class Daemon:
         before = self.revision
         await self.reload()
         if self.running_pass and self.revision is not before:
-            log.info("a newer file waits: the pass in progress starts no further change and "
-                     "the next pass applies the newer file")
+            log.info("a newer file waits: the pass in progress starts no further change, abandons "
+                     "its pulls (they resume next pass) and the next pass applies the newer file")
+            self._newer.set()
         self.request(reason)
 
     def request(self, reason: str) -> None:
@@ -171,7 +175,8 @@ class Daemon:
             return None  # a broken save changes nothing on any server
         reason = ", ".join(sorted(reasons))
         started = time.time()
-        revision = self.pass_revision = self.revision
+        self.pass_revision = self.revision
+        self._newer = asyncio.Event()
         targets = list(self.factory(state))
         if self.wrap:
             targets = list(self.wrap(targets))
@@ -182,7 +187,7 @@ class Daemon:
             else:
                 limits = engine.Limits(per_target=state.reconcile.max_pulls_per_node)
                 report = await engine.apply(plan, targets, limits=limits, progress=LogProgress(),
-                                            on_result=_log_result, stop=lambda: self.revision is not revision)
+                                            on_result=_log_result, stop=self._newer, abandon=_is_pull)
         finally:
             await asyncio.gather(*(t.close() for t in targets), return_exceptions=True)
         self._record(report, targets, reason, suspended=state.reconcile.suspend)
@@ -204,7 +209,7 @@ class Daemon:
             rec = records[result.change.target]
             if result.status is Status.APPLIED:
                 rec.applied += 1
-            elif result.message == engine.PREEMPTED:
+            elif result.message in (engine.PREEMPTED, engine.ABANDONED):
                 preempted += 1
                 rec.drift.append(result.change.path_text)
             else:
@@ -238,6 +243,11 @@ class Daemon:
     async def wait_for_pass(self, timeout: float) -> None:
         async with self.pass_done:
             await asyncio.wait_for(self.pass_done.wait(), timeout)
+
+
+def _is_pull(change: Change) -> bool:
+    """A pull can be abandoned at no cost: Ollama keeps the part downloaded and resumes it."""
+    return getattr(change.data, "kind", None) == "pull"
 
 
 def _log_result(result: ChangeResult) -> None:
