@@ -33,6 +33,7 @@ from reconciler.config import load_text
 from reconciler.errors import ConfigError
 from reconciler.importer_build import Document, build
 from reconciler.importer_read import NodeRead, OpenWebUIRead, read_node, read_openwebui
+from reconciler.scrub import scrub
 
 __all__ = ["add_arguments", "cmd_import", "read_network", "render"]
 
@@ -203,7 +204,8 @@ def cmd_import(args: argparse.Namespace, *, now: datetime | None = None, env: Ma
     reads, ow = asyncio.run(read_network(nodes, openwebui, creds, env, args.timeout))
     doc = build(reads, ow, creds)
     sources = [f"node {n} {u}" for n, u in nodes] + ([f"Open WebUI {openwebui}"] if openwebui else [])
-    text = render(doc, when=now or datetime.now(timezone.utc), sources=sources)
+    # a server's error text may quote a credential: the file and the messages are scrubbed
+    text = scrub(render(doc, when=now or datetime.now(timezone.utc), sources=sources))
     code = 0
     try:
         load_text(text, out, env=env)
@@ -212,9 +214,9 @@ def cmd_import(args: argparse.Namespace, *, now: datetime | None = None, env: Ma
         for problem in exc.problems:
             print(f"ollafleet import: the written file does not validate: {problem}", file=sys.stderr)
     for warning in doc.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(scrub(f"warning: {warning}"), file=sys.stderr)
     for missing in doc.missing:
-        print(f"could not read {missing}", file=sys.stderr)
+        print(scrub(f"could not read {missing}"), file=sys.stderr)
     if doc.missing:
         code = 1
     if out == "-":

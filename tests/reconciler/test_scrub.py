@@ -4,6 +4,7 @@ print the key: plan text and JSON, apply JSON, the JSON log and /status all show
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import threading
@@ -99,3 +100,19 @@ def test_scrub_hides_the_longest_secret_whole() -> None:
     assert scrub("x abc-secret-and-more y abc-secret") == f"x {REDACTED} y {REDACTED}"
     remember("pw")        # too short to hide without garbling every line
     assert scrub("nothing here: pw") == "nothing here: pw"
+
+
+async def test_import_output_is_scrubbed(echo: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from reconciler import importer
+    from simulator import Simulator
+
+    async with Simulator() as sim:
+        node = await sim.add_node("gpu-1")
+        out = tmp_path / "imported.toml"
+        args = cli.build_parser().parse_args(["import", "--node", f"gpu-1={node.url}", "--openwebui", echo,
+                                              "-o", str(out)])
+        code = await asyncio.to_thread(importer.cmd_import, args, env={"OPENWEBUI_API_KEY": KEY})
+    assert code == 1            # Open WebUI could not be read
+    printed = capsys.readouterr()
+    assert KEY not in printed.out + printed.err + out.read_text()
+    assert REDACTED in printed.err + out.read_text()
