@@ -234,7 +234,7 @@ class Daemon:
                  "ok" if ok else "FAILED", len(plan.changes) if suspended else self.last_pass["applied"], verb,
                  self.last_pass["failed"], len(plan.problems))
         if preempted:
-            log.info("pass (%s) made way for a newer file: %d change(s) not started", reason, preempted)
+            log.info("pass (%s) made way for a newer file: %d change(s) not started or abandoned", reason, preempted)
         for problem in plan.problems:
             log.warning("%s: %s", problem.target, problem.message)
         if not ok:
