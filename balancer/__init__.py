@@ -3,6 +3,7 @@
     b = Balancer(Settings(silence_timeout=120.0), [NodeSpec("gpu-1", "http://10.0.0.5:11434")])
     await b.start(host="127.0.0.1", port=11434)     # port 0: any free port; b.url after
     b.replace_nodes([...])                          # live; streams on removed nodes finish
+    b.update_settings(Settings(...))                # live; requests under way keep theirs
     b.set_draining("gpu-1", "qwq:32b", True)        # keep a model off a node meanwhile
     await b.refresh()                               # re-poll /api/tags and /api/ps now
     b.states(); b.metrics                           # NodeState list; Metrics counters

@@ -74,6 +74,12 @@ class GuardedServer(web.Server):
         self.open: dict[_Handler, None] = {}  # in the order they opened
         self._warned = False
 
+    def use(self, max_connections: int, idle_timeout: float) -> None:
+        """New limits, live: the bound from the next connection on, the idle timeout for
+        connections opened from now on."""
+        self.max_connections = max_connections
+        self._kwargs["keepalive_timeout"] = idle_timeout
+
     def __call__(self) -> RequestHandler:
         handler = _Handler(self, loop=self._loop, **self._kwargs)
         handler.server = self

@@ -77,15 +77,26 @@ class Pollers:
                  connect_timeout: float) -> None:
         self.fleet = fleet
         self.session = session
-        self.interval = interval
-        self.connect_timeout = connect_timeout
-        self.timeout = aiohttp.ClientTimeout(total=connect_timeout + 4.0,
-                                             sock_connect=connect_timeout)
+        self.use(interval, connect_timeout)
         self.tasks: dict[Node, asyncio.Task[None]] = {}
         # Last good answers per (node name, path) and when they came, for fleet-wide listings.
         self.cache: dict[tuple[str, str], Any] = {}
         self.fetched_at: dict[tuple[str, str], float] = {}
         self._live: dict[tuple[Node, str], asyncio.Task[Any]] = {}  # fetches under way
+
+    def use(self, interval: float, connect_timeout: float) -> None:
+        """New settings; a change restarts every node's loop so it applies now."""
+        restart = (getattr(self, "interval", interval), getattr(self, "connect_timeout", connect_timeout)
+                   ) != (interval, connect_timeout)
+        self.interval = interval
+        self.connect_timeout = connect_timeout
+        self.timeout = aiohttp.ClientTimeout(total=connect_timeout + 4.0,
+                                             sock_connect=connect_timeout)
+        if restart:
+            for task in self.tasks.values():
+                task.cancel()
+            self.tasks.clear()
+            self.sync()
 
     async def fetch(self, node: Node, path: str) -> Any:
         """GET a listing from one node and feed what it says into the fleet."""

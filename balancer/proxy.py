@@ -81,9 +81,13 @@ class Proxy:
     def __init__(self, fleet: Fleet, settings: Settings, session: aiohttp.ClientSession,
                  fleetwide: FleetWide) -> None:
         self.fleet = fleet
-        self.settings = settings
         self.session = session
         self.fleetwide = fleetwide
+        self.use(settings)
+
+    def use(self, settings: Settings) -> None:
+        """Read `settings` from the next request on (a request under way keeps its own)."""
+        self.settings = settings
         self.timeout = aiohttp.ClientTimeout(
             total=None, connect=None, sock_connect=settings.connect_timeout,
             sock_read=settings.silence_timeout or None)

@@ -69,6 +69,7 @@ class Balancer:
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.ServerRunner | None = None
         self._pollers: Pollers | None = None
+        self._proxy: Proxy | None = None
 
     @property
     def url(self) -> str:
@@ -89,6 +90,18 @@ class Balancer:
                 self._pollers.forget(node.name)
             self._pollers.sync()
 
+    def update_settings(self, settings: Settings) -> None:
+        """Apply new settings live: the next request, poll and queue wait read them; streams
+        under way keep the timeouts they started with."""
+        self.settings = settings
+        if self._proxy is not None:
+            self._proxy.use(settings)
+        if self._pollers is not None and self._runner is not None:
+            self._pollers.use(settings.poll_interval, settings.connect_timeout)
+        server = self._runner.server if self._runner is not None else None
+        if isinstance(server, GuardedServer):
+            server.use(settings.max_connections or default_max_connections(), settings.idle_timeout)
+
     def set_draining(self, node_name: str, model: str, draining: bool) -> None:
         """Pair each True with one False: overlapping drains of a model are counted."""
         self.fleet.set_draining(node_name, model, draining)
@@ -106,7 +119,7 @@ class Balancer:
                                               cookie_jar=aiohttp.DummyCookieJar(),
                                               skip_auto_headers=("Accept-Encoding",))
         self._pollers = Pollers(self.fleet, self._session, s.poll_interval, s.connect_timeout)
-        proxy = Proxy(self.fleet, s, self._session, FleetWide(self.fleet, self._pollers))
+        proxy = self._proxy = Proxy(self.fleet, s, self._session, FleetWide(self.fleet, self._pollers))
         server = GuardedServer(
             proxy.handle, metrics=self.fleet.metrics,
             max_connections=s.max_connections or default_max_connections(),

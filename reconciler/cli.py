@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from rich.console import Console
 
 from reconciler import balancer_reach
 from reconciler.balancer_reach import balancer_notes, with_notes
 from reconciler.config import DesiredState, load
+from reconciler.daemon.live import restart_notes
 from reconciler.errors import ConfigError
 from reconciler.plan import engine, render
 from reconciler.plan.changes import ChangeResult, PassReport, Plan
@@ -42,8 +44,9 @@ async def _close(targets: Sequence[Target]) -> None:
 async def make_plan(state: DesiredState, factory: TargetFactory = build_targets) -> Plan:
     targets = factory(state)
     try:
-        the_plan, notes = await asyncio.gather(engine.plan(targets), balancer_notes(state))
-        return with_notes(the_plan, notes)
+        the_plan, notes, restart = await asyncio.gather(engine.plan(targets), balancer_notes(state),
+                                                        restart_notes(state))
+        return with_notes(the_plan, [*notes, *restart])
     finally:
         await _close(targets)
 

@@ -34,6 +34,7 @@ from reconciler.errors import ConfigError
 from reconciler.importer_build import Document, build
 from reconciler.importer_folder import index_folders
 from reconciler.importer_read import NodeRead, OpenWebUIRead, read_node, read_openwebui
+from reconciler.scrub import scrub
 
 __all__ = ["add_arguments", "cmd_import", "read_network", "render"]
 
@@ -211,7 +212,8 @@ def cmd_import(args: argparse.Namespace, *, now: datetime | None = None, env: Ma
     doc = build(reads, ow, creds, folders)
     doc.warnings[:0] = folder_warnings
     sources = [f"node {n} {u}" for n, u in nodes] + ([f"Open WebUI {openwebui}"] if openwebui else [])
-    text = render(doc, when=now or datetime.now(timezone.utc), sources=sources)
+    # a server's error text may quote a credential: the file and the messages are scrubbed
+    text = scrub(render(doc, when=now or datetime.now(timezone.utc), sources=sources))
     code = 0
     try:
         load_text(text, out, env=env)
@@ -220,9 +222,9 @@ def cmd_import(args: argparse.Namespace, *, now: datetime | None = None, env: Ma
         for problem in exc.problems:
             print(f"ollafleet import: the written file does not validate: {problem}", file=sys.stderr)
     for warning in doc.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(scrub(f"warning: {warning}"), file=sys.stderr)
     for missing in doc.missing:
-        print(f"could not read {missing}", file=sys.stderr)
+        print(scrub(f"could not read {missing}"), file=sys.stderr)
     if doc.missing:
         code = 1
     if out == "-":

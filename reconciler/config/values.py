@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from pydantic import PlainSerializer, PlainValidator, ValidationInfo
 from pydantic_core import PydanticCustomError
 
+from reconciler.scrub import remember
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -96,7 +98,9 @@ def parse_secret(value: Any, info: ValidationInfo) -> Secret:
         raise PydanticCustomError(
             "missing_secret", "environment variable {var} is not set (export it, or put it in the env file)",
             {"var": var})
-    return Secret(var, env.get(var, ""))
+    value = env.get(var, "")
+    remember(value)       # from now on no output shows it
+    return Secret(var, value)
 
 
 SecretRef = Annotated[Secret, PlainValidator(parse_secret), PlainSerializer(str)]

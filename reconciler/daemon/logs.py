@@ -7,6 +7,8 @@ import logging
 import sys
 from datetime import datetime, timezone
 
+from reconciler.scrub import ScrubbingFormatter
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -23,10 +25,11 @@ class JsonFormatter(logging.Formatter):
 
 def setup(log_format: str = "text", verbose: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    # every line passes the secret scrubber, whatever a server put into a message
     if log_format == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(ScrubbingFormatter(JsonFormatter()))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(ScrubbingFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -3,6 +3,12 @@
 Triggers (a file change, the interval, SIGHUP, a retry after a failure) only *request* a pass;
 a request that arrives during a pass queues exactly one more. A broken file is reported and
 ignored: the last good state stays in force.
+
+A file change is read at once (`file_changed`): the balancer gets its part immediately, and a
+pass in progress makes way at its next safe point: it starts no further change, abandons the
+pulls under way (Ollama keeps the downloaded part; the next pull resumes from it) and lets every
+other change under way (a create, an upload, an Open WebUI write) run to its end; then the next
+pass plans from the newer file.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from reconciler.daemon.activity import Activity
 from reconciler.daemon.revision import Revision, revision_of
 from reconciler.errors import ConfigError
 from reconciler.plan import engine, render
-from reconciler.plan.changes import ChangeResult, PassReport, Plan, Status
+from reconciler.plan.changes import Change, ChangeResult, PassReport, Plan, Status
 from reconciler.progress import LogProgress
 from reconciler.targets import Target, build_targets
 
@@ -65,11 +71,14 @@ class Daemon:
         self.env = env
         self.state: DesiredState | None = None
         self.revision: Revision | None = None
+        self.pass_revision: Revision | None = None   # the file the running (or last) pass applies
         self.file_errors: list[str] = []
         self.targets: dict[str, TargetRecord] = {}
         self.counters = Counters()
         self.last_pass: dict[str, Any] | None = None
         self.pass_error: str | None = None     # a pass that raised (a bug), until the next one ends
+        self.needs_restart: list[str] = []     # settings changed in the file that only a restart applies
+        self.listening: dict[str, str] = {}    # the addresses it started with (set by the service)
         self.on_pass_failed: Callable[[], None] = lambda: None
         self._wake = asyncio.Event()
         self._reasons: list[str] = []
@@ -77,10 +86,21 @@ class Daemon:
         self.activity = Activity()       # what the running pass does, for /status
         self.history: deque[dict[str, Any]] = deque(maxlen=10)   # the last passes, newest last
         self.pass_done = asyncio.Condition()
+        self._reading = asyncio.Lock()
+        self._newer = asyncio.Event()          # set when a newer file arrives during a pass
+
+    @property
+    def file_waiting(self) -> bool:
+        """A newer file is in force for the balancer while a pass still applies an older one."""
+        return self.running_pass and self.revision is not self.pass_revision
 
     # -- the file -------------------------------------------------------------------------
     async def reload(self) -> bool:
         """Read the file; on success it becomes the state in force. False when it is broken."""
+        async with self._reading:
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         try:
             content = self.path.read_bytes()
         except OSError as exc:
@@ -110,6 +130,16 @@ class Daemon:
         return False
 
     # -- triggers ---------------------------------------------------------------------------
+    async def file_changed(self, reason: str = "file change") -> None:
+        """Read the file now (the balancer's part applies at once), then ask for a pass."""
+        before = self.revision
+        await self.reload()
+        if self.running_pass and self.revision is not before:
+            log.info("a newer file waits: the pass in progress starts no further change, abandons "
+                     "its pulls (they resume next pass) and the next pass applies the newer file")
+            self._newer.set()
+        self.request(reason)
+
     def request(self, reason: str) -> None:
         self._reasons.append(reason)
         self._wake.set()
@@ -151,6 +181,8 @@ class Daemon:
         reason = ", ".join(sorted(reasons))
         started = time.time()
         self.activity.begin(reason)
+        self.pass_revision = self.revision
+        self._newer = asyncio.Event()
         targets = list(self.factory(state))
         if self.wrap:
             targets = list(self.wrap(targets))
@@ -162,7 +194,8 @@ class Daemon:
             else:
                 limits = engine.Limits(per_target=state.reconcile.max_pulls_per_node)
                 report = await engine.apply(plan, targets, limits=limits, progress=self.activity.progress(LogProgress()),
-                                            on_result=self.activity.on_result(_log_result))
+                                            on_result=self.activity.on_result(_log_result), stop=self._newer,
+                                            abandon=_is_pull)
         finally:
             await asyncio.gather(*(t.close() for t in targets), return_exceptions=True)
         self._record(report, targets, reason, suspended=state.reconcile.suspend)
@@ -179,10 +212,14 @@ class Daemon:
         if suspended:
             for change in plan.changes:
                 records[change.target].drift.append(render.change_text(change))
+        preempted = 0
         for result in report.results:
             rec = records[result.change.target]
             if result.status is Status.APPLIED:
                 rec.applied += 1
+            elif result.message in (engine.PREEMPTED, engine.ABANDONED):
+                preempted += 1
+                rec.drift.append(result.change.path_text)
             else:
                 rec.failed += 1
                 rec.errors.append(f"{result.change.path_text}: {result.message}")
@@ -191,7 +228,7 @@ class Daemon:
             rec.ok = not rec.errors
         self.targets = records
         self.pass_error = None
-        ok = report.ok
+        ok = not plan.problems and not any(r.errors for r in records.values())
         self.counters.passes += 1
         self.counters.failed_passes += 0 if ok else 1
         self.counters.changes_applied += sum(r.applied for r in records.values())
@@ -199,7 +236,7 @@ class Daemon:
         self.last_pass = {"reason": reason, "started": report.started, "finished": report.finished, "ok": ok,
                           "suspended": suspended, "changes": len(plan.changes),
                           "applied": sum(r.applied for r in records.values()),
-                          "failed": sum(r.failed for r in records.values())}
+                          "failed": sum(r.failed for r in records.values()), "preempted": preempted}
         self.history.append({**self.last_pass, "changed": [f"{r.change.target}: {render.change_text(r.change)}"
                                                           for r in report.results if r.status is Status.APPLIED],
                              "errors": [f"{n}: {e}" for n, rec in records.items() for e in rec.errors]})
@@ -207,6 +244,8 @@ class Daemon:
         log.info("pass (%s) %s: %d change(s) %s, %d failed, %d target error(s)", reason,
                  "ok" if ok else "FAILED", len(plan.changes) if suspended else self.last_pass["applied"], verb,
                  self.last_pass["failed"], len(plan.problems))
+        if preempted:
+            log.info("pass (%s) made way for a newer file: %d change(s) not started or abandoned", reason, preempted)
         for problem in plan.problems:
             log.warning("%s: %s", problem.target, problem.message)
         if not ok:
@@ -215,6 +254,11 @@ class Daemon:
     async def wait_for_pass(self, timeout: float) -> None:
         async with self.pass_done:
             await asyncio.wait_for(self.pass_done.wait(), timeout)
+
+
+def _is_pull(change: Change) -> bool:
+    """A pull can be abandoned at no cost: Ollama keeps the part downloaded and resumes it."""
+    return getattr(change.data, "kind", None) == "pull"
 
 
 def _log_result(result: ChangeResult) -> None:

@@ -18,6 +18,7 @@ from balancer import Balancer
 from reconciler.config import DesiredState
 from reconciler.config.values import split_listen
 from reconciler.daemon.alerts import Alerter
+from reconciler.daemon.live import listening, needs_restart
 from reconciler.daemon.loop import Daemon, TargetFactory
 from reconciler.daemon.status import status_app
 from reconciler.daemon.wiring import balancer_nodes, balancer_settings, draining
@@ -34,7 +35,7 @@ async def watch_file(path: Path, daemon: Daemon, stop: asyncio.Event) -> None:
         try:
             async for changes in awatch(path.parent, debounce=300, step=50, stop_event=stop, recursive=False):
                 if any(Path(changed).name == name for _, changed in changes):
-                    daemon.request("file change")
+                    await daemon.file_changed()
         except Exception as exc:
             log.error("cannot watch %s (%s): retrying in 5 s; the interval still applies the file",
                       path.parent, exc)
@@ -56,8 +57,10 @@ class Service:
         self.status_url = ""
         self.scheduler = AsyncIOScheduler()
         self._status_runner: web.AppRunner | None = None
-        self._listen = ""
+        self._started: DesiredState | None = None   # the file the daemon started with (its addresses)
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping: asyncio.Task[None] | None = None
+        self._forced = False
 
     async def start(self) -> bool:
         if not await self.daemon.reload():
@@ -76,7 +79,8 @@ class Service:
             print(f"{self.path}: balancer.listen: cannot listen on {state.balancer.listen}: {exc.strerror}",
                   file=sys.stderr)
             return False
-        self._listen = state.balancer.listen
+        self._started = state
+        self.daemon.listening = listening(state)
         log.info("balancer listening on %s", self.balancer.url)
         self.daemon.on_new_state = self._new_state
         self.daemon.wrap = draining(self.balancer)
@@ -108,8 +112,13 @@ class Service:
         assert self.balancer is not None
         self.balancer.replace_nodes(balancer_nodes(state))
         self.alerter.configure(state.alerts)
-        if state.balancer.listen != self._listen:
-            log.warning("balancer.listen changed to %s: restart the daemon to listen there", state.balancer.listen)
+        self.balancer.update_settings(balancer_settings(state))
+        assert self._started is not None
+        restart = needs_restart(self._started, state)
+        if restart != self.daemon.needs_restart:
+            for line in restart:
+                log.warning("%s", line)
+        self.daemon.needs_restart = restart
         if self.scheduler.running:
             self.scheduler.reschedule_job("interval", trigger="interval", seconds=state.reconcile.interval)
 
@@ -125,17 +134,36 @@ class Service:
         # a coroutine, so apscheduler runs it on the loop (a plain function would run in a thread)
         self.daemon.request(reason)
 
+    def _sighup(self) -> None:
+        self._tasks.append(asyncio.create_task(self.daemon.file_changed("SIGHUP")))
+
     async def run(self) -> int:
         if not await self.start():
             return 1
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop_event.set)
+            loop.add_signal_handler(sig, self._stop_signal)
         if hasattr(signal, "SIGHUP"):
-            loop.add_signal_handler(signal.SIGHUP, self.daemon.request, "SIGHUP")
+            loop.add_signal_handler(signal.SIGHUP, self._sighup)
         await self.stop_event.wait()
-        await self.stop()
+        self._stopping = asyncio.create_task(self.stop())
+        try:
+            await self._stopping
+        except asyncio.CancelledError:
+            if not self._forced:
+                raise
+            return 130          # forced: open streams were cut
         return 0
+
+    def _stop_signal(self) -> None:
+        """The first SIGTERM/Ctrl-C stops gracefully; a second one exits now."""
+        if not self.stop_event.is_set():
+            self.stop_event.set()
+            return
+        log.warning("second stop signal: exiting now, open streams are cut")
+        self._forced = True
+        if self._stopping is not None:
+            self._stopping.cancel()
 
     async def stop(self) -> None:
         """Stop triggers and the pass in progress, let open streams finish, close."""

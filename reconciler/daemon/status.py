@@ -16,6 +16,7 @@ from balancer import Balancer
 from reconciler.daemon import page
 from reconciler.daemon.alerts import Alerter
 from reconciler.daemon.loop import Daemon
+from reconciler.scrub import scrub_data
 
 
 def status_json(daemon: Daemon, balancer: Balancer | None, alerter: Alerter | None = None) -> dict[str, Any]:
@@ -31,11 +32,14 @@ def status_json(daemon: Daemon, balancer: Balancer | None, alerter: Alerter | No
         "suspended": bool(daemon.state and daemon.state.reconcile.suspend),
         "pass_running": daemon.running_pass,
         "activity": daemon.activity.current,
+        "newer_file_waiting": daemon.file_waiting,
         "last_pass": daemon.last_pass,
         "history": list(daemon.history),
         "targets": {name: dataclasses.asdict(rec) for name, rec in daemon.targets.items()},
         "pending_drift": pending,
         "errors": errors,
+        "needs_restart": daemon.needs_restart,
+        "listening": daemon.listening,
         "counters": dataclasses.asdict(daemon.counters),
         "alerts": alerter.view() if alerter else None,
         "balancer": None if balancer is None else {
@@ -114,13 +118,13 @@ def status_app(daemon: Daemon, balancer: Balancer | None, alerter: Alerter | Non
     registry.register(_Collector(daemon, balancer))
 
     async def status(_: web.Request) -> web.Response:
-        return web.json_response(status_json(daemon, balancer, alerter))
+        return web.json_response(scrub_data(status_json(daemon, balancer, alerter)))
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": "text/plain; version=0.0.4"})
 
     async def html(request: web.Request) -> web.Response:
-        data = status_json(daemon, balancer, alerter)
+        data = scrub_data(status_json(daemon, balancer, alerter))
         text = page.main(data) if request.query.get("part") == "main" else page.page(data)
         return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-store"})
 

@@ -23,6 +23,10 @@ class NoProgress:
         pass
 
 
+PREEMPTED = "not started: a newer file is in force, the next pass plans from it"
+ABANDONED = "abandoned for a newer file: the next pass plans from it (a pull resumes where it stopped)"
+
+
 @dataclass(frozen=True)
 class Limits:
     per_target: int = 1      # changes applied at once on one target (one pull per node by default)
@@ -71,9 +75,14 @@ async def apply(
     limits: Limits = Limits(),
     progress: Progress | None = None,
     on_result: Callable[[ChangeResult], None] | None = None,
+    stop: asyncio.Event | None = None,
+    abandon: Callable[[Change], bool] = lambda change: False,
 ) -> PassReport:
     """Apply exactly the changes of `the_plan`. Never raises for a failed change; on
-    cancellation (Ctrl-C) the changes not finished are reported as cancelled, then it re-raises."""
+    cancellation (Ctrl-C) the changes not finished are reported as cancelled, then it re-raises.
+    Once `stop` is set no further change starts (reported cancelled with the message PREEMPTED),
+    the changes under way for which `abandon(change)` is true are cancelled (ABANDONED), and
+    the others run to their end."""
     by_name = {t.name: t for t in targets}
     progress = progress or NoProgress()
     started = time.time()
@@ -101,10 +110,17 @@ async def apply(
             record(ChangeResult(change, Status.FAILED, "no such target"))
             return
         async with overall, per_target[change.target]:
+            if stop is not None and stop.is_set():
+                record(ChangeResult(change, Status.CANCELLED, PREEMPTED))
+                return
             t0 = time.monotonic()
+            running[change.key] = change
             try:
                 await target.apply(change, progress)
             except asyncio.CancelledError:
+                if change.key in abandoned:      # for a newer file: this pass goes on to its end
+                    record(ChangeResult(change, Status.CANCELLED, ABANDONED, time.monotonic() - t0))
+                    return
                 record(ChangeResult(change, Status.CANCELLED, "interrupted", time.monotonic() - t0))
                 raise
             except TargetError as exc:
@@ -113,8 +129,22 @@ async def apply(
                 record(ChangeResult(change, Status.FAILED, f"{type(exc).__name__}: {exc}", time.monotonic() - t0))
             else:
                 record(ChangeResult(change, Status.APPLIED, "", time.monotonic() - t0))
+            finally:
+                running.pop(change.key, None)
 
-    tasks = [asyncio.ensure_future(run(c)) for c in the_plan.changes]
+    async def preempt() -> None:
+        assert stop is not None
+        await stop.wait()
+        for key, change in list(running.items()):
+            if abandon(change):
+                abandoned.add(key)
+                by_key[key].cancel()
+
+    running: dict[str, Change] = {}
+    abandoned: set[str] = set()
+    by_key = {c.key: asyncio.ensure_future(run(c)) for c in the_plan.changes}
+    tasks = list(by_key.values())
+    watcher = asyncio.ensure_future(preempt()) if stop is not None else None
     try:
         await asyncio.gather(*tasks)
     except asyncio.CancelledError:
@@ -122,4 +152,7 @@ async def apply(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+    finally:
+        if watcher is not None:
+            watcher.cancel()
     return PassReport(the_plan, tuple(results[c.key] for c in the_plan.changes), started, time.time())

@@ -10,9 +10,15 @@ from rich.console import Console
 from rich.markup import escape
 
 from reconciler.plan.changes import REDACTED, Action, Change, ChangeResult, PassReport, Plan, Status
+from reconciler.scrub import scrub, scrub_data
 
 _SIGN = {Action.CREATE: ("+", "green"), Action.UPDATE: ("~", "yellow"),
          Action.REPLACE: ("±", "yellow"), Action.DELETE: ("-", "red")}
+
+
+def shown(text: str) -> str:
+    """Text for the console: secrets scrubbed, then rich markup escaped."""
+    return escape(scrub(text))
 
 
 def show_value(value: Any) -> str:
@@ -44,39 +50,43 @@ def change_text(change: Change) -> str:
 
 
 def change_line(change: Change) -> str:
-    return f"[{_SIGN[change.action][1]}]{escape(change_text(change))}[/]"
+    return f"[{_SIGN[change.action][1]}]{shown(change_text(change))}[/]"
 
 
-def summary(changes: tuple[Change, ...]) -> str:
+def summary(changes: tuple[Change, ...], unread: int = 0) -> str:
+    """The plan's last line; `unread` targets could not be read, so their changes are unknown."""
     count = {a: sum(1 for c in changes if c.action is a) for a in Action}
+    gap = (f" {unread} target(s) could not be read (errors above): their changes are unknown."
+           if unread else "")
     if not changes:
-        return "No changes: the network matches the file."
+        return ("No changes: the network matches the file." if not unread
+                else "No changes on the targets that could be read." + gap)
     return (f"Plan: {count[Action.CREATE]} to create, {count[Action.UPDATE] + count[Action.REPLACE]} to change, "
-            f"{count[Action.DELETE]} to delete.")
+            f"{count[Action.DELETE]} to delete." + gap)
 
 
 def print_plan(plan: Plan, console: Console) -> None:
     for target, changes in groupby(plan.changes, key=lambda c: c.target):
-        console.print(f"[bold]{escape(target)}[/]")
+        console.print(f"[bold]{shown(target)}[/]")
         for change in changes:
             console.print("  " + change_line(change), highlight=False)
     for note in plan.notes:
-        console.print(f"[cyan]note[/] {escape(note.target)}: {escape(note.message)}", highlight=False)
+        console.print(f"[cyan]note[/] {shown(note.target)}: {shown(note.message)}", highlight=False)
     for problem in plan.problems:
-        console.print(f"[red bold]error[/] {escape(problem.target)}: {escape(problem.message)}", highlight=False)
-    console.print(summary(plan.changes))
+        console.print(f"[red bold]error[/] {shown(problem.target)}: {shown(problem.message)}", highlight=False)
+    console.print(summary(plan.changes, unread=len({p.target for p in plan.problems})))
 
 
 def result_line(result: ChangeResult) -> str:
     mark = {Status.APPLIED: "[green]ok[/]", Status.FAILED: "[red]FAILED[/]",
             Status.SKIPPED_DEPENDENCY: "[yellow]skipped[/]", Status.CANCELLED: "[yellow]cancelled[/]"}[result.status]
-    tail = f": {escape(result.message)}" if result.message else ""
-    return f"{mark} {escape(result.change.target)} {change_line(result.change)}{tail}"
+    tail = f": {shown(result.message)}" if result.message else ""
+    return f"{mark} {shown(result.change.target)} {change_line(result.change)}{tail}"
 
 
 def print_report(report: PassReport, console: Console) -> None:
     for problem in report.plan.problems:
-        console.print(f"[red bold]error[/] {escape(problem.target)}: {escape(problem.message)}", highlight=False)
+        console.print(f"[red bold]error[/] {shown(problem.target)}: {shown(problem.message)}", highlight=False)
     done = sum(1 for r in report.results if r.status is Status.APPLIED)
     failed = len(report.failed)
     if not report.results:
@@ -87,4 +97,4 @@ def print_report(report: PassReport, console: Console) -> None:
 
 
 def to_json(obj: Plan | PassReport) -> str:
-    return json.dumps(obj.to_json(), indent=2, default=str)
+    return json.dumps(scrub_data(obj.to_json()), indent=2, default=str)

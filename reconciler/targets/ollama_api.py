@@ -22,6 +22,7 @@ import httpx
 from balancer.classify import normalize_model
 from reconciler.config.params import INT_PARAMS, PARAMS
 from reconciler.errors import PermanentError, TemporaryError
+from reconciler.targets.deadline import Deadline
 
 StatusCallback = Callable[[dict[str, Any]], None]
 
@@ -254,8 +255,10 @@ def tls_context() -> ssl.SSLContext:
 
 
 class OllamaClient:
-    """One node. `timeout` bounds quick calls; `stream_timeout` is the longest silence allowed
-    inside a pull/create/upload stream and the longest a model load may take."""
+    """One node. `timeout` bounds each connect and read of a quick call, and twice `timeout` the
+    whole call, whatever the server sends. `stream_timeout` is the longest a pull, create or
+    upload may go without progress (a new status line, a chunk sent), and the longest a model
+    load may take (twice that for the whole load call)."""
 
     def __init__(self, url: str, *, name: str = "", timeout: float = 10.0, stream_timeout: float = 600.0,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -282,11 +285,23 @@ class OllamaClient:
             text = f"{what} to {self.url} failed: {type(exc).__name__}: {exc}"
         return TemporaryError(text, target=self.name)
 
+    def _late(self, deadline: Deadline, what: str) -> TemporaryError:
+        return TemporaryError(f"{self.url} did not answer {what} in time: {deadline.expired_text()}",
+                              target=self.name)
+
     async def _request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,),
                        timeout: float | None = None, **kw: Any) -> httpx.Response:
         what = f"{method} {path}"
+        per_read = timeout or self.timeout
+        upload = kw.get("content") is not None      # bounded by progress, not in total
+        deadline = Deadline(idle=per_read) if upload else Deadline(total=2 * per_read)
+        if upload:
+            kw["content"] = _progressing(kw["content"], deadline)
         try:
-            response = await self._http.request(method, path, timeout=timeout or self.timeout, **kw)
+            async with deadline:
+                response = await self._http.request(method, path, timeout=per_read, **kw)
+        except TimeoutError as exc:      # the deadline; httpx's own timeouts are HTTPErrors
+            raise self._late(deadline, what) from exc
         except httpx.HTTPError as exc:
             raise self._fail(exc, what) from exc
         if response.status_code not in ok:
@@ -328,8 +343,9 @@ class OllamaClient:
         what = f"POST {path} {body.get('model', '')}".strip()
         last: dict[str, Any] | None = None   # a multi-GB pull sends ~1e5 lines: keep only the last one
         timeout = httpx.Timeout(self.timeout, read=self.stream_timeout)
+        deadline = Deadline(idle=self.stream_timeout)   # a trickle of bytes is not progress: a new line is
         try:
-            async with self._http.stream("POST", path, json=body, timeout=timeout) as response:
+            async with deadline, self._http.stream("POST", path, json=body, timeout=timeout) as response:
                 if response.status_code != 200:
                     await response.aread()
                     message = _error_text(response)
@@ -344,11 +360,15 @@ class OllamaClient:
                         continue
                     if not isinstance(line, dict):
                         continue
+                    if line != last:
+                        deadline.progress()
                     last = line
                     if "error" in line:         # the first error ends the read, so it is the last line
                         break
                     if on_line:
                         on_line(line)
+        except TimeoutError as exc:
+            raise self._late(deadline, what) from exc
         except httpx.HTTPError as exc:
             raise self._fail(exc, what) from exc
         failure = stream_failure([] if last is None else [last])
@@ -385,3 +405,10 @@ class OllamaClient:
         if not embedding:
             body["stream"] = False
         await self._request("POST", path, json=body, timeout=self.stream_timeout)
+
+
+async def _progressing(chunks: AsyncIterator[bytes], deadline: Deadline) -> AsyncIterator[bytes]:
+    """An upload body that tells `deadline` each time a chunk was taken (the socket moved on)."""
+    async for chunk in chunks:
+        yield chunk
+        deadline.progress()

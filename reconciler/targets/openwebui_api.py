@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 
 from reconciler.errors import PermanentError, TemporaryError
+from reconciler.scrub import remember
+from reconciler.targets.deadline import Deadline
 
 # the settings objects Open WebUI reads and writes whole: group → (GET path, POST path)
 GROUPS: dict[str, tuple[str, str]] = {
@@ -51,12 +53,15 @@ def _detail(response: httpx.Response) -> str:
 
 
 class OpenWebUIClient:
-    """One Open WebUI server. `writes` lists every request that could change it ("POST /path")."""
+    """One Open WebUI server. `writes` lists every request that could change it ("POST /path").
+    `timeout` bounds each connect and read; twice `timeout` bounds a whole call, whatever the
+    server sends."""
 
     def __init__(self, url: str, *, name: str = "openwebui", timeout: float = 15.0,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.url = url.rstrip("/")
         self.name = name
+        self.timeout = timeout
         self.writes: list[str] = []
         self.api_key_mode = False
         # trust_env=False: no HTTP(S)_PROXY or .netrc from the environment sees the admin's key or password
@@ -72,20 +77,30 @@ class OpenWebUIClient:
 
     def use_token(self, token: str, *, api_key: bool = False) -> None:
         """Send `token` (a session JWT or an sk- API key) as the bearer from now on."""
+        remember(token)      # a server that echoes it back cannot make ollafleet show it
         self._http.headers["Authorization"] = f"Bearer {token}"
         self.api_key_mode = api_key
 
     # ------------------------------------------------------------ plumbing
 
+    async def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """One request within its deadline; a server that cannot be reached or is too slow is a
+        TemporaryError naming it."""
+        deadline = Deadline(total=2 * self.timeout)
+        try:
+            async with deadline:
+                return await self._http.request(method, path, **kw)
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            late = deadline.expired_text() if isinstance(exc, TimeoutError) else "no answer in time"
+            raise TemporaryError(f"Open WebUI at {self.url} did not answer {method} {path}: {late}",
+                                 target=self.name) from exc
+        except httpx.HTTPError as exc:   # refused, reset, not HTTP at all
+            raise TemporaryError(f"cannot reach Open WebUI at {self.url}: {type(exc).__name__}: {exc}",
+                                 target=self.name) from exc
+
     async def _call(self, method: str, path: str, *, json: Any = None, params: dict[str, str] | None = None,
                     missing_ok: bool = False) -> Any:
-        try:
-            response = await self._http.request(method, path, json=json, params=params)
-        except httpx.TimeoutException as exc:
-            raise TemporaryError(f"Open WebUI at {self.url} did not answer {method} {path} in time",
-                                 target=self.name) from exc
-        except httpx.TransportError as exc:
-            raise TemporaryError(f"cannot reach Open WebUI at {self.url}: {exc}", target=self.name) from exc
+        response = await self._send(method, path, json=json, params=params)
         if missing_ok and response.status_code == 404:
             return None
         if response.status_code >= 500:
@@ -114,10 +129,7 @@ class OpenWebUIClient:
         return body
 
     async def signin(self, email: str, password: str) -> dict[str, Any]:
-        try:
-            response = await self._http.post("/api/v1/auths/signin", json={"email": email, "password": password})
-        except httpx.TransportError as exc:
-            raise TemporaryError(f"cannot reach Open WebUI at {self.url}: {exc}", target=self.name) from exc
+        response = await self._send("POST", "/api/v1/auths/signin", json={"email": email, "password": password})
         if response.status_code == 429:
             raise TemporaryError("Open WebUI rate-limits sign-ins (15 per 3 minutes): try again later",
                                  target=self.name, retry_after=60.0)

@@ -59,3 +59,13 @@ def test_bad_file_exits_1_before_contacting_anything(tmp_path: Path, capsys: pyt
     assert cli.cmd_apply(args(str(bad)), factory=lambda s: called.append(1) or []) == 1
     assert called == []
     assert 'balancr: unknown key (did you mean "balancer"?)' in capsys.readouterr().err
+
+
+def test_plan_with_an_unreadable_target_does_not_claim_the_network_matches(
+        file: str, capsys: pytest.CaptureFixture[str]) -> None:
+    done = FakeTarget("a", {"m": 1}, {"m": 1})
+    down = FakeTarget("ollama/gpu-2", {}, {"m": 1}, unreachable=True)
+    assert cli.cmd_plan(args(file), factory=lambda s: [done, down]) == 1
+    out = capsys.readouterr().out
+    assert "the network matches the file" not in out
+    assert "1 target(s) could not be read" in out and "ollama/gpu-2" in out
