@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .classify import normalize_model
 from .config import NodeSpec
 from .conversation import Conversation
+from .histogram import Histogram
+from .knowledge import Knowledge
 from .scheduling import Event, NodeView, Pick, Reliability, Snapshot, next_reliability
 
 log = logging.getLogger("balancer")
@@ -29,6 +31,9 @@ class NodeState:
     loaded: tuple[str, ...]
     reachable: bool | None  # None = not polled yet
     last_error: str | None
+    runner_model: str | None = None  # the model its GPU holds, as sent last or polled
+    runner_num_ctx: int | None = None  # ... loaded with this num_ctx (None: the default)
+    learned: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> rates
 
 
 @dataclass
@@ -42,9 +47,15 @@ class Metrics:
     queued: int = 0
     node_requests: dict[str, int] = field(default_factory=dict)
     node_failures: dict[str, int] = field(default_factory=dict)
+    model_loads_caused: int = 0  # requests sent where the estimate counted a model (re)load
+    queue_wait_seconds: Histogram = field(default_factory=Histogram)
+    first_token_seconds: Histogram = field(default_factory=Histogram)
 
     def as_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
+        return {k: v.as_dict() if isinstance(v, Histogram) else v for k, v in self.__dict__.items()}
+
+    def observe_queue_wait(self, seconds: float) -> None:
+        self.queue_wait_seconds.observe(seconds)
 
 
 class Node:
@@ -109,6 +120,7 @@ class Fleet:
     def __init__(self, specs: list[NodeSpec]) -> None:
         self.nodes: dict[str, Node] = {}
         self.metrics = Metrics()
+        self.knowledge = Knowledge()
         self.table = _Described(self)
         self._changed = asyncio.Event()
         self.replace(specs)
@@ -118,7 +130,7 @@ class Fleet:
         return Snapshot(tuple(n.view() for n in self.nodes.values()))
 
     def states(self) -> list[NodeState]:
-        return [n.state() for n in self.nodes.values()]
+        return [replace(n.state(), **self.knowledge.facts(n.name)) for n in self.nodes.values()]
 
     def describe(self) -> str:
         return " | ".join(
@@ -225,6 +237,7 @@ class Fleet:
                 node.reported = models
             if loaded is not None:
                 node.loaded = loaded
+                self.knowledge.polled(node.name, loaded)
         else:
             node.last_error = error
         if was is not node.reachable:

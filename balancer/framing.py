@@ -23,7 +23,7 @@ _SSE_ENDS: dict[str, tuple[bytes, ...]] = {
 class EndChecker:
     """Feed response chunks in order; `complete` tells whether the end marker was seen."""
 
-    __slots__ = ("framing", "complete", "_tail")
+    __slots__ = ("framing", "complete", "final", "_tail")
 
     def __init__(self, framing: Framing, content_type: str = "") -> None:
         ctype = content_type.split(";", 1)[0].strip().lower()
@@ -34,6 +34,7 @@ class EndChecker:
             framing = "none"
         self.framing: Framing = framing
         self.complete = framing == "none"
+        self.final: dict[str, object] | None = None  # the "done" line: Ollama's timings
         self._tail = b""
 
     def feed(self, chunk: bytes) -> None:
@@ -62,6 +63,7 @@ class EndChecker:
                 continue
             if isinstance(obj, dict) and obj.get("done") is True and "error" not in obj:
                 self.complete = True
+                self.final = obj
 
     def _feed_sse(self, lines: bytes) -> None:
         markers = _SSE_ENDS[self.framing]

@@ -24,6 +24,7 @@ from .fleet import Fleet, Node
 from .fleetwide import FleetWide
 from .framing import EndChecker
 from .scheduling import Event, Pick, Reject, Wait, decide
+from .waitlist import TooLong, WaitList, job_of
 
 log = logging.getLogger("balancer")
 
@@ -73,6 +74,7 @@ class Proxy:
         self.timeout = aiohttp.ClientTimeout(
             total=None, connect=None, sock_connect=settings.connect_timeout,
             sock_read=settings.silence_timeout or None)
+        self.waitlist = WaitList(fleet, fleet.knowledge)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         self.fleet.metrics.requests_total += 1
@@ -89,6 +91,8 @@ class Proxy:
 
     async def route(self, request: web.BaseRequest, info: RequestInfo,
                     data: Any) -> web.StreamResponse:
+        if self.settings.queue_timeout > 0 and info.kind == "inference" and isinstance(data, bytes):
+            return await self.route_by_cost(request, info, data)
         metrics = self.fleet.metrics
         tried: set[str] = set()
         last_error: errors.UpstreamError | None = None
@@ -108,12 +112,51 @@ class Proxy:
                 return self._reject(request, info, decision, last_error)
             node = self.fleet.reserve(decision, info.uses_slot, info.conversation, info)
             tried.add(node.name)
+            if info.kind == "inference" and isinstance(data, bytes):
+                job = job_of(info, data)
+                self._started(info, node, job, self.waitlist.estimate_for(node.name, job))
             result = await self._attempt(request, info, node, data, tried)
             if isinstance(result, web.StreamResponse):
                 return result
             last_error = result
             if data is request.content:  # an upload stream cannot be replayed
                 return json_response(request, 502, str(last_error))
+            metrics.retries_total += 1
+
+    def _started(self, info: RequestInfo, node: Node, job: Any, est: Any) -> None:
+        self.fleet.knowledge.started(id(info), node.name, job, est, time.monotonic())
+        if est.load > 0:
+            self.fleet.metrics.model_loads_caused += 1
+
+    async def route_by_cost(self, request: web.BaseRequest, info: RequestInfo,
+                            data: bytes) -> web.StreamResponse:
+        """Queueing mode: wait in the balancer's queue for the node with the soonest first
+        token (waitlist.py), then serve as usual; a failure before the first byte re-queues."""
+        metrics = self.fleet.metrics
+        tried: set[str] = set()
+        last_error: errors.UpstreamError | None = None
+        deadline = time.monotonic() + self.settings.queue_timeout
+        job = job_of(info, data)
+        user = (request.headers.get("X-OpenWebUI-User-Id")
+                or request.headers.get("X-OpenWebUI-User-Email") or request.remote or "")
+        while True:
+            decision, est = await self.waitlist.place(info, job, user, frozenset(tried), deadline)
+            if isinstance(decision, TooLong):
+                metrics.rejected_total += 1
+                resp = json_response(request, 503, decision.message)
+                resp.headers["Retry-After"] = str(decision.retry_after)
+                return resp
+            if isinstance(decision, Reject):
+                metrics.rejected_total += 1
+                return self._reject(request, info, decision, last_error)
+            node = self.fleet.reserve(decision, info.uses_slot, info.conversation, info)
+            tried.add(node.name)
+            assert est is not None
+            self._started(info, node, job, est)
+            result = await self._attempt(request, info, node, data, tried)
+            if isinstance(result, web.StreamResponse):
+                return result
+            last_error = result
             metrics.retries_total += 1
 
     def _reject(self, request: web.BaseRequest, info: RequestInfo, decision: Reject,
@@ -145,6 +188,7 @@ class Proxy:
         # None until the outcome is known; an unforeseen end counts against the node.
         event: Event | None = None
         error: str | None = None
+        final: dict[str, object] | None = None  # Ollama's last chunk, to learn its rates
         try:
             try:
                 upstream = await self.session.request(
@@ -152,6 +196,9 @@ class Proxy:
                     data=_payload(data),
                     headers=headers, timeout=self.timeout, allow_redirects=False)
                 first = await upstream.content.readany()
+                waited = self.fleet.knowledge.first_byte(id(info), node.name)
+                if waited is not None:
+                    self.fleet.metrics.first_token_seconds.observe(waited)
             except UPSTREAM_ERRORS as exc:
                 failure = upstream_error(node.name, exc, self.settings.silence_timeout,
                                          "before first byte", self.settings.connect_timeout)
@@ -200,7 +247,7 @@ class Proxy:
             elif upstream.status >= 500:
                 event, error = Event.FAILED, f"node {node.name}: answered HTTP {upstream.status}"
             else:
-                event = Event.COMPLETED
+                event, final = Event.COMPLETED, checker.final
             await resp.write_eof(chunk)
             return resp
         except asyncio.CancelledError:
@@ -219,6 +266,7 @@ class Proxy:
                     upstream.release()  # keep the connection for the next request
                 else:
                     upstream.close()  # the node sees the disconnect and stops generating
+            self.fleet.knowledge.ended(id(info), node.name, final)
             self.fleet.release(node, event or Event.FAILED, error, slot=info.uses_slot)
 
     async def _cut(self, request: web.BaseRequest, resp: web.StreamResponse, info: RequestInfo,
