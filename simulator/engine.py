@@ -9,15 +9,15 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from .faults import BUSY_ERROR, STREAM_FAULTS, CutConnection, Fault
-from .state import InstalledModel, Runner, effective_num_ctx, runner_options
+from .faults import STREAM_FAULTS, CutConnection, Fault
+from .sched import check_options, get_runner, merged_options, modelled_ns, release, slot
+from .state import InstalledModel, Runner, Slot
 from .timing import NS, common_prefix, tokenize
 from .wire import HTTPError
 
 if TYPE_CHECKING:
     from .node import SimNode
 
-GRAPH_OVERHEAD = 300 * 1024**2
 _WORDS = ("the", "answer", "depends", "on", "context", "but", "in", "short", "it", "works",
           "as", "expected", "with", "care", "and", "patience")
 _THOUGHT = ("Okay", ",", " let", " me", " think", " about", " this", " carefully", ".")
@@ -59,100 +59,6 @@ class GenResult:
         return {k: v for k, v in items if v}
 
 
-def merged_options(model: InstalledModel, options: dict[str, Any] | None) -> dict[str, Any]:
-    return {**model.params, **(options or {})}
-
-
-def check_options(options: dict[str, Any]) -> None:
-    """Wrong JSON types fail at run time like Ollama's options decoding."""
-    ints = ("num_ctx", "num_predict", "num_batch", "num_gpu", "top_k", "seed", "num_keep",
-            "repeat_last_n", "num_thread", "main_gpu")
-    floats = ("temperature", "top_p", "min_p", "typical_p", "repeat_penalty",
-              "presence_penalty", "frequency_penalty")
-    for key in ints:
-        if key in options and (isinstance(options[key], (bool, str, list, dict))):
-            raise HTTPError(500, f'option "{key}" must be of type integer')
-    for key in floats:
-        if key in options and (isinstance(options[key], (bool, str, list, dict))):
-            raise HTTPError(500, f'option "{key}" must be of type float32')
-    if "stop" in options and not isinstance(options["stop"], list):
-        raise HTTPError(500, 'option "stop" must be of type array')
-
-
-async def ensure_loaded(node: SimNode, model: InstalledModel, options: dict[str, Any],
-                        keep_alive_ns: int | None) -> tuple[Runner, int]:
-    """Load (or reuse) the runner for the model's weights; returns it and load_duration ns."""
-    state = node.state
-    opts = runner_options(model, options)
-    runner: Runner | None = None
-    while True:
-        state.expire()
-        runner = state.runners.get(model.weights)
-        if runner is None or runner.options != opts:
-            break
-        if not runner.loaded.is_set():  # another request is loading it: wait for that load
-            await runner.loaded.wait()
-            if state.runners.get(model.weights) is not runner:
-                continue  # that load was abandoned
-        if keep_alive_ns is not None:
-            runner.keep_alive_ns = keep_alive_ns
-        return runner, int(node.timing.warm_load * NS)
-    keep = keep_alive_ns
-    if runner is not None:  # different runner options: reload
-        keep = runner.keep_alive_ns if keep is None else keep
-        del state.runners[model.weights]
-    num_ctx = effective_num_ctx(model, options, node.default_num_ctx(model))
-    size = (model.weights_size + GRAPH_OVERHEAD
-            + model.info.kv_bytes_per_token * num_ctx * node.num_parallel)
-    _make_room(node, size)
-    used = sum(r.size_vram for r in state.runners.values())
-    runner = Runner(weights=model.weights, model=model, options=opts, num_ctx=num_ctx,
-                    keep_alive_ns=node.default_keep_alive_ns if keep is None else keep,
-                    size=size, size_vram=max(0, min(size, node.vram - used)))
-    state.runners[model.weights] = runner
-    seconds = node.timing.load_seconds(model.weights_size)
-    try:
-        await node.timing.sleep(seconds)
-    except BaseException:
-        if state.runners.get(model.weights) is runner:
-            del state.runners[model.weights]
-        runner.loaded.set()
-        raise
-    runner.loaded.set()
-    return runner, int(seconds * NS)
-
-
-def _make_room(node: SimNode, size: int) -> None:
-    """Evict idle runners, least recently used first, until count and VRAM allow a load."""
-    runners = node.state.runners
-    while True:
-        used = sum(r.size_vram for r in runners.values())
-        if len(runners) < node.max_loaded and used + size <= node.vram:
-            return
-        idle = [r for r in runners.values() if r.busy == 0 and r.loaded.is_set()]
-        if not idle:
-            return
-        victim = min(idle, key=lambda r: r.last_used)
-        del runners[victim.weights]
-
-
-@contextlib.asynccontextmanager
-async def slot(node: SimNode) -> AsyncIterator[None]:
-    """One of OLLAMA_NUM_PARALLEL slots, waiting in a bounded queue (503 when full)."""
-    assert node.slots is not None
-    if node.slots.locked() and node.waiting >= node.max_queue:
-        raise HTTPError(503, BUSY_ERROR)
-    node.waiting += 1
-    try:
-        await node.slots.acquire()
-    finally:
-        node.waiting -= 1
-    try:
-        yield
-    finally:
-        node.slots.release()
-
-
 def _reply(node: SimNode, req: GenRequest) -> list[str]:
     words = ["Simulated", " answer", " from", f" {node.name}", ":"]
     words += [" " + w for w in itertools.islice(itertools.cycle(_WORDS), max(0, node.reply_tokens))]
@@ -163,31 +69,34 @@ def _reply(node: SimNode, req: GenRequest) -> list[str]:
 
 
 class Generation:
-    """One inference after it got a slot: load, prompt evaluation, token stream."""
+    """One inference: runner, prompt evaluation in a slot, token stream."""
 
     def __init__(self, node: SimNode, req: GenRequest) -> None:
         self.node = node
         self.req = req
         self.result = GenResult()
         self.runner: Runner | None = None
+        self.slot: Slot | None = None
         self.started = time.monotonic()
 
     async def start(self) -> None:
+        """Get a runner (load_duration), then evaluate the part of the prompt that the
+        slot's cache lacks; prompt_eval_count is the whole prompt even on a cache hit."""
         node, req = self.node, self.req
-        opts = merged_options(req.model, req.options)
-        check_options(opts)
-        node.last_options = opts  # what the run used: model params < request options
-        self.runner, self.result.load_ns = await ensure_loaded(node, req.model, req.options,
-                                                               req.keep_alive_ns)
-        self.runner.busy += 1
-        self.runner.last_used = time.monotonic()
+        self.runner, self.result.load_ns = await get_runner(node, req.model, req.options,
+                                                            req.keep_alive_ns)
+        node.last_options = merged_options(req.model, req.options)  # model params < options
+
+    async def evaluate(self, slot: Slot) -> None:
+        node, req = self.node, self.req
+        assert self.runner is not None
+        self.slot = slot
         prompt = req.prompt[-self.runner.num_ctx:]
-        cached = common_prefix(self.runner.cache, prompt)
-        evaluated = max(1, len(prompt) - cached)
-        seconds = node.timing.prompt_seconds(evaluated)
-        self.runner.cache = list(prompt)  # the slot's KV cache now holds this prompt
+        cached = min(common_prefix(slot.cache, prompt), max(0, len(prompt) - 1))
+        seconds = node.timing.prompt_seconds(max(1, len(prompt) - cached))
+        slot.cache = list(prompt)  # the slot's KV cache now holds this prompt
         await node.timing.sleep(seconds)
-        self.result.prompt_eval_count = evaluated
+        self.result.prompt_eval_count = max(1, len(prompt))
         self.result.prompt_eval_ns = max(1, int(seconds * NS))
         self.result.context = list(prompt)
 
@@ -239,26 +148,27 @@ class Generation:
                 res.thinking += piece
             res.context.extend(tokenize(piece)[:1])
             yield kind, piece
-        res.total_ns = int((time.monotonic() - self.started) * NS)
+        res.total_ns = modelled_ns(node, time.monotonic() - self.started)
         res.total_ns = max(res.total_ns, res.load_ns + res.prompt_eval_ns + res.eval_ns)
-        if self.runner is not None:
-            self.runner.cache = self.runner.cache + tokenize(res.content)
+        if self.slot is not None:  # the slot keeps the answer too, all but its last token
+            self.slot.cache = self.slot.cache + tokenize(res.thinking + res.content)[:-1]
 
     def release(self) -> None:
         if self.runner is not None:
-            self.runner.busy -= 1
-            if self.runner.busy == 0:
-                self.runner.went_idle()
+            release(self.node, self.runner)
             self.runner = None
 
 
 @contextlib.asynccontextmanager
 async def generation(node: SimNode, req: GenRequest) -> AsyncIterator[Generation]:
-    """Queue for a slot, load, evaluate the prompt; count a cancellation if the client leaves."""
+    """Get a runner, queue for its slot, evaluate the prompt; count a cancellation if the
+    client leaves."""
     gen = Generation(node, req)
     try:
-        async with slot(node):
-            await gen.start()
+        await gen.start()
+        assert gen.runner is not None
+        async with slot(node, gen.runner, req.prompt) as chosen:
+            await gen.evaluate(chosen)
             yield gen
     except (asyncio.CancelledError, ConnectionResetError):
         if not node.stopping:

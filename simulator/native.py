@@ -8,7 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from . import common
-from .engine import GenRequest, ensure_loaded, generation, slot
+from .engine import GenRequest, generation
+from .sched import get_runner, modelled_ns, release, slot
 from .faults import StreamOut
 from .gofmt import now_utc
 from .state import InstalledModel
@@ -30,12 +31,12 @@ async def _load_or_unload(request: web.Request, node: Any, model: InstalledModel
         runner = node.state.runners.get(model.weights)
         if runner is not None:
             runner.keep_alive_ns = 0
+            runner.expires_ns = None
             if runner.busy == 0:
                 node.state.runners.pop(model.weights, None)
         return {**extra, "done": True, "done_reason": "unload"}
-    runner, _ = await ensure_loaded(node, model, options, keep)
-    if runner.busy == 0:
-        runner.went_idle()
+    runner, _ = await get_runner(node, model, options, keep)
+    release(node, runner)
     return {**extra, "done": True, "done_reason": "load"}
 
 
@@ -167,23 +168,20 @@ async def embed_vectors(node: Any, model: InstalledModel, inputs: list[str],
     if "embedding" not in model.capabilities:
         raise HTTPError(501, "this model does not support embeddings")
     started = time.monotonic()
-    async with slot(node):
-        runner, load_ns = await ensure_loaded(node, model, options, keep)
-        runner.busy += 1
-        try:
+    runner, load_ns = await get_runner(node, model, options, keep)
+    try:
+        async with slot(node, runner, []):
             counts = [len(tokenize(t)) for t in inputs]
             limit = min(runner.num_ctx, model.info.context_length)
             if not truncate and any(c > limit for c in counts):
                 raise HTTPError(400, "the input length exceeds the context length")
             seconds = node.timing.prompt_seconds(sum(counts))
             await node.timing.sleep(seconds)
-        finally:
-            runner.busy -= 1
-            if runner.busy == 0:
-                runner.went_idle()
+    finally:
+        release(node, runner)
     size = dims if dims and dims > 0 else model.info.embedding_length
     vectors = [common.embedding(t, size, normalise=normalise) for t in inputs]
-    total = max(int((time.monotonic() - started) * NS), load_ns + int(seconds * NS))
+    total = max(modelled_ns(node, time.monotonic() - started), load_ns + int(seconds * NS))
     return vectors, {"total_duration": total, "load_duration": load_ns,
                      "prompt_eval_count": sum(counts)}
 

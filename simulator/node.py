@@ -17,7 +17,8 @@ from .catalogue import CATALOGUE, Catalogue, lookup
 from .faults import DEFAULT_ERROR, Fault, FaultState, reset_transport
 from .gofmt import FOREVER_NS
 from .names import parse_name
-from .state import InstalledModel, NodeState, derive_model, model_from_catalogue
+from .state import (InstalledModel, NodeState, derive_model, effective_num_ctx,
+                    model_from_catalogue)
 from .timing import Timing
 
 GiB = 1024**3
@@ -81,8 +82,9 @@ class SimNode:
         self.last_options: dict[str, Any] = {}  # effective options of the latest generation
         self.port = 0
         self.stopping = False
-        self.waiting = 0
-        self.slots: asyncio.Semaphore | None = None
+        self.waiting = 0  # requests queued on a loaded runner's slots (no bound, no bytes)
+        self.pending_loads = 0  # requests queued for a (re)load (bounded by max_queue)
+        self.load_lock = asyncio.Lock()  # Ollama's scheduler loads one runner at a time
         self._thaw = asyncio.Event()
         self._thaw.set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -108,20 +110,24 @@ class SimNode:
         return have >= want
 
     def default_num_ctx(self, model: InstalledModel) -> int:
-        """num_ctx of a load that sets none: 4096 up to 0.15.x, VRAM-tiered from 0.16.0."""
+        """num_ctx of a load that sets none: 4096 up to 0.15.4, VRAM-tiered from 0.15.5."""
         if self.context_length:
             return self.context_length
-        if not self.version_at_least(0, 16, 0):
+        if not self.version_at_least(0, 15, 5):
             return 4096
         tier = 262144 if self.vram >= 47 * GiB else 32768 if self.vram >= 23 * GiB else 4096
         return min(tier, model.info.context_length)
+
+    def num_ctx_for(self, model: InstalledModel, options: dict[str, Any]) -> int:
+        """The context a load for this request gets (clamped to training from 0.15.5)."""
+        return effective_num_ctx(model, options, self.default_num_ctx(model),
+                                 clamp=self.version_at_least(0, 15, 5))
 
     async def start(self, port: int = 0) -> None:
         from .server import build_app
 
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
-        self.slots = asyncio.Semaphore(self.num_parallel)
         self._runner = web.AppRunner(build_app(self), handler_cancellation=True,
                                      shutdown_timeout=0.2, access_log=None)
         await self._runner.setup()

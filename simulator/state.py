@@ -114,8 +114,20 @@ class Blob:
 
 
 @dataclass
+class Slot:
+    """One of a runner's OLLAMA_NUM_PARALLEL slots and the tokens its KV cache holds."""
+
+    cache: list[int] = field(default_factory=list)
+    busy: bool = False
+    last_used: float = 0.0
+
+
+@dataclass
 class Runner:
-    """A loaded model, keyed by its weights blob."""
+    """A loaded model, keyed by its weights blob.
+
+    `busy` is Ollama's reference count: requests holding the runner or waiting for one of
+    its slots (the semaphore `sem`, `num_parallel` wide, an unbounded queue)."""
 
     weights: str
     model: InstalledModel  # the model whose request caused the load
@@ -128,7 +140,20 @@ class Runner:
     expires_ns: int | None = None  # None while it has never gone idle
     busy: int = 0
     last_used: float = field(default_factory=time.monotonic)
-    cache: list[int] = field(default_factory=list)
+    num_parallel: int = 1
+    sem: asyncio.Semaphore = field(init=False)
+    slots: list[Slot] = field(init=False)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while busy == 0
+
+    def __post_init__(self) -> None:
+        self.sem = asyncio.Semaphore(self.num_parallel)
+        self.slots = [Slot() for _ in range(self.num_parallel)]
+        self.idle.set()
+
+    @property
+    def cache(self) -> list[int]:
+        """The most recently used slot's cached tokens."""
+        return max(self.slots, key=lambda s: s.last_used).cache
 
     def expires_at(self) -> int:
         if self.expires_ns is not None:
@@ -206,14 +231,27 @@ class NodeState:
                  "size_vram": r.size_vram, "context_length": r.num_ctx} for r in ordered]
 
 
-def runner_options(model: InstalledModel, options: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+RUNNER_DEFAULTS: dict[str, Any] = {"num_batch": 512, "num_gpu": -1, "main_gpu": 0,
+                                   "use_mmap": None, "num_thread": 0}
+
+
+def runner_options(model: InstalledModel, options: dict[str, Any],
+                   num_ctx: int) -> tuple[tuple[str, Any], ...]:
+    """The load-time options a runner is compared on, defaults filled in (Ollama compares
+    resolved options, so an explicit default does not reload)."""
     merged = {**model.params, **(options or {})}
-    return tuple((k, merged.get(k)) for k in RUNNER_OPTIONS if k != "num_gpu" or
-                 merged.get(k) not in (None, -1))
+    out: list[tuple[str, Any]] = [("num_ctx", num_ctx)]
+    for key, default in RUNNER_DEFAULTS.items():
+        value = merged.get(key)
+        value = default if value is None else value
+        out.append((key, int(value) if isinstance(value, float) else value))
+    return tuple(out)
 
 
 def effective_num_ctx(model: InstalledModel, options: dict[str, Any],
-                      default: int = DEFAULT_NUM_CTX) -> int:
+                      default: int = DEFAULT_NUM_CTX, clamp: bool = False) -> int:
+    """The request's num_ctx (model params < options), else the node's default; `clamp`
+    caps it at the model's training context (Ollama >= 0.15.5)."""
     merged = {**model.params, **(options or {})}
-    value = merged.get("num_ctx") or default
-    return max(4, int(value))
+    value = max(4, int(merged.get("num_ctx") or default))
+    return min(value, model.info.context_length) if clamp else value
