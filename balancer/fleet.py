@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from .classify import normalize_model
 from .config import NodeSpec
@@ -16,6 +17,9 @@ from .conversation import Conversation
 from .histogram import Histogram
 from .knowledge import Knowledge
 from .scheduling import Event, NodeView, Pick, Reliability, Snapshot, next_reliability
+
+if TYPE_CHECKING:
+    from .shared import Shared
 
 log = logging.getLogger("balancer")
 
@@ -64,6 +68,7 @@ class Node:
         self.order = order
         self.reliability = Reliability.RELIABLE
         self.in_flight = 0
+        self.remote = 0  # slots other balancers of the cluster hold (shared.py)
         self.reported: frozenset[str] | None = None
         self.loaded: frozenset[str] = frozenset()
         self.reachable: bool | None = None
@@ -94,7 +99,7 @@ class Node:
         return self.reported if self.static is None else self.reported & self.static
 
     def view(self) -> NodeView:
-        return NodeView(self.name, self.order, self.reliability, self.in_flight,
+        return NodeView(self.name, self.order, self.reliability, self.in_flight + self.remote,
                         self.spec.max_concurrent, self.models, self.loaded,
                         self.spec.capability, self.spec.speed, frozenset(self.draining),
                         self.conversation)
@@ -123,6 +128,7 @@ class Fleet:
         self.knowledge = Knowledge()
         self.table = _Described(self)
         self._changed = asyncio.Event()
+        self.shared: Shared | None = None  # [cluster]: slots and caches shared through Redis
         self.replace(specs)
 
     # -- reading -------------------------------------------------------------------

@@ -97,6 +97,8 @@ class Proxy:
         tried: set[str] = set()
         last_error: errors.UpstreamError | None = None
         deadline = time.monotonic() + self.settings.queue_timeout
+        if self.fleet.shared is not None and info.uses_slot:
+            await self.fleet.shared.refresh()  # the other balancers' slots and caches
         while True:
             remaining = deadline - time.monotonic()
             decision = decide(self.fleet.snapshot(), info, frozenset(tried), can_wait=remaining > 0)
@@ -110,6 +112,8 @@ class Proxy:
             if isinstance(decision, Reject):
                 metrics.rejected_total += 1
                 return self._reject(request, info, decision, last_error)
+            if not await self._take_shared(info, decision):
+                continue
             node = self.fleet.reserve(decision, info.uses_slot, info.conversation, info)
             tried.add(node.name)
             if info.kind == "inference" and isinstance(data, bytes):
@@ -137,6 +141,8 @@ class Proxy:
         last_error: errors.UpstreamError | None = None
         deadline = time.monotonic() + self.settings.queue_timeout
         job = job_of(info, data)
+        if self.fleet.shared is not None:
+            await self.fleet.shared.refresh()  # the other balancers' slots and caches
         user = (request.headers.get("X-OpenWebUI-User-Id")
                 or request.headers.get("X-OpenWebUI-User-Email") or request.remote or "")
         while True:
@@ -149,6 +155,8 @@ class Proxy:
             if isinstance(decision, Reject):
                 metrics.rejected_total += 1
                 return self._reject(request, info, decision, last_error)
+            if not await self._take_shared(info, decision):
+                continue
             node = self.fleet.reserve(decision, info.uses_slot, info.conversation, info)
             tried.add(node.name)
             assert est is not None
@@ -158,6 +166,16 @@ class Proxy:
                 return result
             last_error = result
             metrics.retries_total += 1
+
+    async def _take_shared(self, info: RequestInfo, pick: Pick) -> bool:
+        """[cluster]: take the slot in Redis too; False when another balancer filled it."""
+        shared = self.fleet.shared
+        if shared is None or not info.uses_slot:
+            return True
+        if await shared.take(pick.node, id(info)):
+            return True
+        self.fleet.notify()  # re-plan: that node is full
+        return False
 
     def _reject(self, request: web.BaseRequest, info: RequestInfo, decision: Reject,
                 last_error: errors.UpstreamError | None) -> web.Response:
@@ -268,6 +286,8 @@ class Proxy:
                     upstream.close()  # the node sees the disconnect and stops generating
             self.fleet.knowledge.ended(id(info), node.name, final)
             self.fleet.release(node, event or Event.FAILED, error, slot=info.uses_slot)
+            if self.fleet.shared is not None and info.uses_slot:
+                self.fleet.shared.release(node.name, id(info))
 
     async def _cut(self, request: web.BaseRequest, resp: web.StreamResponse, info: RequestInfo,
                    node: Node, error: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from reconciler.config.values import Duration, Listen, SecretRef, Url
 
@@ -35,6 +35,24 @@ class Reconcile(Strict):
     suspend: bool = False                 # report drift, change nothing
     max_pulls_per_node: int = Field(1, ge=1)
     status_listen: Listen = "127.0.0.1:11435"
+
+
+class Cluster(Strict):
+    """Several daemons sharing one Redis: balancers share slots and caches, one reconciles."""
+
+    redis: str = Field(pattern=r"^rediss?://")  # redis://host:6379/0 (no password here)
+    password: SecretRef | None = None     # "${REDIS_PASSWORD}"
+    name: str | None = Field(None, min_length=1)  # this daemon in /status; default: the host name
+    lease: Duration = 15.0                # the leader lease: a dead leader is replaced within this
+    slot_lease: Duration = 10.0           # a dead balancer's slots free after this
+
+    @field_validator("redis")
+    @classmethod
+    def _no_password_in_url(cls, value: str) -> str:
+        if "@" in value.split("//", 1)[1].split("/", 1)[0]:
+            raise ValueError('put no password in the URL: write password = "${REDIS_PASSWORD}" '
+                             "and set that variable in the environment")
+        return value
 
 
 class Node(Strict):
@@ -107,6 +125,7 @@ class DesiredState(Strict):
     nodes: list[Node] = Field(default_factory=list)
     models: dict[str, Model] = Field(default_factory=dict)
     openwebui: OpenWebUI | None = None
+    cluster: Cluster | None = None
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)  # the file's folder, set by load()
 
     def resolve_path(self, relative: str) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,8 @@ class Daemon:
         self.last_pass: dict[str, Any] | None = None
         self.pass_error: str | None = None     # a pass that raised (a bug), until the next one ends
         self.on_pass_failed: Callable[[], None] = lambda: None
+        self.gate: Callable[[], Awaitable[bool]] | None = None   # [cluster]: False on a standby
+        self.cluster_status: Callable[[], dict[str, Any]] | None = None
         self._wake = asyncio.Event()
         self._reasons: list[str] = []
         self.running_pass = False
@@ -143,6 +145,8 @@ class Daemon:
             return None
         if not good and reasons <= FILE_TRIGGERS:
             return None  # a broken save changes nothing on any server
+        if self.gate is not None and not await self.gate():
+            return None  # a standby: the leader reconciles
         reason = ", ".join(sorted(reasons))
         started = time.time()
         targets = list(self.factory(state))

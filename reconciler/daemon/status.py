@@ -29,6 +29,7 @@ def status_json(daemon: Daemon, balancer: Balancer | None) -> dict[str, Any]:
         "pending_drift": pending,
         "errors": errors,
         "counters": dataclasses.asdict(daemon.counters),
+        "cluster": daemon.cluster_status() if daemon.cluster_status else None,
         "balancer": None if balancer is None else {
             "url": balancer.url,
             "nodes": [dataclasses.asdict(s) for s in balancer.states()],

@@ -1,0 +1,243 @@
+"""What balancers of one cluster share through Redis ([cluster] in the file).
+
+Slots: per node a sorted set of the requests it runs (member: daemon and request, score: the
+slot's expiry on Redis's clock). Taking one is a Lua script (drop expired, count, add when
+below the node's max), so no two balancers can both fill the last slot. Each daemon renews
+its slots every slot_lease / 3; a daemon that dies stops renewing and its slots expire.
+
+Caches: per node a small JSON (the conversation its KV cache holds, the model and num_ctx it
+last loaded), written when a request ends, read before each decision, so a conversation
+continued through another balancer still goes to the node that holds its cache.
+
+Redis down: every call fails fast (short socket timeouts); the balancer then decides on its
+own knowledge, says so once in the log and in /status, and tries Redis again every second.
+No request fails because of Redis. Slots taken while it was down are not in Redis: for a
+short while after it returns, a node may get more requests than its slots.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from .conversation import Conversation
+
+if TYPE_CHECKING:
+    from .fleet import Fleet
+
+log = logging.getLogger("balancer")
+
+PREFIX = "ollafleet:"
+RETRY = 1.0  # seconds between attempts while Redis is down
+POLL = 0.25  # seconds between refreshes while requests wait for a slot
+
+_NOW = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
+TAKE = _NOW + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[2]))
+return 1
+"""
+RENEW = _NOW + """
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, 'XX', now + tonumber(ARGV[1]), ARGV[i + 1])
+  redis.call('PEXPIRE', key, 2 * tonumber(ARGV[1]))
+end
+return 1
+"""
+COUNT = _NOW + """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('ZCOUNT', key, '(' .. now, '+inf') end
+return out
+"""
+
+
+def _conv_json(c: Conversation | None) -> Any:
+    return None if c is None else [c.key, list(c.messages)]
+
+
+def _conv(raw: Any) -> Conversation | None:
+    if not isinstance(raw, list) or len(raw) != 2:
+        return None
+    return Conversation(int(raw[0]), tuple(int(m) for m in raw[1]))
+
+
+class Shared:
+    def __init__(self, client: Any, name: str, fleet: Fleet, slot_lease: float = 10.0) -> None:
+        self.client = client  # redis.asyncio.Redis
+        self.name = name
+        self.fleet = fleet
+        self.lease_ms = max(1, int(slot_lease * 1000))
+        self.held: dict[str, set[str]] = {}  # node -> our members in its slot set
+        self.seen: dict[str, bytes] = {}  # node -> the cache JSON last read
+        self.down_since: float | None = None
+        self.error: str | None = None
+        self._retry_at = 0.0
+        self._take = client.register_script(TAKE)
+        self._renew = client.register_script(RENEW)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.Task[None] | None = None
+
+    # -- health ----------------------------------------------------------------------
+    @property
+    def up(self) -> bool:
+        return self.down_since is None
+
+    def _usable(self) -> bool:
+        return self.up or time.monotonic() >= self._retry_at
+
+    def _failed(self, exc: BaseException) -> None:
+        self._retry_at = time.monotonic() + RETRY
+        if self.down_since is None:
+            self.down_since = time.time()
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.warning("cluster: Redis unreachable (%s); balancing on this daemon's own "
+                        "knowledge until it returns", self.error)
+            for node in self.fleet.nodes.values():
+                node.remote = 0
+            self.held.clear()
+            self.fleet.notify()
+
+    def _ok(self) -> None:
+        if self.down_since is not None:
+            log.warning("cluster: Redis reachable again after %.0f s; sharing slots again",
+                        time.time() - self.down_since)
+            self.down_since = self.error = None
+
+    def status(self) -> dict[str, Any]:
+        return {"name": self.name, "redis": "up" if self.up else "down",
+                "redis_down_since": self.down_since, "redis_error": self.error,
+                "slots_held": {n: len(m) for n, m in self.held.items() if m}}
+
+    # -- the request path -------------------------------------------------------------
+    async def refresh(self) -> None:
+        """Read every node's slot count and cache from Redis (one round trip)."""
+        if not self._usable():
+            return
+        names = list(self.fleet.nodes)
+        if not names:
+            return
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.eval(COUNT, len(names), *[PREFIX + "slots:" + n for n in names])
+                pipe.mget([PREFIX + "cache:" + n for n in names])
+                counts, caches = await pipe.execute()
+        except Exception as exc:  # redis errors, timeouts, closed connections
+            self._failed(exc)
+            return
+        self._ok()
+        changed = False
+        for name, count, raw in zip(names, counts, caches):
+            node = self.fleet.nodes.get(name)
+            if node is None:
+                continue
+            remote = max(0, int(count) - len(self.held.get(name, ())))
+            if remote != node.remote:
+                node.remote, changed = remote, True
+            if raw is not None and raw != self.seen.get(name):
+                self.seen[name] = raw
+                self._adopt(name, json.loads(raw))
+                changed = True
+        if changed:
+            self.fleet.notify()
+
+    def _adopt(self, name: str, data: dict[str, Any]) -> None:
+        if data.get("by") == self.name:
+            return
+        node = self.fleet.nodes[name]
+        node.conversation = _conv(data.get("conversation"))
+        k = self.fleet.knowledge.node(name)
+        if not k.running:
+            k.model, k.num_ctx = data.get("model"), data.get("num_ctx")
+            k.cached, k.cached_tokens = node.conversation, int(data.get("cached_tokens") or 0)
+
+    async def take(self, name: str, key: int) -> bool:
+        """Take one of the node's slots for request `key`; False when the cluster has it full.
+        True without Redis: then this daemon's own count is all there is."""
+        node = self.fleet.nodes.get(name)
+        if node is None or not self._usable():
+            return True
+        member = f"{self.name}/{key}"
+        try:
+            got = await self._take(keys=[PREFIX + "slots:" + name],
+                                   args=[node.spec.max_concurrent, self.lease_ms, member])
+        except Exception as exc:
+            self._failed(exc)
+            return True
+        self._ok()
+        if got:
+            self.held.setdefault(name, set()).add(member)
+            return True
+        # full elsewhere: look busy to decide() until a refresh says otherwise
+        node.remote = max(node.remote, node.spec.max_concurrent - node.in_flight)
+        return False
+
+    def release(self, name: str, key: int) -> None:
+        """The request ended: free its slot and tell the others what the node's cache holds."""
+        member = f"{self.name}/{key}"
+        mine = self.held.get(name)
+        if mine is None or member not in mine:
+            return
+        mine.discard(member)
+        node = self.fleet.nodes.get(name)
+        k = self.fleet.knowledge.node(name)
+        cache = json.dumps({"by": self.name, "conversation": _conv_json(
+            node.conversation if node else None), "model": k.model, "num_ctx": k.num_ctx,
+            "cached_tokens": k.cached_tokens})
+        self._spawn(self._release(name, member, cache))
+
+    async def _release(self, name: str, member: str, cache: str) -> None:
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.zrem(PREFIX + "slots:" + name, member)
+                pipe.set(PREFIX + "cache:" + name, cache)
+                await pipe.execute()
+        except Exception as exc:
+            self._failed(exc)
+            return
+        self.seen[name] = cache.encode()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- background --------------------------------------------------------------------
+    def start(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        """Renew our slots; refresh counts often while requests wait, else now and then."""
+        renewed = 0.0
+        while True:
+            now = time.monotonic()
+            if self._usable() and now - renewed >= self.lease_ms / 3000:
+                renewed = now
+                await self._renew_all()
+            if self.fleet.metrics.queued or not self.up:
+                await self.refresh()
+            await asyncio.sleep(POLL)
+
+    async def _renew_all(self) -> None:
+        pairs = [(n, m) for n, members in self.held.items() for m in members]
+        if not pairs:
+            return
+        try:
+            await self._renew(keys=[PREFIX + "slots:" + n for n, _ in pairs],
+                              args=[self.lease_ms] + [m for _, m in pairs])
+        except Exception as exc:
+            self._failed(exc)
+
+    async def close(self) -> None:
+        tasks = list(self._tasks) + ([self._loop] if self._loop else [])
+        if self._loop is not None:
+            self._loop.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await self.client.aclose()
+        except Exception:
+            pass

@@ -1,0 +1,138 @@
+"""Two daemons (in-process Services) share one Redis and two simulated nodes."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import simulator.engine
+from reconciler.daemon.run import Service
+from simulator import Simulator, SimNode, Timing
+
+from .conftest import RedisServer, wait_until
+
+MODEL = "llama3.2:1b"
+
+
+def cluster_file(redis: str, name: str, nodes: list[SimNode], queue: str = "0s",
+                 models: str = f'[models."{MODEL}"]\n') -> str:
+    text = ('version = 1\n[balancer]\nlisten = "127.0.0.1:0"\nsilence_timeout = "20s"\n'
+            f'poll_interval = "0.2s"\nqueue_timeout = "{queue}"\n'
+            '[reconcile]\ninterval = "60s"\nretry_interval = "0.5s"\nstatus_listen = "127.0.0.1:0"\n'
+            f'[cluster]\nredis = "{redis}"\nname = "{name}"\nlease = "3s"\nslot_lease = "3s"\n')
+    for node in nodes:
+        text += f'[[nodes]]\nname = "{node.name}"\nurl = "{node.url}"\nmax_concurrent = 2\n'
+    return text + models
+
+
+class Peaks:
+    """Requests each simulated node is running or queueing, and the most at once."""
+
+    def __init__(self) -> None:
+        self.now: Counter[str] = Counter()
+        self.peak: Counter[str] = Counter()
+        self.served: list[str] = []
+
+    def patch(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        real = simulator.engine.slot
+
+        @contextlib.asynccontextmanager
+        async def counted(node: Any, runner: Any, prompt: Any) -> AsyncIterator[Any]:
+            self.now[node.name] += 1
+            self.peak[node.name] = max(self.peak[node.name], self.now[node.name])
+            self.served.append(node.name)
+            try:
+                async with real(node, runner, prompt) as chosen:
+                    yield chosen
+            finally:
+                self.now[node.name] -= 1
+        monkeypatch.setattr(simulator.engine, "slot", counted)
+
+
+async def start_two(tmp_path: Path, redis: RedisServer, nodes: list[SimNode],
+                    queue: str) -> list[Service]:
+    services = []
+    # each daemon lists the nodes in its own order: without shared caches, B would pick gpu-2
+    for name, order in (("a", nodes), ("b", nodes[::-1])):
+        file = tmp_path / name / "desired_state.toml"
+        file.parent.mkdir()
+        file.write_text(cluster_file(redis.url, name, order, queue))
+        svc = Service(file, drain_timeout=2)
+        assert await svc.start()
+        services.append(svc)
+    return services
+
+
+async def chat(client: httpx.AsyncClient, url: str, messages: list[dict[str, str]]) -> httpx.Response:
+    return await client.post(url + "/api/chat", json={
+        "model": MODEL, "messages": messages, "stream": False})
+
+
+@pytest.fixture
+async def nodes(sim: Simulator) -> list[SimNode]:
+    timing = Timing(load_delay=0.05, prompt_tps=20000.0, gen_tps=200.0)
+    return [await sim.add_node(f"gpu-{i}", models=[MODEL], num_parallel=2, timing=timing,
+                               reply_tokens=20) for i in (1, 2)]
+
+
+async def test_forty_chats_through_two_balancers_never_overfill_a_node(
+        tmp_path: Path, redis_server: RedisServer, nodes: list[SimNode],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    peaks = Peaks()
+    peaks.patch(monkeypatch)
+    a, b = await start_two(tmp_path, redis_server, nodes, queue="120s")
+    try:
+        assert a.balancer and b.balancer
+        async with httpx.AsyncClient(timeout=120) as client:
+            answers = await asyncio.gather(*(
+                chat(client, (a if i % 2 else b).balancer.url,  # type: ignore[union-attr]
+                     [{"role": "user", "content": f"question {i}"}]) for i in range(40)))
+        assert [r.status_code for r in answers] == [200] * 40
+        assert sum(peaks.peak.values()) > 0 and len(peaks.served) == 40
+        # max_concurrent = 2: never three at once on a node, whichever balancer sent them
+        assert max(peaks.peak.values()) <= 2, peaks.peak
+        assert set(peaks.served) == {"gpu-1", "gpu-2"}
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_conversation_continued_through_the_other_balancer_reaches_its_cache(
+        tmp_path: Path, redis_server: RedisServer, nodes: list[SimNode],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    peaks = Peaks()
+    peaks.patch(monkeypatch)
+    a, b = await start_two(tmp_path, redis_server, nodes, queue="0s")
+    try:
+        assert a.balancer and b.balancer
+        async with httpx.AsyncClient(timeout=60) as client:
+            for node in nodes:  # both loaded: only the cache tells them apart
+                r = await client.post(node.url + "/api/generate", json={"model": MODEL, "prompt": "hi"})
+                assert r.status_code == 200
+            await a.balancer.refresh()
+            await b.balancer.refresh()
+            peaks.served.clear()
+            talk = [{"role": "system", "content": "be brief"},
+                    {"role": "user", "content": "tell me about the moon"},
+                    {"role": "assistant", "content": "it is round"},
+                    {"role": "user", "content": "and the sun?"}]
+            first = await chat(client, a.balancer.url, talk)
+            assert first.status_code == 200
+            assert peaks.served == ["gpu-1"]  # a's first node
+            talk += [first.json()["message"], {"role": "user", "content": "and mars?"}]
+            second = await chat(client, b.balancer.url, talk)
+            assert second.status_code == 200
+            # b's first node is gpu-2, but gpu-1 holds this conversation's cache
+            assert peaks.served == ["gpu-1", "gpu-1"]
+            # a new conversation through b still starts on b's first node
+            third = await chat(client, b.balancer.url, [{"role": "user", "content": "hello"}])
+            assert third.status_code == 200 and peaks.served[-1] == "gpu-2"
+    finally:
+        await a.stop()
+        await b.stop()
