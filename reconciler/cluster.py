@@ -72,6 +72,7 @@ class Lease:
         self.token = f"{name}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self.on_gained = on_gained
         self.valid_until = 0.0  # monotonic; the lease is ours before this
+        self._holding = False  # as of the last hold(): to log changes once
         self.redis_error: str | None = None
         self.redis_down_since: float | None = None
         self._renew = client.register_script(RENEW)
@@ -85,7 +86,7 @@ class Lease:
     async def hold(self) -> bool:
         """Take or renew the lease; True while it is ours."""
         sent = time.monotonic()
-        was = self.leader
+        was = self._holding
         try:
             if was:
                 ok = bool(await self._renew(keys=[KEY], args=[self.token, self.ms]))
@@ -97,13 +98,16 @@ class Lease:
             self._down(exc)
             self.valid_until = 0.0
             if was:
-                log.warning("cluster: lost the leader lease (Redis unreachable): applying nothing")
+                self._holding = False
+                log.warning("cluster: %s lost the leader lease (Redis unreachable): applying "
+                            "nothing", self.name)
             return False
         if self.redis_down_since is not None:
             log.warning("cluster: Redis reachable again")
             self.redis_down_since = self.redis_error = None
         # counted from before the request: the key may have been set any time after that
         self.valid_until = sent + self.ms / 1000 * (1 - SAFETY) if ok else 0.0
+        self._holding = ok
         if ok and not was:
             log.warning("cluster: %s is now the leader: reconciling", self.name)
             self.on_gained()
@@ -146,7 +150,7 @@ class Lease:
                 await self._release(keys=[KEY], args=[self.token])
             except Exception:
                 pass
-        self.valid_until = 0.0
+        self.valid_until, self._holding = 0.0, False
 
 
 class Fenced:
