@@ -136,3 +136,77 @@ async def test_a_conversation_continued_through_the_other_balancer_reaches_its_c
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_redis_down_mid_load_no_request_fails_no_pass_applies_and_all_resume(
+        tmp_path: Path, redis_server: RedisServer, sim: Simulator,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    peaks = Peaks()
+    peaks.patch(monkeypatch)
+    timing = Timing(load_delay=0.05, prompt_tps=20000.0, gen_tps=100.0)
+    nodes = [await sim.add_node(f"gpu-{i}", models=[MODEL], num_parallel=2, timing=timing,
+                                reply_tokens=40) for i in (1, 2)]
+    a, b = await start_two(tmp_path, redis_server, nodes, queue="120s")
+    try:
+        assert a.balancer and b.balancer and a.cluster and b.cluster
+        await wait_until(lambda: _one_leader(a, b), 30)
+        async with httpx.AsyncClient(timeout=120) as client:
+            load = asyncio.gather(*(
+                chat(client, (a if i % 2 else b).balancer.url,  # type: ignore[union-attr]
+                     [{"role": "user", "content": f"question {i}"}]) for i in range(40)))
+            await wait_until(lambda: _served(peaks, 4), 30)
+            redis_server.stop()
+            assert len(peaks.served) < 40  # mid-load: most chats are still to come
+            applied = [s.daemon.counters.changes_applied for s in (a, b)]
+            for svc in (a, b):  # a change the leader would apply at once
+                svc.path.write_text(svc.path.read_text() + '[models."llama3.1:8b"]\n')
+
+            async def everyone_saw_redis_down_and_the_file() -> bool:
+                for svc in (a, b):
+                    s = await _status(client, svc)
+                    if s["cluster"]["role"] != "standby" or s["cluster"]["redis"] != "down" \
+                            or s["cluster"]["balancer"]["redis"] != "down" or s["pass_running"] \
+                            or "llama3.1:8b" not in svc.path.read_text() \
+                            or s["revision"]["sha256"] != _sha(svc.path):
+                        return False
+                return True
+            await wait_until(everyone_saw_redis_down_and_the_file, 60)
+            answers = await load
+            assert [r.status_code for r in answers] == [200] * 40
+            # nobody held the lease: nothing was applied while Redis was down
+            assert [s.daemon.counters.changes_applied for s in (a, b)] == applied
+            assert all("llama3.1:8b" not in n.installed_models() for n in nodes)
+            redis_server.start()  # same port, empty
+            await wait_until(lambda: _installed_everywhere(nodes, "llama3.1:8b"), 60)
+            await wait_until(lambda: _one_leader(a, b), 30)
+            for svc in (a, b):
+                s = await _status(client, svc)
+                assert s["cluster"]["redis"] == "up"
+            # the balancers share slots again: a request takes one in Redis
+            r = await chat(client, a.balancer.url, [{"role": "user", "content": "again"}])
+            assert r.status_code == 200 and a.cluster.shared.up
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def _status(client: httpx.AsyncClient, svc: Service) -> dict[str, Any]:
+    return (await client.get(svc.status_url + "/status")).json()  # type: ignore[no-any-return]
+
+
+async def _one_leader(a: Service, b: Service) -> bool:
+    assert a.cluster and b.cluster
+    return [a.cluster.lease.leader, b.cluster.lease.leader].count(True) == 1
+
+
+async def _served(peaks: Peaks, n: int) -> bool:
+    return len(peaks.served) >= n
+
+
+async def _installed_everywhere(nodes: list[SimNode], model: str) -> bool:
+    return all(model in n.installed_models() for n in nodes)
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest()
