@@ -183,6 +183,7 @@ class ClusterMember:
     """This daemon's part: the lease, the shared balancer state, and what /status shows."""
 
     def __init__(self, cfg: Cluster, fleet: Fleet, on_gained: Callable[[], None]) -> None:
+        self.cfg = cfg
         self.name = daemon_name(cfg)
         self.redis_url = cfg.redis
         self.client = connect(cfg)

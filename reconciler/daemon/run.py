@@ -110,6 +110,8 @@ class Service:
     def _new_state(self, state: DesiredState) -> None:
         assert self.balancer is not None
         self.balancer.replace_nodes(balancer_nodes(state))
+        if state.cluster != (self.cluster.cfg if self.cluster else None):
+            log.warning("[cluster] changed: restart the daemon to use the new settings")
         if state.balancer.listen != self._listen:
             log.warning("balancer.listen changed to %s: restart the daemon to listen there", state.balancer.listen)
         if self.scheduler.running:

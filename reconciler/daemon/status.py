@@ -56,6 +56,12 @@ class _Collector:
         for name, rec in self.daemon.targets.items():
             drift.add_metric([name], len(rec.drift))
         yield drift
+        cluster = self.daemon.cluster_status() if self.daemon.cluster_status else None
+        if cluster is not None:
+            yield GaugeMetricFamily("ollafleet_cluster_leader", "1 while this daemon holds the leader lease",
+                                    value=1 if cluster["role"] == "leader" else 0)
+            yield GaugeMetricFamily("ollafleet_cluster_redis_up", "1 while Redis is reachable",
+                                    value=1 if cluster["redis"] == "up" else 0)
         if self.balancer is None:
             return
         m = self.balancer.metrics

@@ -171,6 +171,9 @@ async def test_redis_down_mid_load_no_request_fails_no_pass_applies_and_all_resu
                         return False
                 return True
             await wait_until(everyone_saw_redis_down_and_the_file, 60)
+            metrics = (await client.get(a.status_url + "/metrics")).text
+            assert "ollafleet_cluster_redis_up 0.0" in metrics  # for an alert
+            assert "ollafleet_cluster_leader 0.0" in metrics
             answers = await load
             assert [r.status_code for r in answers] == [200] * 40
             # nobody held the lease: nothing was applied while Redis was down
