@@ -157,16 +157,23 @@ def test_rates_are_learned_from_the_final_chunk_and_the_uncached_estimate() -> N
                      "prompt_eval_duration": 1_000_000_000, "eval_count": 100,
                      "eval_duration": 2_000_000_000})
     r = k.nodes["n"].rates[CODE]
-    assert r.load == pytest.approx(10 + 0.3 * (6 - 10))
-    assert r.prefill == pytest.approx(2000 + 0.3 * (4000 - 2000))
-    assert r.gen == pytest.approx(30 + 0.3 * (50 - 30))
-    assert r.answer == pytest.approx(250 + 0.3 * (100 - 250))
+    assert (r.load, r.prefill, r.gen, r.answer) == (6.0, 4000.0, 50.0, 100)  # first: as measured
     assert k.nodes["n"].model == CODE and k.nodes["n"].cached == TURN3
     assert k.nodes["n"].cached_tokens == 4100  # the prompt and its answer
+    # later samples decay the old value: a changed GPU shows after a few requests
+    k.started(2, "n", job, est, 0.0)
+    k.ended(2, "n", {"load_duration": 16_000_000_000, "prompt_eval_duration": 4_000_000_000,
+                     "eval_count": 200, "eval_duration": 20_000_000_000})
+    r = k.nodes["n"].rates[CODE]
+    assert r.load == pytest.approx(6 + 0.3 * (16 - 6))
+    assert r.prefill == pytest.approx(4000 + 0.3 * (1000 - 4000))
+    assert r.gen == pytest.approx(50 + 0.3 * (10 - 50))
+    assert r.answer == pytest.approx(100 + 0.3 * (200 - 100))
 
 
 def test_a_warm_runner_does_not_teach_a_short_load() -> None:
     k = Knowledge()
+    k.node("n").rates[CODE] = Rates()
     job = Job(CODE, None, 10, None)
     k.started(1, "n", job, estimate("n", NodeCost((0.0,), CODE), job), 0.0)
     k.ended(1, "n", {"load_duration": 50_000_000, "eval_count": 250,
