@@ -4,8 +4,8 @@ What it sent is knowledge before the next poll: the model and num_ctx a node las
 the conversation its slot caches, and when each running request should end. Rates are
 learned per node and model from Ollama's final chunk: load_duration, eval_count/duration,
 and prefill from prompt_eval_duration over our own estimate of the uncached part (Ollama's
-prompt_eval_count is the whole prompt even on a cache hit). Each sample weighs ALPHA, so
-a changed GPU shows after a few requests.
+prompt_eval_count is the whole prompt even on a cache hit). The first sample replaces the
+defaults; later ones weigh ALPHA each, so a changed GPU shows after a few requests.
 
 `scale` converts Ollama's reported seconds to the balancer's clock: 1 in production; a
 benchmark that runs simulated nodes faster than real time sets it to their time_scale.
@@ -121,18 +121,20 @@ class Knowledge:
         if run is None or final is None or run.job.model is None:
             return
         model = run.job.model
+        first = model not in k.rates  # a first sample replaces the defaults outright
         r = k.rates.get(model, DEFAULT_RATES)
+        mix = (lambda old, sample: sample) if first else _mix
         load = _seconds(final.get("load_duration"))
         if load is not None and load >= MIN_LOAD:
-            r = replace(r, load=_mix(r.load, load))
+            r = replace(r, load=mix(r.load, load))
         prefill = _seconds(final.get("prompt_eval_duration"))
         if prefill and run.estimate.uncached_tokens >= MIN_LEARN_TOKENS:
-            r = replace(r, prefill=_mix(r.prefill, run.estimate.uncached_tokens / prefill))
+            r = replace(r, prefill=mix(r.prefill, run.estimate.uncached_tokens / prefill))
         count, gen = final.get("eval_count"), _seconds(final.get("eval_duration"))
         if isinstance(count, int) and count > 0:
-            r = replace(r, answer=_mix(r.answer, count))
+            r = replace(r, answer=mix(r.answer, count))
             if gen:
-                r = replace(r, gen=_mix(r.gen, count / gen))
+                r = replace(r, gen=mix(r.gen, count / gen))
             if k.cached is run.job.conversation:
                 k.cached_tokens = run.job.tokens + count
         k.rates[model] = r

@@ -151,7 +151,8 @@ class Generation:
         res.total_ns = modelled_ns(node, time.monotonic() - self.started)
         res.total_ns = max(res.total_ns, res.load_ns + res.prompt_eval_ns + res.eval_ns)
         if self.slot is not None:  # the slot keeps the answer too, all but its last token
-            self.slot.cache = self.slot.cache + tokenize(res.thinking + res.content)[:-1]
+            # tokenized as the next turn renders it ("assistant: " + answer), so it matches
+            self.slot.cache = self.slot.cache + tokenize(" " + res.thinking + res.content)[:-1]
 
     def release(self) -> None:
         if self.runner is not None:
