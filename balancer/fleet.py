@@ -221,6 +221,8 @@ class Fleet:
             node.draining[model] -= 1
         else:
             node.draining.pop(model, None)
+        if self.shared is not None:  # the other balancers of the cluster drain it too
+            self.shared.drained(name, model, draining)
         self.notify()
 
     def forget_model(self, node: Node, model: str) -> None:

@@ -9,6 +9,9 @@ Caches: per node a small JSON (the conversation its KV cache holds, the model an
 last loaded), written when a request ends, read before each decision, so a conversation
 continued through another balancer still goes to the node that holds its cache.
 
+Drains: while the leader re-creates or deletes a model on a node, every balancer keeps that
+model off that node (a hash field per drain, renewed like the slots).
+
 Redis down: every call fails fast (short socket timeouts); the balancer then decides on its
 own knowledge, says so once in the log and in /status, and tries Redis again every second.
 No request fails because of Redis. Slots taken while it was down are not in Redis: for a
@@ -20,6 +23,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from .conversation import Conversation
@@ -48,11 +52,22 @@ for i, key in ipairs(KEYS) do
 end
 return 1
 """
+# KEYS: the slot sets, then the drains hash; returns the live counts, then the live drains
 COUNT = _NOW + """
 local out = {}
-for i, key in ipairs(KEYS) do out[i] = redis.call('ZCOUNT', key, '(' .. now, '+inf') end
+for i = 1, #KEYS - 1 do out[i] = redis.call('ZCOUNT', KEYS[i], '(' .. now, '+inf') end
+local drains = redis.call('HGETALL', KEYS[#KEYS])
+for i = 1, #drains, 2 do
+  if tonumber(drains[i + 1]) <= now then redis.call('HDEL', KEYS[#KEYS], drains[i])
+  else out[#out + 1] = drains[i] end
+end
 return out
 """
+DRAIN = _NOW + """
+for i = 2, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], now + tonumber(ARGV[1])) end
+return 1
+"""
+DRAINS = PREFIX + "drains"  # field: daemon, node, model; value: expiry (ms, Redis's clock)
 
 
 def _conv_json(c: Conversation | None) -> Any:
@@ -65,6 +80,15 @@ def _conv(raw: Any) -> Conversation | None:
     return Conversation(int(raw[0]), tuple(int(m) for m in raw[1]))
 
 
+def _drains(fields: list[Any], me: str) -> set[tuple[str, str]]:
+    out = set()
+    for raw in fields:
+        who, node, model = (raw.decode() if isinstance(raw, bytes) else str(raw)).split("\n", 2)
+        if who != me:
+            out.add((node, model))
+    return out
+
+
 class Shared:
     def __init__(self, client: Any, name: str, fleet: Fleet, slot_lease: float = 10.0) -> None:
         self.client = client  # redis.asyncio.Redis
@@ -73,11 +97,14 @@ class Shared:
         self.lease_ms = max(1, int(slot_lease * 1000))
         self.held: dict[str, set[str]] = {}  # node -> our members in its slot set
         self.seen: dict[str, bytes] = {}  # node -> the cache JSON last read
+        self.mine: Counter[tuple[str, str]] = Counter()  # (node, model) -> our drains under way
+        self.theirs: set[tuple[str, str]] = set()  # drains of other daemons, applied to the fleet
         self.down_since: float | None = None
         self.error: str | None = None
         self._retry_at = 0.0
         self._take = client.register_script(TAKE)
         self._renew = client.register_script(RENEW)
+        self._drain = client.register_script(DRAIN)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
 
@@ -99,6 +126,7 @@ class Shared:
             for node in self.fleet.nodes.values():
                 node.remote = 0
             self.held.clear()
+            self._apply_drains(set())
             self.fleet.notify()
 
     def _ok(self) -> None:
@@ -122,14 +150,14 @@ class Shared:
             return
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.eval(COUNT, len(names), *[PREFIX + "slots:" + n for n in names])
+                pipe.eval(COUNT, len(names) + 1, *[PREFIX + "slots:" + n for n in names], DRAINS)
                 pipe.mget([PREFIX + "cache:" + n for n in names])
                 counts, caches = await pipe.execute()
         except Exception as exc:  # redis errors, timeouts, closed connections
             self._failed(exc)
             return
         self._ok()
-        changed = False
+        changed = self._apply_drains(_drains(counts[len(names):], self.name))
         for name, count, raw in zip(names, counts, caches):
             node = self.fleet.nodes.get(name)
             if node is None:
@@ -153,6 +181,50 @@ class Shared:
         if not k.running:
             k.model, k.num_ctx = data.get("model"), data.get("num_ctx")
             k.cached, k.cached_tokens = node.conversation, int(data.get("cached_tokens") or 0)
+
+    def _apply_drains(self, theirs: set[tuple[str, str]]) -> bool:
+        if theirs == self.theirs:
+            return False
+        for name, model in theirs - self.theirs:
+            node = self.fleet.nodes.get(name)
+            if node is not None:
+                node.draining[model] += 1
+        for name, model in self.theirs - theirs:
+            node = self.fleet.nodes.get(name)
+            if node is not None and node.draining[model] > 1:
+                node.draining[model] -= 1
+            elif node is not None:
+                node.draining.pop(model, None)
+        self.theirs = theirs
+        self.fleet.notify()
+        return True
+
+    def drained(self, name: str, model: str, on: bool) -> None:
+        """Our daemon starts or ends a drain: tell the other balancers."""
+        key = (name, model)
+        if on:
+            self.mine[key] += 1
+            if self.mine[key] == 1 and self._usable():
+                self._spawn(self._write_drains([key]))
+        elif self.mine[key] > 1:
+            self.mine[key] -= 1
+        else:
+            self.mine.pop(key, None)
+            if self._usable():
+                self._spawn(self._forget_drain(key))
+
+    async def _write_drains(self, keys: list[tuple[str, str]]) -> None:
+        try:
+            await self._drain(keys=[DRAINS], args=[self.lease_ms] + [
+                f"{self.name}\n{n}\n{m}" for n, m in keys])
+        except Exception as exc:
+            self._failed(exc)
+
+    async def _forget_drain(self, key: tuple[str, str]) -> None:
+        try:
+            await self.client.hdel(DRAINS, f"{self.name}\n{key[0]}\n{key[1]}")
+        except Exception as exc:
+            self._failed(exc)
 
     async def take(self, name: str, key: int) -> bool:
         """Take one of the node's slots for request `key`; False when the cluster has it full.
@@ -223,6 +295,8 @@ class Shared:
             await asyncio.sleep(POLL)
 
     async def _renew_all(self) -> None:
+        if self.mine:
+            await self._write_drains(list(self.mine))
         pairs = [(n, m) for n, members in self.held.items() for m in members]
         if not pairs:
             return

@@ -213,3 +213,36 @@ async def _installed_everywhere(nodes: list[SimNode], model: str) -> bool:
 def _sha(path: Path) -> str:
     import hashlib
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def test_a_drain_by_one_daemon_keeps_the_model_off_that_node_in_every_balancer(
+        tmp_path: Path, redis_server: RedisServer, nodes: list[SimNode],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    peaks = Peaks()
+    peaks.patch(monkeypatch)
+    a, b = await start_two(tmp_path, redis_server, nodes, queue="0s")
+    try:
+        assert a.balancer and b.balancer
+        async with httpx.AsyncClient(timeout=60) as client:
+            async def ask() -> str:
+                r = await chat(client, b.balancer.url, [{"role": "user", "content": "hi"}])  # type: ignore[union-attr]
+                assert r.status_code == 200
+                return peaks.served[-1]
+            assert await ask() == "gpu-2"  # b's first node
+            # a's reconciler re-creates the model on gpu-2 (as wiring.Draining does)
+            a.balancer.set_draining("gpu-2", MODEL, True)
+            await wait_until(lambda: _drain_written(a), 10)
+            assert await ask() == "gpu-1"
+            a.balancer.set_draining("gpu-2", MODEL, False)
+            await wait_until(lambda: _drain_written(a, none=True), 10)
+            assert await ask() == "gpu-2"
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def _drain_written(svc: Service, none: bool = False) -> bool:
+    assert svc.cluster is not None
+    shared = svc.cluster.shared
+    fields = await shared.client.hkeys("ollafleet:drains")
+    return (len(fields) == 0) if none else len(fields) == 1
