@@ -7,9 +7,10 @@ that span sections (references, duplicates, parameter ranges) live in checks.py.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr
+from pydantic_core import PydanticCustomError
 
 from reconciler.config.values import Duration, Listen, SecretRef, Url
 
@@ -37,22 +38,27 @@ class Reconcile(Strict):
     status_listen: Listen = "127.0.0.1:11435"
 
 
+def parse_redis_url(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://")):
+        raise PydanticCustomError("redis_url", 'expected a URL like "redis://10.0.0.5:6379/0", got {value}',
+                                  {"value": f'"{value}"' if isinstance(value, str) else repr(value)})
+    if "@" in value.split("//", 1)[1].split("/", 1)[0]:
+        raise PydanticCustomError("redis_url", 'put no password in the URL: write password = "{example}" '
+                                  "and set that variable in the environment", {"example": "${REDIS_PASSWORD}"})
+    return value
+
+
+RedisUrl = Annotated[str, PlainValidator(parse_redis_url)]
+
+
 class Cluster(Strict):
     """Several daemons sharing one Redis: balancers share slots and caches, one reconciles."""
 
-    redis: str = Field(pattern=r"^rediss?://")  # redis://host:6379/0 (no password here)
+    redis: RedisUrl                       # redis://host:6379/0 (no password here)
     password: SecretRef | None = None     # "${REDIS_PASSWORD}"
     name: str | None = Field(None, min_length=1)  # this daemon in /status; default: the host name
     lease: Duration = 15.0                # the leader lease: a dead leader is replaced within this
     slot_lease: Duration = 10.0           # a dead balancer's slots free after this
-
-    @field_validator("redis")
-    @classmethod
-    def _no_password_in_url(cls, value: str) -> str:
-        if "@" in value.split("//", 1)[1].split("/", 1)[0]:
-            raise ValueError('put no password in the URL: write password = "${REDIS_PASSWORD}" '
-                             "and set that variable in the environment")
-        return value
 
 
 class Node(Strict):
