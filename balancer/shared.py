@@ -6,7 +6,7 @@ below the node's max), so no two balancers can both fill the last slot. Each dae
 its slots every slot_lease / 3; a daemon that dies stops renewing and its slots expire.
 
 Caches: per node a small JSON (the conversation its KV cache holds, the model and num_ctx it
-last loaded), written when a request ends, read before each decision, so a conversation
+last loaded, the rates learned there), written when a request ends, read before each decision, so a conversation
 continued through another balancer still goes to the node that holds its cache.
 
 Drains: while the leader re-creates or deletes a model on a node, every balancer keeps that
@@ -27,6 +27,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from .conversation import Conversation
+from .cost import Rates
 
 if TYPE_CHECKING:
     from .fleet import Fleet
@@ -181,6 +182,9 @@ class Shared:
         if not k.running:
             k.model, k.num_ctx = data.get("model"), data.get("num_ctx")
             k.cached, k.cached_tokens = node.conversation, int(data.get("cached_tokens") or 0)
+        for model, r in (data.get("rates") or {}).items():
+            if isinstance(r, list) and len(r) == 4:  # the latest learner's: one shared average
+                k.rates[model] = Rates(*(float(x) for x in r))
 
     def _apply_drains(self, theirs: set[tuple[str, str]]) -> bool:
         if theirs == self.theirs:
@@ -258,7 +262,8 @@ class Shared:
         k = self.fleet.knowledge.node(name)
         cache = json.dumps({"by": self.name, "conversation": _conv_json(
             node.conversation if node else None), "model": k.model, "num_ctx": k.num_ctx,
-            "cached_tokens": k.cached_tokens})
+            "cached_tokens": k.cached_tokens, "rates": {
+                m: [r.load, r.prefill, r.gen, r.answer] for m, r in k.rates.items()}})
         self._spawn(self._release(name, member, cache))
 
     async def _release(self, name: str, member: str, cache: str) -> None:

@@ -246,3 +246,24 @@ async def _drain_written(svc: Service, none: bool = False) -> bool:
     shared = svc.cluster.shared
     fields = await shared.client.hkeys("ollafleet:drains")
     return (len(fields) == 0) if none else len(fields) == 1
+
+
+async def test_rates_learned_through_one_balancer_reach_the_other(
+        tmp_path: Path, redis_server: RedisServer, nodes: list[SimNode]) -> None:
+    a, b = await start_two(tmp_path, redis_server, nodes, queue="0s")
+    try:
+        assert a.balancer and b.balancer
+        assert not b.balancer.fleet.knowledge.node("gpu-1").rates
+        async with httpx.AsyncClient(timeout=60) as client:
+            r = await client.post(a.balancer.url + "/api/chat", json={  # learned from the last chunk
+                "model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 200
+            learned = a.balancer.fleet.knowledge.node("gpu-1").rates[MODEL]
+
+            async def b_knows() -> bool:
+                await b.balancer.fleet.shared.refresh()  # type: ignore[union-attr]
+                return b.balancer.fleet.knowledge.node("gpu-1").rates.get(MODEL) == learned  # type: ignore[union-attr]
+            await wait_until(b_knows, 10)
+    finally:
+        await a.stop()
+        await b.stop()
