@@ -11,19 +11,20 @@ hold the lease, so no pass applies until it returns; the balancers keep serving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from balancer.fleet import Fleet
 from balancer.shared import Shared
 from reconciler.config.schema import Cluster
 from reconciler.daemon.loop import Daemon
-from reconciler.errors import TargetError
+from reconciler.errors import OllafleetError, TargetError
 from reconciler.plan.changes import Change
 from reconciler.targets.base import Observed, Progress, Target
 
@@ -229,3 +230,30 @@ def join_cluster(cfg: Cluster, daemon: Daemon, balancer: Any) -> ClusterMember:
     log.info("cluster: %s joins %s as a standby until it holds the leader lease",
              member.name, member.redis_url)
     return member
+
+
+class NotLeader(OllafleetError):
+    """`ollafleet apply` on a cluster whose leader lease another daemon holds."""
+
+
+@contextlib.asynccontextmanager
+async def apply_lease(cfg: Cluster) -> AsyncIterator[Lease]:
+    """`ollafleet apply` with [cluster]: hold the leader lease for the run, or refuse."""
+    client = connect(cfg)
+    lease = Lease(client, f"apply@{socket.gethostname()}", cfg.lease)
+    try:
+        if not await lease.hold():
+            if lease.redis_error:
+                raise NotLeader(f"cluster.redis: cannot reach {cfg.redis} ({lease.redis_error}): "
+                                "nothing applied")
+            holder = (await client.get(KEY) or b"?").decode(errors="replace").split("/")[0]
+            raise NotLeader(f"daemon {holder!r} holds the leader lease and reconciles this "
+                            "cluster: commit the file and let it apply (or stop the daemons first)")
+        lease.start()
+        yield lease
+    finally:
+        await lease.close()
+        try:
+            await client.aclose()
+        except Exception:
+            pass

@@ -194,3 +194,33 @@ async def test_the_fencing_check_refuses_a_change_once_the_lease_is_not_ours(
         assert len(inner.applied) == 1
     finally:
         await client.aclose()
+
+
+async def test_ollafleet_apply_on_a_cluster_refuses_while_a_daemon_leads(
+        tmp_path: Path, redis_server: RedisServer, node: SimNode) -> None:
+    file = tmp_path / "desired_state.toml"
+    file.write_text(daemon_file(redis_server.url, "cli", node, [FIRST]))
+
+    async def apply() -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "reconciler", "apply", str(file), cwd=ROOT,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT)})
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode is not None
+        return proc.returncode, err.decode()
+
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        leader = Lease(client, "lb-1", 30.0)
+        assert await leader.hold()
+        code, err = await apply()
+        assert code == 1 and "daemon 'lb-1' holds the leader lease" in err, err
+        assert not await _installed(node, FIRST)
+        await leader.close()  # the daemon stopped: the lease is free
+        code, err = await apply()
+        assert code == 0, err
+        assert await _installed(node, FIRST)
+        assert await client.get(KEY) is None  # apply handed the lease back
+    finally:
+        await client.aclose()
