@@ -53,6 +53,7 @@ class Knowledge:
     def __init__(self, scale: float = 1.0) -> None:
         self.scale = scale
         self.nodes: dict[str, NodeKnowledge] = {}
+        self.queued: dict[str, int] = {}  # requests waiting in the balancer, by their best node
 
     def now(self) -> float:
         """The cost clock: seconds as Ollama reports them."""
@@ -87,7 +88,14 @@ class Knowledge:
         learned = {m: {"load_s": round(r.load, 2), "prompt_tokens_per_s": round(r.prefill),
                        "tokens_per_s": round(r.gen, 1), "answer_tokens": round(r.answer)}
                    for m, r in sorted(k.rates.items())}
-        return {"runner_model": k.model, "runner_num_ctx": k.num_ctx, "learned": learned}
+        return {"runner_model": k.model, "runner_num_ctx": k.num_ctx, "learned": learned,
+                "queued": self.queued.get(name, 0)}
+
+    def first_byte_allowance(self, key: int, name: str) -> float:
+        """Seconds of expected silence before this request's first byte (a load, a wait in
+        Ollama's queue): the silence timeout must not count them against the node."""
+        run = self.node(name).running.get(key)
+        return 0.0 if run is None else run.estimate.ttft * self.scale
 
     # -- events --------------------------------------------------------------------
     def polled(self, name: str, loaded: frozenset[str]) -> None:
