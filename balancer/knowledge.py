@@ -33,6 +33,7 @@ class Running:
     estimate: Estimate
     ends_at: float  # on the cost clock
     arrived: float  # time.monotonic() when the request reached the balancer
+    first_at: float | None = None  # on the cost clock, when its first byte came
 
 
 @dataclass
@@ -120,7 +121,8 @@ class Knowledge:
         if run is None:
             return None
         r = self.node(name).rates.get(run.job.model or "", DEFAULT_RATES)
-        run.ends_at = self.now() + (r.answer / r.gen if r.gen > 0 else 0.0)
+        run.first_at = self.now()
+        run.ends_at = run.first_at + (r.answer / r.gen if r.gen > 0 else 0.0)
         return time.monotonic() - run.arrived
 
     def ended(self, key: int, name: str, final: dict[str, Any] | None) -> None:
@@ -139,6 +141,8 @@ class Knowledge:
         if prefill and run.estimate.uncached_tokens >= MIN_LEARN_TOKENS:
             r = replace(r, prefill=mix(r.prefill, run.estimate.uncached_tokens / prefill))
         count, gen = final.get("eval_count"), _seconds(final.get("eval_duration"))
+        if gen is None and run.first_at is not None and isinstance(count, int) and count > 1:
+            gen = self.now() - run.first_at  # /v1, Anthropic: no durations, our own clock
         if isinstance(count, int) and count > 0:
             r = replace(r, answer=mix(r.answer, count))
             if gen:
