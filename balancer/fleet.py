@@ -38,6 +38,7 @@ class NodeState:
     runner_model: str | None = None  # the model its GPU holds, as sent last or polled
     runner_num_ctx: int | None = None  # ... loaded with this num_ctx (None: the default)
     learned: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> rates
+    queued: int = 0  # requests waiting in the balancer's queue for this node
 
 
 @dataclass

@@ -34,7 +34,9 @@ class EndChecker:
             framing = "none"
         self.framing: Framing = framing
         self.complete = framing == "none"
-        self.final: dict[str, object] | None = None  # the "done" line: Ollama's timings
+        # Ollama's timings from the "done" line; for /v1 and Anthropic streams only the
+        # answer's length, from their usage ({"eval_count": n})
+        self.final: dict[str, object] | None = None
         self._tail = b""
 
     def feed(self, chunk: bytes) -> None:
@@ -66,9 +68,31 @@ class EndChecker:
                 self.final = obj
 
     def _feed_sse(self, lines: bytes) -> None:
+        if b'"usage"' in lines:
+            self._usage(lines)
         markers = _SSE_ENDS[self.framing]
         if not any(m in lines for m in markers):
             return
         for line in lines.splitlines():
             if line.rstrip(b"\r") in markers:
                 self.complete = True
+
+    def _usage(self, lines: bytes) -> None:
+        """The answer's token count from an SSE usage object (OpenAI's last chunk with
+        stream_options.include_usage, Responses' response.completed, Anthropic's message_delta)."""
+        for line in lines.splitlines():
+            if b'"usage"' not in line or not line.startswith(b"data:"):
+                continue
+            try:
+                obj = json.loads(line[5:])
+            except ValueError:
+                continue
+            if not isinstance(obj, dict):
+                continue
+            usage = obj.get("usage")
+            if not isinstance(usage, dict) and isinstance(obj.get("response"), dict):
+                usage = obj["response"].get("usage")
+            if isinstance(usage, dict):
+                count = usage.get("completion_tokens", usage.get("output_tokens"))
+                if isinstance(count, int) and count > 0:
+                    self.final = {"eval_count": count}

@@ -33,6 +33,7 @@ class Running:
     estimate: Estimate
     ends_at: float  # on the cost clock
     arrived: float  # time.monotonic() when the request reached the balancer
+    first_at: float | None = None  # on the cost clock, when its first byte came
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Knowledge:
     def __init__(self, scale: float = 1.0) -> None:
         self.scale = scale
         self.nodes: dict[str, NodeKnowledge] = {}
+        self.queued: dict[str, int] = {}  # requests waiting in the balancer, by their best node
 
     def now(self) -> float:
         """The cost clock: seconds as Ollama reports them."""
@@ -87,7 +89,14 @@ class Knowledge:
         learned = {m: {"load_s": round(r.load, 2), "prompt_tokens_per_s": round(r.prefill),
                        "tokens_per_s": round(r.gen, 1), "answer_tokens": round(r.answer)}
                    for m, r in sorted(k.rates.items())}
-        return {"runner_model": k.model, "runner_num_ctx": k.num_ctx, "learned": learned}
+        return {"runner_model": k.model, "runner_num_ctx": k.num_ctx, "learned": learned,
+                "queued": self.queued.get(name, 0)}
+
+    def first_byte_allowance(self, key: int, name: str) -> float:
+        """Seconds of expected silence before this request's first byte (a load, a wait in
+        Ollama's queue): the silence timeout must not count them against the node."""
+        run = self.node(name).running.get(key)
+        return 0.0 if run is None else run.estimate.ttft * self.scale
 
     # -- events --------------------------------------------------------------------
     def polled(self, name: str, loaded: frozenset[str]) -> None:
@@ -112,7 +121,8 @@ class Knowledge:
         if run is None:
             return None
         r = self.node(name).rates.get(run.job.model or "", DEFAULT_RATES)
-        run.ends_at = self.now() + (r.answer / r.gen if r.gen > 0 else 0.0)
+        run.first_at = self.now()
+        run.ends_at = run.first_at + (r.answer / r.gen if r.gen > 0 else 0.0)
         return time.monotonic() - run.arrived
 
     def ended(self, key: int, name: str, final: dict[str, Any] | None) -> None:
@@ -131,6 +141,8 @@ class Knowledge:
         if prefill and run.estimate.uncached_tokens >= MIN_LEARN_TOKENS:
             r = replace(r, prefill=mix(r.prefill, run.estimate.uncached_tokens / prefill))
         count, gen = final.get("eval_count"), _seconds(final.get("eval_duration"))
+        if gen is None and run.first_at is not None and isinstance(count, int) and count > 1:
+            gen = self.now() - run.first_at  # /v1, Anthropic: no durations, our own clock
         if isinstance(count, int) and count > 0:
             r = replace(r, answer=mix(r.answer, count))
             if gen:

@@ -127,6 +127,18 @@ class Proxy:
                 return json_response(request, 502, str(last_error))
             metrics.retries_total += 1
 
+    def _timeout_for(self, info: RequestInfo, node: Node) -> aiohttp.ClientTimeout:
+        """In queueing mode an expected wait before the first byte (a model load, Ollama's
+        queue) is not silence; without a queue the peer's plain silence timeout holds."""
+        if not self.settings.silence_timeout or self.settings.queue_timeout <= 0:
+            return self.timeout
+        allowance = self.fleet.knowledge.first_byte_allowance(id(info), node.name)
+        if allowance <= 0:
+            return self.timeout
+        return aiohttp.ClientTimeout(total=None, connect=None,
+                                     sock_connect=self.settings.connect_timeout,
+                                     sock_read=self.settings.silence_timeout + allowance)
+
     def _started(self, info: RequestInfo, node: Node, job: Any, est: Any) -> None:
         self.fleet.knowledge.started(id(info), node.name, job, est, time.monotonic())
         if est.load > 0:
@@ -212,7 +224,7 @@ class Proxy:
                 upstream = await self.session.request(
                     request.method, URL(node.spec.base_url + request.raw_path, encoded=True),
                     data=_payload(data),
-                    headers=headers, timeout=self.timeout, allow_redirects=False)
+                    headers=headers, timeout=self._timeout_for(info, node), allow_redirects=False)
                 first = await upstream.content.readany()
                 waited = self.fleet.knowledge.first_byte(id(info), node.name)
                 if waited is not None:

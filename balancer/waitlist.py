@@ -9,6 +9,7 @@ exceed the queue timeout is answered 503 with Retry-After at once.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 import math
 import re
 import time
@@ -70,7 +71,10 @@ class WaitList:
             while True:
                 snap = self.fleet.snapshot()
                 costs = self.knowledge.costs(snap.nodes)
-                d = plan(snap, costs, priority(list(self.waiting.values())))[eid]
+                decisions = plan(snap, costs, priority(list(self.waiting.values())))
+                self.knowledge.queued = Counter(
+                    x.estimate.node for x in decisions.values() if isinstance(x, Hold))
+                d = decisions[eid]
                 if isinstance(d, Pick):
                     return d, estimate(d.node, costs[d.node], job)
                 if isinstance(d, Reject):
@@ -91,6 +95,8 @@ class WaitList:
                 await self.fleet.wait_changed(min(remaining, REPLAN * self.knowledge.scale))
         finally:
             del self.waiting[eid]
+            if not self.waiting:
+                self.knowledge.queued = {}
             if counted:
                 metrics.queued -= 1
             metrics.observe_queue_wait(time.monotonic() - since)

@@ -24,7 +24,7 @@ class Balancer(Strict):
     public_url: Url | None = None        # the URL Open WebUI should use; default built from listen
     silence_timeout: Duration = 120.0     # abandon an upstream that sends nothing this long (0: never)
     connect_timeout: Duration = 1.0
-    queue_timeout: Duration = 0.0         # wait this long for a free node before 503 (0: answer at once)
+    queue_timeout: Duration = 600.0       # queue in the balancer, chosen by cost, up to this long (0: 503 at once)
     poll_interval: Duration = 5.0         # how often /api/tags and /api/ps are read from every node
     refuse_management: bool = True        # 403 for /api/pull, /api/create, ... sent through the balancer
 

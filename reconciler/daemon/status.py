@@ -8,7 +8,8 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
+                                    Metric)
 
 from balancer import Balancer
 from reconciler.daemon.loop import Daemon
@@ -78,6 +79,14 @@ class _Collector:
             reliable.add_metric([s.name], 1 if s.reliability == "Reliable" else 0)
         yield per_node
         yield reliable
+        yield CounterMetricFamily("ollafleet_balancer_model_loads", "Requests sent where a model (re)load was expected",
+                                  value=m.model_loads_caused)
+        for name, h, text in (("ollafleet_balancer_queue_wait_seconds", m.queue_wait_seconds,
+                               "Time requests waited in the balancer's queue"),
+                              ("ollafleet_balancer_first_token_seconds", m.first_token_seconds,
+                               "Time from arrival to the first byte of the answer")):
+            yield HistogramMetricFamily(name, text, buckets=[(le, float(n)) for le, n in h.buckets()],
+                                        sum_value=h.sum)
 
 
 def status_app(daemon: Daemon, balancer: Balancer | None) -> web.Application:

@@ -179,3 +179,36 @@ def test_a_warm_runner_does_not_teach_a_short_load() -> None:
     k.ended(1, "n", {"load_duration": 50_000_000, "eval_count": 250,
                      "eval_duration": 8_333_333_333})
     assert k.nodes["n"].rates[CODE].load == 10.0
+
+
+# -- what the final chunk says (framing.EndChecker.final) ----------------------------------
+def test_the_final_chunk_is_kept_for_learning() -> None:
+    from balancer.framing import EndChecker
+
+    c = EndChecker("ndjson", "application/x-ndjson")
+    c.feed(b'{"message":{"content":"a"},"done":false}\n{"done":true,"eval_count":7,')
+    assert c.final is None
+    c.feed(b'"eval_duration":100}\n')
+    assert c.complete and c.final == {"done": True, "eval_count": 7, "eval_duration": 100}
+
+    o = EndChecker("openai", "text/event-stream")
+    o.feed(b'data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":12}}\n\n'
+           b"data: [DONE]\n\n")
+    assert o.complete and o.final == {"eval_count": 12}
+
+    a = EndChecker("anthropic", "text/event-stream")
+    a.feed(b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":5}}'
+           b"\n\nevent: message_stop\ndata: {}\n\n")
+    assert a.complete and a.final == {"eval_count": 5}
+
+
+def test_without_durations_generation_is_timed_on_our_clock() -> None:
+    k = Knowledge()
+    k.now = lambda: 100.0  # type: ignore[method-assign]
+    job = Job(CODE, None, 10, None)
+    k.started(1, "n", job, estimate("n", NodeCost((0.0,), CODE), job), 0.0)
+    k.first_byte(1, "n")
+    k.now = lambda: 104.0  # type: ignore[method-assign]
+    k.ended(1, "n", {"eval_count": 120})
+    r = k.nodes["n"].rates[CODE]
+    assert r.answer == 120 and r.gen == pytest.approx(30.0)

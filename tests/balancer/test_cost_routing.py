@@ -77,3 +77,15 @@ async def test_an_estimated_wait_beyond_the_queue_timeout_is_503_at_once(sim, ma
         assert "exceeds the queue timeout" in (await r.text())
     assert loop.time() - t0 < 30 * SCALE  # at once, not after waiting out the timeout
     assert (await busy)[0] == 200
+
+
+async def test_an_expected_model_load_is_not_silence(sim, make_balancer, http) -> None:
+    scale = 0.05  # codestral's ~8 s load takes 0.4 s, four times the silence timeout below
+    node = await sim.add_node(name="gpu-0", models=[CODE], reply_tokens=5,
+                              timing=Timing(load_delay=12.5, gen_tps=30.0, time_scale=scale))
+    b = await make_balancer([node], queue_timeout=600 * scale, silence_timeout=0.1)
+    b.fleet.knowledge.scale = scale
+    status, lines, broke = await chat_lines(http, b)
+    assert status == 200 and broke is None and lines[-1]["done"] is True
+    assert lines[-1]["load_duration"] >= 7e9 and b.metrics.failures_total == 0
+    assert state(b, "gpu-0").reliability == "Reliable"
