@@ -267,3 +267,27 @@ async def test_rates_learned_through_one_balancer_reach_the_other(
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_slots_of_a_daemon_that_died_free_after_their_lease(
+        tmp_path: Path, redis_server: RedisServer, nodes: list[SimNode]) -> None:
+    import time
+
+    from balancer.shared import PREFIX, TAKE
+    a, b = await start_two(tmp_path, redis_server, nodes, queue="60s")
+    try:
+        assert b.balancer and b.cluster
+        client = b.cluster.shared.client
+        for node in nodes:  # a daemon filled every slot, then was killed: nobody renews them
+            for i in range(2):
+                assert await client.eval(TAKE, 1, PREFIX + "slots:" + node.name, 2, 3000, f"dead/{i}")
+        started = time.monotonic()
+        async with httpx.AsyncClient(timeout=60) as http:
+            r = await chat(http, b.balancer.url, [{"role": "user", "content": "hi"}])
+        waited = time.monotonic() - started
+        assert r.status_code == 200
+        assert waited >= 1.0, waited  # it did wait for the dead daemon's slots ...
+        assert waited < 15, waited  # ... which freed by themselves
+    finally:
+        await a.stop()
+        await b.stop()
