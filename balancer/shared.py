@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +95,8 @@ class Shared:
     def __init__(self, client: Any, name: str, fleet: Fleet, slot_lease: float = 10.0) -> None:
         self.client = client  # redis.asyncio.Redis
         self.name = name
+        # unique even when two daemons were given the same name (or share a host name)
+        self.me = f"{name}/{uuid.uuid4().hex[:8]}"
         self.fleet = fleet
         self.lease_ms = max(1, int(slot_lease * 1000))
         self.held: dict[str, set[str]] = {}  # node -> our members in its slot set
@@ -158,7 +161,7 @@ class Shared:
             self._failed(exc)
             return
         self._ok()
-        changed = self._apply_drains(_drains(counts[len(names):], self.name))
+        changed = self._apply_drains(_drains(counts[len(names):], self.me))
         for name, count, raw in zip(names, counts, caches):
             node = self.fleet.nodes.get(name)
             if node is None:
@@ -174,7 +177,7 @@ class Shared:
             self.fleet.notify()
 
     def _adopt(self, name: str, data: dict[str, Any]) -> None:
-        if data.get("by") == self.name:
+        if data.get("by") == self.me:
             return
         node = self.fleet.nodes[name]
         node.conversation = _conv(data.get("conversation"))
@@ -220,13 +223,13 @@ class Shared:
     async def _write_drains(self, keys: list[tuple[str, str]]) -> None:
         try:
             await self._drain(keys=[DRAINS], args=[self.lease_ms] + [
-                f"{self.name}\n{n}\n{m}" for n, m in keys])
+                f"{self.me}\n{n}\n{m}" for n, m in keys])
         except Exception as exc:
             self._failed(exc)
 
     async def _forget_drain(self, key: tuple[str, str]) -> None:
         try:
-            await self.client.hdel(DRAINS, f"{self.name}\n{key[0]}\n{key[1]}")
+            await self.client.hdel(DRAINS, f"{self.me}\n{key[0]}\n{key[1]}")
         except Exception as exc:
             self._failed(exc)
 
@@ -236,7 +239,7 @@ class Shared:
         node = self.fleet.nodes.get(name)
         if node is None or not self._usable():
             return True
-        member = f"{self.name}/{key}"
+        member = f"{self.me}/{key}"
         try:
             got = await self._take(keys=[PREFIX + "slots:" + name],
                                    args=[node.spec.max_concurrent, self.lease_ms, member])
@@ -253,14 +256,14 @@ class Shared:
 
     def release(self, name: str, key: int) -> None:
         """The request ended: free its slot and tell the others what the node's cache holds."""
-        member = f"{self.name}/{key}"
+        member = f"{self.me}/{key}"
         mine = self.held.get(name)
         if mine is None or member not in mine:
             return
         mine.discard(member)
         node = self.fleet.nodes.get(name)
         k = self.fleet.knowledge.node(name)
-        cache = json.dumps({"by": self.name, "conversation": _conv_json(
+        cache = json.dumps({"by": self.me, "conversation": _conv_json(
             node.conversation if node else None), "model": k.model, "num_ctx": k.num_ctx,
             "cached_tokens": k.cached_tokens, "rates": {
                 m: [r.load, r.prefill, r.gen, r.answer] for m, r in k.rates.items()}})
