@@ -295,11 +295,14 @@ class Shared:
         renewed = 0.0
         while True:
             now = time.monotonic()
-            if self._usable() and now - renewed >= self.lease_ms / 3000:
-                renewed = now
-                await self._renew_all()
-            if self.fleet.metrics.queued or not self.up:
-                await self.refresh()
+            try:
+                if self._usable() and now - renewed >= self.lease_ms / 3000:
+                    renewed = now
+                    await self._renew_all()
+                if self.fleet.metrics.queued or not self.up:
+                    await self.refresh()
+            except Exception:  # a bug here must not end the renewals for good
+                log.exception("cluster: shared state loop")
             await asyncio.sleep(POLL)
 
     async def _renew_all(self) -> None:

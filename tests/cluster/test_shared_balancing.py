@@ -90,9 +90,13 @@ async def test_forty_chats_through_two_balancers_never_overfill_a_node(
     try:
         assert a.balancer and b.balancer
         async with httpx.AsyncClient(timeout=120) as client:
-            answers = await asyncio.gather(*(
+            load = asyncio.gather(*(
                 chat(client, (a if i % 2 else b).balancer.url,  # type: ignore[union-attr]
                      [{"role": "user", "content": f"question {i}"}]) for i in range(40)))
+            try:
+                answers = await asyncio.wait_for(load, 60)
+            except TimeoutError:
+                raise AssertionError(f"stuck: {await _diagnose(a, b, peaks)}") from None
         assert [r.status_code for r in answers] == [200] * 40
         assert sum(peaks.peak.values()) > 0 and len(peaks.served) == 40
         # max_concurrent = 2: never three at once on a node, whichever balancer sent them
@@ -291,3 +295,19 @@ async def test_slots_of_a_daemon_that_died_free_after_their_lease(
     finally:
         await a.stop()
         await b.stop()
+
+
+async def _diagnose(a: Service, b: Service, peaks: Peaks) -> str:
+    out = [f"served {len(peaks.served)}, at the nodes now {dict(peaks.now)}"]
+    for svc in (a, b):
+        assert svc.balancer and svc.cluster
+        fleet, shared = svc.balancer.fleet, svc.cluster.shared
+        out.append(f"{shared.me}: queued {fleet.metrics.queued}, up {shared.up}, loop "
+                   f"{shared._loop}, held {shared.held}, nodes " + ", ".join(
+                       f"{n.name} local {n.in_flight} remote {n.remote} draining {dict(n.draining)}"
+                       for n in fleet.nodes.values()))
+    client = a.cluster.shared.client  # type: ignore[union-attr]
+    for name in ("gpu-1", "gpu-2"):
+        out.append(f"{name}: {await client.zrange('ollafleet:slots:' + name, 0, -1, withscores=True)}"
+                   f" at {await client.time()}")
+    return "\n".join(out)
