@@ -5,7 +5,7 @@ Nodes: 3 simulated 24 GB GPUs, OLLAMA_NUM_PARALLEL=1 with Ollama's queue behind 
 codestral:22b and qwq:32b do not fit together, a load takes ~8 s (codestral) / ~12 s (qwq),
 prompt evaluation 2,000 tokens/s (uncached part only), generation 30 tokens/s, 250-token
 answers. Each user runs two 6-turn chats, pasting ~300 words of code per turn and reading
-the answer for 10-30 s. Time runs `--scale` times faster than real (0.05: 20x); every number
+the answer for 10-30 s. Time runs compressed: `--scale` real seconds per modelled second (0.1: 10x); every number
 printed is in modelled seconds.
 
 Days:   stable   6 users, 4 on codestral, 2 on qwq, all day
@@ -21,7 +21,7 @@ Prints per day and placement: mean / p90 time to first token (as users feel it, 
 included), 503s, model loads (from load_duration), KV reuse (share of prompt tokens the
 nodes did not have to evaluate).
 
-    .venv/bin/python scripts/bench_schedule.py [--scale 0.05] [--days stable,shift,single]
+    .venv/bin/python scripts/bench_schedule.py [--scale 0.1] [--days stable,shift,single]
 """
 from __future__ import annotations
 
@@ -210,7 +210,7 @@ def p90(values: list[float]) -> float:
 
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scale", type=float, default=0.05, help="real seconds per modelled second")
+    ap.add_argument("--scale", type=float, default=0.1, help="real seconds per modelled second")
     ap.add_argument("--days", default="stable,shift,single")
     ap.add_argument("--placements", default="first-free,static,ollafleet")
     args = ap.parse_args()
