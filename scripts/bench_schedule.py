@@ -16,6 +16,8 @@ Placements:
         static      pinned by hand: codestral users on nodes 1-2, qwq users on node 3
                     (single day: three users per node), straight to Ollama's queue
         ollafleet   the balancer with --queue-timeout 600 (its own queue, cost-based choice)
+        ollafleet-handoff  (with --placements) the same, but a request whose best node is
+                    busy with its model loaded goes to that node's Ollama queue at once
 
 Prints per day and placement: mean / p90 time to first token (as users feel it, retries
 included), 503s, model loads (from load_duration) in all and on the busiest node, KV reuse
@@ -188,11 +190,13 @@ async def run(day: str, place: str, scale: float) -> Result:
                                     max_queue=512) for i in range(NODES)]
         urls = [n.url for n in nodes]
         balancer: Balancer | None = None
-        if place == "ollafleet":
+        if place.startswith("ollafleet"):
             balancer = Balancer(Settings(silence_timeout=120 * scale, queue_timeout=600 * scale,
                                          poll_interval=5 * scale),
                                 [NodeSpec(n.name, n.url) for n in nodes])
             balancer.fleet.knowledge.scale = scale
+            if place == "ollafleet-handoff":  # hand to a busy node's own queue instead
+                balancer.fleet.knowledge.hand_off = True
             await balancer.start("127.0.0.1", 0)
             urls = [balancer.url]
         peer = FirstFree(urls) if place == "first-free" else None
