@@ -55,6 +55,10 @@ class Knowledge:
         self.scale = scale
         self.nodes: dict[str, NodeKnowledge] = {}
         self.queued: dict[str, int] = {}  # requests waiting in the balancer, by their best node
+        # Hand a request whose best node is busy but has its model loaded to that node at
+        # once (Ollama queues it behind its slot) instead of holding it in the balancer.
+        # Off: holding keeps the choice open (scripts/bench_schedule.py measures both).
+        self.hand_off = False
 
     def now(self) -> float:
         """The cost clock: seconds as Ollama reports them."""

@@ -24,6 +24,7 @@ from .fleet import Fleet, Node
 from .fleetwide import FleetWide
 from .framing import EndChecker
 from .scheduling import Event, Pick, Reject, Wait, decide
+from .cost import Estimate, Job
 from .waitlist import TooLong, WaitList, job_of
 
 log = logging.getLogger("balancer")
@@ -139,7 +140,7 @@ class Proxy:
                                      sock_connect=self.settings.connect_timeout,
                                      sock_read=self.settings.silence_timeout + allowance)
 
-    def _started(self, info: RequestInfo, node: Node, job: Any, est: Any) -> None:
+    def _started(self, info: RequestInfo, node: Node, job: Job, est: Estimate) -> None:
         self.fleet.knowledge.started(id(info), node.name, job, est, time.monotonic())
         if est.load > 0:
             self.fleet.metrics.model_loads_caused += 1

@@ -75,6 +75,8 @@ class WaitList:
                 self.knowledge.queued = Counter(
                     x.estimate.node for x in decisions.values() if isinstance(x, Hold))
                 d = decisions[eid]
+                if self.knowledge.hand_off and isinstance(d, Hold) and d.estimate.load == 0:
+                    return Pick(d.estimate.node, "handed to its queue (model loaded)"), d.estimate
                 if isinstance(d, Pick):
                     return d, estimate(d.node, costs[d.node], job)
                 if isinstance(d, Reject):

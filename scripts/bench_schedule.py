@@ -5,8 +5,8 @@ Nodes: 3 simulated 24 GB GPUs, OLLAMA_NUM_PARALLEL=1 with Ollama's queue behind 
 codestral:22b and qwq:32b do not fit together, a load takes ~8 s (codestral) / ~12 s (qwq),
 prompt evaluation 2,000 tokens/s (uncached part only), generation 30 tokens/s, 250-token
 answers. Each user runs two 6-turn chats, pasting ~300 words of code per turn and reading
-the answer for 10-30 s. Time runs `--scale` times faster than real (0.05: 20x); every number
-printed is in modelled seconds.
+the answer for 10-30 s. Time runs compressed: `--scale` real seconds per modelled second
+(0.1: 10x); every number printed is in modelled seconds.
 
 Days:   stable   6 users, 4 on codestral, 2 on qwq, all day
         shift    the same, but two codestral users' second chat is on qwq
@@ -16,12 +16,14 @@ Placements:
         static      pinned by hand: codestral users on nodes 1-2, qwq users on node 3
                     (single day: three users per node), straight to Ollama's queue
         ollafleet   the balancer with --queue-timeout 600 (its own queue, cost-based choice)
+        ollafleet-handoff  (with --placements) the same, but a request whose best node is
+                    busy with its model loaded goes to that node's Ollama queue at once
 
 Prints per day and placement: mean / p90 time to first token (as users feel it, retries
-included), 503s, model loads (from load_duration), KV reuse (share of prompt tokens the
-nodes did not have to evaluate).
+included), 503s, model loads (from load_duration) in all and on the busiest node, KV reuse
+(share of prompt tokens the nodes did not have to evaluate).
 
-    .venv/bin/python scripts/bench_schedule.py [--scale 0.05] [--days stable,shift,single]
+    .venv/bin/python scripts/bench_schedule.py [--scale 0.1] [--days stable,shift,single]
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ class Result:
     ttft: list[float] = field(default_factory=list)
     rejected: int = 0
     loads: int = 0
+    node_loads: dict[str, int] = field(default_factory=dict)
     prompt_tokens: int = 0
     evaluated: float = 0.0
     failed: int = 0
@@ -107,8 +110,7 @@ class FirstFree:
 
 
 async def user(uid: int, chats: list[str], place: str, urls: list[str], peer: FirstFree | None,
-               session: aiohttp.ClientSession, scale: float, res: Result, day: str,
-               n_users: int) -> None:
+               session: aiohttp.ClientSession, scale: float, res: Result, day: str) -> None:
     rng = random.Random(f"{day}-{uid}")
     await asyncio.sleep(rng.uniform(0, 30) * scale)
     for c, model in enumerate(chats):
@@ -170,10 +172,13 @@ async def chat(session: aiohttp.ClientSession, url: str, body: dict[str, Any], u
             text.append(obj.get("message", {}).get("content", ""))
             if obj.get("done"):
                 final = obj
+    answer = "".join(text)
     if final.get("load_duration", 0) >= 1e9:
         res.loads += 1
+        node = answer.split(" from ", 1)[-1].split(":", 1)[0]  # "Simulated answer from gpu-2:"
+        res.node_loads[node] = res.node_loads.get(node, 0) + 1
     res.evaluated += final.get("prompt_eval_duration", 0) / 1e9 * PROMPT_TPS
-    return "".join(text)
+    return answer
 
 
 async def run(day: str, place: str, scale: float) -> Result:
@@ -185,11 +190,13 @@ async def run(day: str, place: str, scale: float) -> Result:
                                     max_queue=512) for i in range(NODES)]
         urls = [n.url for n in nodes]
         balancer: Balancer | None = None
-        if place == "ollafleet":
+        if place.startswith("ollafleet"):
             balancer = Balancer(Settings(silence_timeout=120 * scale, queue_timeout=600 * scale,
                                          poll_interval=5 * scale),
                                 [NodeSpec(n.name, n.url) for n in nodes])
             balancer.fleet.knowledge.scale = scale
+            if place == "ollafleet-handoff":  # hand to a busy node's own queue instead
+                balancer.fleet.knowledge.hand_off = True
             await balancer.start("127.0.0.1", 0)
             urls = [balancer.url]
         peer = FirstFree(urls) if place == "first-free" else None
@@ -197,7 +204,7 @@ async def run(day: str, place: str, scale: float) -> Result:
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 await asyncio.gather(*(user(i, chats, place, urls, peer, session, scale, res,
-                                            day, len(plan)) for i, chats in enumerate(plan)))
+                                            day) for i, chats in enumerate(plan)))
         finally:
             if balancer is not None:
                 await balancer.stop(drain_timeout=1.0)
@@ -210,14 +217,14 @@ def p90(values: list[float]) -> float:
 
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scale", type=float, default=0.05, help="real seconds per modelled second")
+    ap.add_argument("--scale", type=float, default=0.1, help="real seconds per modelled second")
     ap.add_argument("--days", default="stable,shift,single")
     ap.add_argument("--placements", default="first-free,static,ollafleet")
     args = ap.parse_args()
     print(f"scale {args.scale}: one modelled second takes {args.scale:g} s; times below are "
           "modelled seconds")
     print(f"{'day':8} {'placement':11} {'mean':>6} {'p90':>6} {'503s':>5} {'loads':>5} "
-          f"{'KV reuse':>8} {'wall':>6}")
+          f"{'max/node':>8} {'KV reuse':>8} {'wall':>6}")
     for day in args.days.split(","):
         rows: dict[str, Result] = {}
         for place in args.placements.split(","):
@@ -225,9 +232,10 @@ async def main() -> None:
             r = rows[place] = await run(day, place, args.scale)
             reuse = 1 - r.evaluated / r.prompt_tokens if r.prompt_tokens else 0.0
             print(f"{day:8} {place:11} {statistics.mean(r.ttft):6.1f} {p90(r.ttft):6.1f} "
-                  f"{r.rejected:5d} {r.loads:5d} {reuse:8.0%} {time.monotonic() - t0:5.0f}s",
+                  f"{r.rejected:5d} {r.loads:5d} {max(r.node_loads.values(), default=0):8d} "
+                  f"{reuse:8.0%} {time.monotonic() - t0:5.0f}s",
                   flush=True)
-        if "ollafleet" in rows:
+        if "ollafleet" in rows and len(rows) > 1:
             ours = statistics.mean(rows["ollafleet"].ttft)
             ratios = [f"{statistics.mean(rows[p].ttft) / ours:.2f}x {p}" for p in rows
                       if p != "ollafleet"]
