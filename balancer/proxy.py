@@ -188,6 +188,8 @@ class Proxy:
         if await shared.take(pick.node, id(info)):
             return True
         self.fleet.notify()  # re-plan: that node is full
+        await self.fleet.wait_changed(0.25)  # never spin on a full node: a change, or a moment
+        await shared.refresh()
         return False
 
     def _reject(self, request: web.BaseRequest, info: RequestInfo, decision: Reject,
