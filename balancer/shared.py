@@ -20,6 +20,7 @@ short while after it returns, a node may get more requests than its slots.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
@@ -100,6 +101,8 @@ class Shared:
         self.fleet = fleet
         self.lease_ms = max(1, int(slot_lease * 1000))
         self.held: dict[str, set[str]] = {}  # node -> our members in its slot set
+        self.members: dict[tuple[str, int], str] = {}  # (node, request) -> its member
+        self._seq = itertools.count()  # members are never reused (id() of a request can be)
         self.seen: dict[str, bytes] = {}  # node -> the cache JSON last read
         self.mine: Counter[tuple[str, str]] = Counter()  # (node, model) -> our drains under way
         self.theirs: set[tuple[str, str]] = set()  # drains of other daemons, applied to the fleet
@@ -130,6 +133,7 @@ class Shared:
             for node in self.fleet.nodes.values():
                 node.remote = 0
             self.held.clear()
+            self.members.clear()
             self._apply_drains(set())
             self.fleet.notify()
 
@@ -239,7 +243,7 @@ class Shared:
         node = self.fleet.nodes.get(name)
         if node is None or not self._usable():
             return True
-        member = f"{self.me}/{key}"
+        member = f"{self.me}/{next(self._seq)}"
         try:
             got = await self._take(keys=[PREFIX + "slots:" + name],
                                    args=[node.spec.max_concurrent, self.lease_ms, member])
@@ -249,6 +253,7 @@ class Shared:
         self._ok()
         if got:
             self.held.setdefault(name, set()).add(member)
+            self.members[(name, key)] = member
             return True
         # full elsewhere: look busy to decide() until a refresh says otherwise
         node.remote = max(node.remote, node.spec.max_concurrent - node.in_flight)
@@ -256,9 +261,9 @@ class Shared:
 
     def release(self, name: str, key: int) -> None:
         """The request ended: free its slot and tell the others what the node's cache holds."""
-        member = f"{self.me}/{key}"
+        member = self.members.pop((name, key), None)
         mine = self.held.get(name)
-        if mine is None or member not in mine:
+        if member is None or mine is None or member not in mine:
             return
         mine.discard(member)
         node = self.fleet.nodes.get(name)
