@@ -52,6 +52,7 @@ class NodeCost:
     cached: Conversation | None = None  # the conversation its slot caches
     cached_tokens: int = 0  # that conversation's prompt + answer tokens
     rates: tuple[tuple[str, Rates], ...] = ()  # learned per model
+    also_loaded: frozenset[str] = frozenset()  # other models its GPU holds (small ones fit)
 
     def rates_for(self, model: str | None) -> Rates:
         return self.learned_rates(model) or DEFAULT_RATES
@@ -91,7 +92,11 @@ def cached_prefix(previous: Conversation | None, new: Conversation | None) -> bo
 def estimate(name: str, cost: NodeCost, job: Job) -> Estimate:
     rates = cost.rates_for(job.model)
     start = min(cost.slots_free_in) if cost.slots_free_in else 0.0
-    switch = job.model is not None and (cost.model != job.model or cost.num_ctx != job.num_ctx)
+    if job.model is not None and job.model != cost.model and job.model in cost.also_loaded:
+        switch = False  # loaded beside the last one; its num_ctx is not known: assume it fits
+    else:
+        switch = job.model is not None and (cost.model != job.model
+                                            or cost.num_ctx != job.num_ctx)
     load = rates.load if switch else 0.0
     cached = 0
     if not switch and cached_prefix(cost.cached, job.conversation):
@@ -109,9 +114,14 @@ def after(cost: NodeCost, job: Job, est: Estimate) -> NodeCost:
     slots = sorted(cost.slots_free_in)
     slots[0] = est.busy_for
     rates = cost.rates_for(job.model)
+    also = cost.also_loaded
+    if job.model is not None and job.model != cost.model:
+        # a load is taken to evict the others; a model loaded beside them keeps them
+        also = frozenset() if est.load > 0 else (also | {cost.model or ""}) - {job.model, ""}
     return replace(cost, slots_free_in=tuple(slots), model=job.model or cost.model,
                    num_ctx=job.num_ctx if job.model else cost.num_ctx,
-                   cached=job.conversation, cached_tokens=job.tokens + int(rates.answer))
+                   cached=job.conversation, cached_tokens=job.tokens + int(rates.answer),
+                   also_loaded=also)
 
 
 @dataclass(frozen=True)

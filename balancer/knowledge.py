@@ -43,6 +43,7 @@ class NodeKnowledge:
     cached: Conversation | None = None
     cached_tokens: int = 0
     rates: dict[str, Rates] = field(default_factory=dict)
+    also_loaded: frozenset[str] = frozenset()  # what the last poll listed besides `model`
     running: dict[int, Running] = field(default_factory=dict)
 
 
@@ -81,7 +82,7 @@ class Knowledge:
         if model is None and loaded:
             model = min(loaded)  # polled, never sent: assume the default num_ctx
         return NodeCost(tuple(free), model, ctx, k.cached, k.cached_tokens,
-                        tuple(k.rates.items()))
+                        tuple(k.rates.items()), k.also_loaded - {model or ""})
 
     def costs(self, views: Any) -> dict[str, NodeCost]:
         now = self.now()
@@ -106,6 +107,7 @@ class Knowledge:
     def polled(self, name: str, loaded: frozenset[str]) -> None:
         """A poll listed the loaded models: a runner we believed in is gone when unlisted."""
         k = self.node(name)
+        k.also_loaded = loaded
         if k.model is not None and k.model not in loaded and not k.running:
             k.model = k.num_ctx = None
             k.cached, k.cached_tokens = None, 0
@@ -113,6 +115,9 @@ class Knowledge:
     def started(self, key: int, name: str, job: Job, est: Estimate, arrived: float) -> None:
         k = self.node(name)
         if job.model is not None:
+            if job.model != k.model:  # a load evicts (assumed); loaded beside, the last stays
+                kept = frozenset() if k.model is None else frozenset({k.model})
+                k.also_loaded = frozenset() if est.load > 0 else k.also_loaded | kept
             k.model, k.num_ctx = job.model, job.num_ctx
         rates = k.rates.get(job.model or "", DEFAULT_RATES)
         k.cached, k.cached_tokens = job.conversation, job.tokens + int(rates.answer)

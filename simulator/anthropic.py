@@ -138,7 +138,8 @@ async def responses(request: web.Request) -> web.StreamResponse:
     conv = _response_input(body)
     model = common.need_model(node, name, request.path)
     common.check_generative(model, name, "chat")
-    opts: dict[str, Any] = {"temperature": body.get("temperature", 1.0)}
+    temperature = body.get("temperature")  # 1.0 when absent; top_p is left to the model
+    opts: dict[str, Any] = {"temperature": 1.0 if temperature is None else temperature}
     if body.get("top_p") is not None:
         opts["top_p"] = body["top_p"]
     if body.get("max_output_tokens") is not None:

@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import signal
 import sys
+from typing import Callable
 
 from .control import start_control
 from .sim import Simulator
 from .timing import Timing
 
-TIMINGS = {"fast": Timing, "realistic": Timing.realistic, "instant": Timing.instant}
+TIMINGS: dict[str, Callable[[], Timing]] = {"fast": Timing, "realistic": Timing.realistic,
+                                            "instant": Timing.instant}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "node, e.g. codestral:22b,qwq:32b")
     p.add_argument("--timing", choices=sorted(TIMINGS), default="realistic")
     p.add_argument("--version", default="0.13.5", help="Ollama version to report and imitate")
-    p.add_argument("--num-parallel", type=int, default=1)
+    p.add_argument("--time-scale", type=float, default=None, help="real seconds per modelled "
+                   "second (0.01 runs 100x faster; reported durations stay modelled)")
+    p.add_argument("--num-parallel", type=int, default=1, help="OLLAMA_NUM_PARALLEL (per model)")
+    p.add_argument("--multiuser-cache", action="store_true", help="OLLAMA_MULTIUSER_CACHE")
     p.add_argument("--control-port", type=int, default=None, help="control endpoint port "
                    "(default: the port after the last node; -1 disables)")
     p.add_argument("--reply-tokens", type=int, default=40, help="tokens per simulated answer")
@@ -35,12 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace, stop: asyncio.Event | None = None) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     stop = stop or asyncio.Event()
+    timing = TIMINGS[args.timing]()
+    if args.time_scale is not None:
+        timing = timing.scaled(args.time_scale)
     async with Simulator(registry_online=not args.offline) as sim:
         for i in range(args.nodes):
             port = args.port + i if args.port else 0
             node = await sim.add_node(name=f"sim-{i + 1}", models=models, port=port,
-                                      timing=TIMINGS[args.timing](), version=args.version,
+                                      timing=timing, version=args.version,
                                       num_parallel=args.num_parallel,
+                                      multiuser_cache=args.multiuser_cache,
                                       reply_tokens=args.reply_tokens)
             print(f"{node.name}  {node.url}", flush=True)
         control = None

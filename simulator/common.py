@@ -114,6 +114,9 @@ def check_messages(messages: Any) -> list[dict[str, Any]]:
     return messages
 
 
+ANSWER_JOIN = " "  # what render_chat puts between "assistant:" and a resent answer
+
+
 def render_chat(model: InstalledModel, messages: list[dict[str, Any]]) -> str:
     """A stable text rendering of the conversation (the prefix the KV cache can reuse)."""
     msgs = list(model.messages) + list(messages)
@@ -121,7 +124,8 @@ def render_chat(model: InstalledModel, messages: list[dict[str, Any]]) -> str:
     if model.system and not (messages and messages[0].get("role") == "system"):
         parts.append(f"system: {model.system}\n")
     for m in msgs:
-        parts.append(f"{str(m.get('role', 'user')).lower()}: {content_text(m.get('content'))}\n")
+        role = str(m.get('role', 'user')).lower()
+        parts.append(f"{role}:{ANSWER_JOIN}{content_text(m.get('content'))}\n")
     parts.append("assistant:")
     return "".join(parts)
 

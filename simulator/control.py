@@ -1,6 +1,7 @@
 """A small HTTP control endpoint for people and scripts driving a running simulator.
 
-GET  /nodes                         → [{"name","url","fault","installed","loaded"}]
+GET  /nodes                         → [{"name","url","fault","installed","loaded","loads",
+                                        "prompt_tokens","cached_prompt_tokens",…}]
 GET  /nodes/{name}/requests         → the node's request log
 POST /nodes/{name}/fault            {"fault":"refuse", "after_chunks":3, ...}
 DELETE /nodes/{name}/fault          → back to normal
@@ -25,7 +26,9 @@ def _describe(node: Any) -> dict[str, Any]:
     return {"name": node.name, "url": node.url, "fault": node.fault_state.fault.value,
             "registry_online": node.registry_online, "installed": node.installed_models(),
             "loaded": node.loaded_models(), "requests": len(node.requests),
-            "cancelled_generations": node.cancelled_generations}
+            "cancelled_generations": node.cancelled_generations, "loads": node.loads,
+            "prompt_tokens": node.prompt_tokens,
+            "cached_prompt_tokens": node.cached_prompt_tokens}
 
 
 def _get(request: web.Request) -> Any:

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
+from .common import ANSWER_JOIN
 from .faults import STREAM_FAULTS, CutConnection, Fault
 from .sched import check_options, get_runner, merged_options, modelled_ns, release, slot
 from .state import InstalledModel, Runner, Slot
@@ -80,14 +81,15 @@ class Generation:
         self.started = time.monotonic()
 
     async def start(self) -> None:
-        """Get a runner (load_duration), then evaluate the part of the prompt that the
-        slot's cache lacks; prompt_eval_count is the whole prompt even on a cache hit."""
+        """Get a runner; load_duration is all the time that took."""
         node, req = self.node, self.req
         self.runner, self.result.load_ns = await get_runner(node, req.model, req.options,
                                                             req.keep_alive_ns)
         node.last_options = merged_options(req.model, req.options)  # model params < options
 
     async def evaluate(self, slot: Slot) -> None:
+        """Evaluate the part of the prompt the slot's cache lacks (at least one token);
+        prompt_eval_count is the whole prompt even on a cache hit."""
         node, req = self.node, self.req
         assert self.runner is not None
         self.slot = slot
@@ -95,6 +97,8 @@ class Generation:
         cached = min(common_prefix(slot.cache, prompt), max(0, len(prompt) - 1))
         seconds = node.timing.prompt_seconds(max(1, len(prompt) - cached))
         slot.cache = list(prompt)  # the slot's KV cache now holds this prompt
+        node.prompt_tokens += len(prompt)
+        node.cached_prompt_tokens += cached
         await node.timing.sleep(seconds)
         self.result.prompt_eval_count = max(1, len(prompt))
         self.result.prompt_eval_ns = max(1, int(seconds * NS))
@@ -151,8 +155,8 @@ class Generation:
         res.total_ns = modelled_ns(node, time.monotonic() - self.started)
         res.total_ns = max(res.total_ns, res.load_ns + res.prompt_eval_ns + res.eval_ns)
         if self.slot is not None:  # the slot keeps the answer too, all but its last token
-            # tokenized as the next turn renders it ("assistant: " + answer), so it matches
-            self.slot.cache = self.slot.cache + tokenize(" " + res.thinking + res.content)[:-1]
+            answer = tokenize(res.thinking + ANSWER_JOIN + res.content)
+            self.slot.cache = self.slot.cache + answer[:-1]
 
     def release(self) -> None:
         if self.runner is not None:

@@ -58,7 +58,8 @@ class SimNode:
                  timing: Timing | None = None, version: str = "0.13.5", num_parallel: int = 1,
                  max_queue: int = 512, max_loaded: int = 3, vram: int = 24 * GiB,
                  reply_tokens: int = 12, keep_alive: float = 300.0,
-                 context_length: int | None = None, registry_online: bool = True) -> None:
+                 context_length: int | None = None, registry_online: bool = True,
+                 multiuser_cache: bool = False) -> None:
         self.name = name
         self.catalogue = catalogue
         self.timing = timing or Timing()
@@ -71,6 +72,7 @@ class SimNode:
         self.default_keep_alive_ns = (  # OLLAMA_KEEP_ALIVE; negative = forever
             FOREVER_NS if keep_alive < 0 else int(keep_alive * 1e9))
         self.context_length = context_length  # OLLAMA_CONTEXT_LENGTH (None = the default)
+        self.multiuser_cache = multiuser_cache  # OLLAMA_MULTIUSER_CACHE: slot choice
         self.registry_online = registry_online
         self.host_guard = True  # 403 for a non-local Host header, like Ollama on loopback
         self.registry_redirects = True  # False: private-registry pulls fail "no Location header"
@@ -79,6 +81,9 @@ class SimNode:
         self.requests: list[RecordedRequest] = []
         self.max_log = 20000  # request log entries kept (the oldest half goes beyond)
         self.cancelled_generations = 0
+        self.loads = 0  # cold runner loads completed (a reload counts)
+        self.prompt_tokens = 0  # prompt tokens of all generations
+        self.cached_prompt_tokens = 0  # of which came from a slot's cache
         self.last_options: dict[str, Any] = {}  # effective options of the latest generation
         self.port = 0
         self.stopping = False

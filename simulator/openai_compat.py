@@ -25,9 +25,10 @@ def _node(request: web.Request) -> Any:
 
 
 def sampling_options(body: dict[str, Any], completions: bool = False) -> dict[str, Any]:
-    """The layer always sends temperature/top_p (1.0 when absent), overriding model params."""
+    """The layer always sends temperature/top_p (1.0 when absent), overriding model params.
+    0.13.5 has no `max_completion_tokens` field: only `max_tokens` limits the answer."""
     opts: dict[str, Any] = {}
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    max_tokens = body.get("max_tokens")
     if max_tokens is not None:
         opts["num_predict"] = max_tokens
     opts["temperature"] = body.get("temperature") if body.get("temperature") is not None else 1.0
@@ -55,11 +56,16 @@ def _openai_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _think(body: dict[str, Any], model: Any, name: str) -> bool:
+    """`reasoning_effort` becomes the think value: a level string only gpt-oss takes (400
+    for any other model, as native `think: "high"`)."""
     effort = body.get("reasoning_effort") or (body.get("reasoning") or {}).get("effort")
     if effort in ("none",):
         return False
-    return common.resolve_think(None, model, name) if effort is None else \
-        "thinking" in model.capabilities
+    if effort is None:
+        return common.resolve_think(None, model, name)
+    if model.info.family == "gptoss" and effort in ("low", "medium", "high"):
+        return True
+    return common.resolve_think(effort, model, name)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

@@ -147,6 +147,7 @@ async def _load(node: SimNode, model: InstalledModel, opts: tuple[Any, ...], num
         raise
     finally:
         runner.loaded.set()
+    node.loads += 1
     return runner, seconds
 
 
@@ -161,15 +162,25 @@ async def _evict(node: SimNode, victim: Runner) -> None:
 
 @contextlib.asynccontextmanager
 async def slot(node: SimNode, runner: Runner, prompt: list[int]) -> AsyncIterator[Slot]:
-    """Wait (without bound) for one of the runner's slots; take the free one whose cache
-    shares the longest prefix with the prompt (the least recently used on a tie)."""
+    """Wait (without bound) for one of the runner's slots, then pick one as Ollama's runner
+    does: by default the free slot sharing the longest prefix with the prompt (a new
+    conversation overwrites it); with OLLAMA_MULTIUSER_CACHE a slot the prompt continues,
+    else the least recently used free one with the longest shared prefix copied in."""
     node.waiting += 1
     try:
         await runner.sem.acquire()
     finally:
         node.waiting -= 1
     free = [s for s in runner.slots if not s.busy]
-    chosen = max(free, key=lambda s: (common_prefix(s.cache, prompt), -s.last_used))
+    chosen = max(free, key=lambda s: common_prefix(s.cache, prompt))
+    if node.multiuser_cache:
+        best = max(runner.slots, key=lambda s: common_prefix(s.cache, prompt))
+        shared = common_prefix(best.cache, prompt)
+        if shared == len(best.cache) and not best.busy:
+            chosen = best
+        else:
+            chosen = min(free, key=lambda s: s.last_used)
+            chosen.cache = best.cache[:shared]
     chosen.busy = True
     try:
         yield chosen
@@ -177,4 +188,3 @@ async def slot(node: SimNode, runner: Runner, prompt: list[int]) -> AsyncIterato
         chosen.busy = False
         chosen.last_used = time.monotonic()
         runner.sem.release()
-

@@ -23,7 +23,8 @@ class Simulator:
                        num_parallel: int = 1, **kwargs: Any) -> SimNode:
         """Start a node listening on 127.0.0.1:port (0 = a free port) with models installed.
 
-        Extra keyword arguments: max_queue, max_loaded, vram, reply_tokens, keep_alive."""
+        Extra keyword arguments: max_queue, max_loaded, vram, reply_tokens, keep_alive,
+        context_length, multiuser_cache."""
         name = name or f"node-{len(self.nodes) + 1}"
         if name in self.nodes:
             raise ValueError(f"a node named {name!r} already exists")

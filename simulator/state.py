@@ -150,11 +150,6 @@ class Runner:
         self.slots = [Slot() for _ in range(self.num_parallel)]
         self.idle.set()
 
-    @property
-    def cache(self) -> list[int]:
-        """The most recently used slot's cached tokens."""
-        return max(self.slots, key=lambda s: s.last_used).cache
-
     def expires_at(self) -> int:
         if self.expires_ns is not None:
             return self.expires_ns
@@ -250,8 +245,10 @@ def runner_options(model: InstalledModel, options: dict[str, Any],
 
 def effective_num_ctx(model: InstalledModel, options: dict[str, Any],
                       default: int = DEFAULT_NUM_CTX, clamp: bool = False) -> int:
-    """The request's num_ctx (model params < options), else the node's default; `clamp`
-    caps it at the model's training context (Ollama >= 0.15.5)."""
+    """The request's num_ctx (model params < options), else the node's default, at least 4
+    (2048 for vision models); `clamp` caps it at the training context (Ollama >= 0.15.5)."""
     merged = {**model.params, **(options or {})}
     value = max(4, int(merged.get("num_ctx") or default))
-    return min(value, model.info.context_length) if clamp else value
+    if clamp:
+        value = min(value, model.info.context_length)
+    return max(value, 2048) if "vision" in model.info.capabilities else value

@@ -212,3 +212,21 @@ def test_without_durations_generation_is_timed_on_our_clock() -> None:
     k.ended(1, "n", {"eval_count": 120})
     r = k.nodes["n"].rates[CODE]
     assert r.answer == 120 and r.gen == pytest.approx(30.0)
+
+
+def test_a_model_the_poll_lists_beside_the_last_one_needs_no_load() -> None:
+    k = Knowledge()
+    k.polled("n", frozenset({CODE, "nomic-embed-text:latest"}))
+    embed = Job("nomic-embed-text:latest", None, 10, None)
+    cost = k.cost("n", 1, frozenset(), 0.0)
+    est = estimate("n", cost, embed)
+    assert est.load == 0
+    k.started(1, "n", embed, est, 0.0)
+    k.ended(1, "n", None)
+    # the chat model stays loaded beside the embedding model
+    assert estimate("n", k.cost("n", 1, frozenset(), 0.0), req()[1]).load == 0
+    # ... until a load of another model is sent there: assumed to evict both
+    big = Job(QWQ, None, 10, None)
+    k.started(2, "n", big, estimate("n", k.cost("n", 1, frozenset(), 0.0), big), 0.0)
+    k.ended(2, "n", None)
+    assert estimate("n", k.cost("n", 1, frozenset(), 0.0), req()[1]).load == 10.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from simulator import Fault, Simulator, SimulatorThread, Timing
 from simulator.control import start_control
@@ -64,6 +66,9 @@ async def test_control_endpoint(sim: Simulator) -> None:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
             listed = (await c.get("/nodes")).json()
             assert listed[0]["name"] == "gpu-1" and listed[0]["url"] == node.url
+            async with httpx.AsyncClient() as n:
+                await n.post(node.url + "/api/generate", json={"model": "codestral:22b"})
+            assert (await c.get("/nodes")).json()[0]["loads"] == 1
             r = await c.post("/nodes/gpu-1/fault", json={"fault": "http_503_busy"})
             assert r.json()["fault"] == "http_503_busy" and node.fault_state.fault is Fault.HTTP_503_BUSY
             assert (await c.post("/nodes/gpu-1/fault", json={"fault": "bogus"})).status_code == 400
@@ -108,3 +113,31 @@ def test_public_api_is_pinned() -> None:
     assert [f.name for f in simulator.Fault] == [
         "NONE", "REFUSE", "NO_ANSWER", "HANG_AFTER_HEADERS", "FAIL_MID_STREAM", "RST_MID_STREAM",
         "FIN_MID_STREAM", "SLOW_TOKENS", "HTTP_500", "HTTP_503_BUSY", "MODEL_NOT_FOUND", "FREEZE", "DISK_FULL"]
+
+
+def test_cli_time_scale_and_multiuser_cache() -> None:
+    """`python -m simulator --timing realistic --time-scale 0.001`: realistic reported
+    durations, a 100x-faster-than-real load; --multiuser-cache reaches the node."""
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "simulator", "--nodes", "1", "--port", "0",
+                             "--models", "qwq:32b", "--timing", "realistic", "--time-scale",
+                             "0.001", "--multiuser-cache", "--control-port", "-1"], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        url = ""
+        for line in proc.stdout:
+            found = re.match(r"sim-1\s+(http://127\.0\.0\.1:\d+)", line)
+            if found:
+                url = found.group(1)
+                break
+        started = time.monotonic()
+        r = httpx.post(url + "/api/generate", json={"model": "qwq:32b"}, timeout=10)
+        assert r.json()["done_reason"] == "load" and time.monotonic() - started < 1.2
+        r = httpx.post(url + "/api/generate", json={"model": "qwq:32b", "prompt": "hi",
+                                                    "stream": False}, timeout=10)
+        assert r.json()["eval_count"] / r.json()["eval_duration"] * 1e9 == pytest.approx(30)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=15)
+    assert proc.returncode == 0
