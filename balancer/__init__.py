@@ -10,6 +10,8 @@
     await b.stop(drain_timeout=30.0)                # stop accepting, finish streams, cancel
 
 Command line: python -m balancer --server http://HOST:PORT=NAME ... [--timeout N] [--bind H:P]
+[--queue-timeout N]. With a queue timeout the balancer queues and chooses by cost (cost.py,
+knowledge.py, waitlist.py); without, it keeps the peer's rule (scheduling.py).
 It runs on uvloop (a dependency except on Windows), as does the daemon: about a third less CPU per
 relayed chunk (scripts/bench_balancer.py --cpu 3). An embedding program picks its own loop.
 """

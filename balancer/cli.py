@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bind", type=parse_bind, default=("127.0.0.1", 11434), metavar="HOST:PORT",
                    help="listen address (default 127.0.0.1:11434)")
     p.add_argument("--queue-timeout", type=float, default=0.0, metavar="N",
-                   help="wait up to N s for a free node before answering 503 (default 0)")
+                   help="queue requests in the balancer for up to N s and send each to the "
+                   "node whose first token comes soonest (default 0: 503 at once when every "
+                   "node is busy, as ollama_load_balancer does)")
     p.add_argument("--idle-timeout", type=float, default=30.0, metavar="N",
                    help="close a client connection with no request, or half a header, after N s")
     p.add_argument("--max-connections", type=int, default=0, metavar="N",

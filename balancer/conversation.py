@@ -7,6 +7,7 @@ normalised to one list of (role, text) messages first.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,12 @@ class Conversation:
     messages: tuple[int, ...]  # one hash per normalised message
 
 
+def _hash(*parts: object) -> int:
+    """Stable across processes (unlike hash()): balancers of a cluster compare these."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
@@ -31,7 +38,7 @@ def _text(content: Any) -> str:
 
 
 def _message(role: Any, content: Any, extra: Any = None) -> int:
-    return hash((str(role), _text(content), json.dumps(extra, sort_keys=True) if extra else ""))
+    return _hash(str(role), _text(content), json.dumps(extra, sort_keys=True) if extra else "")
 
 
 def _messages(path: str, data: dict[str, Any]) -> list[int] | None:
@@ -71,7 +78,7 @@ def conversation_of(path: str, model: str | None, data: dict[str, Any]) -> Conve
     options = data.get("options")
     options = options if isinstance(options, dict) else {}
     tools = json.dumps(data.get("tools"), sort_keys=True) if data.get("tools") else ""
-    return Conversation(hash((model, tools, options.get("num_ctx"))), tuple(messages))
+    return Conversation(_hash(model, tools, options.get("num_ctx")), tuple(messages))
 
 
 def continues(previous: Conversation | None, new: Conversation | None) -> bool:

@@ -8,12 +8,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from .classify import normalize_model
 from .config import NodeSpec
 from .conversation import Conversation
+from .histogram import Histogram
+from .knowledge import Knowledge
 from .scheduling import Event, NodeView, Pick, Reliability, Snapshot, next_reliability
+
+if TYPE_CHECKING:
+    from .shared import Shared
 
 log = logging.getLogger("balancer")
 
@@ -30,6 +36,10 @@ class NodeState:
     reachable: bool | None  # None = not polled yet
     last_error: str | None
     unfit: str | None = None  # why the polls keep requests away from it; None = a candidate
+    runner_model: str | None = None  # the model its GPU holds, as sent last or polled
+    runner_num_ctx: int | None = None  # ... loaded with this num_ctx (None: the default)
+    learned: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> rates
+    queued: int = 0  # requests waiting in the balancer's queue for this node
 
 
 @dataclass
@@ -46,9 +56,15 @@ class Metrics:
     connections_timed_out_total: int = 0  # closed: no full header (or body) within idle_timeout
     node_requests: dict[str, int] = field(default_factory=dict)
     node_failures: dict[str, int] = field(default_factory=dict)
+    model_loads_caused: int = 0  # requests sent where the estimate counted a model (re)load
+    queue_wait_seconds: Histogram = field(default_factory=Histogram)
+    first_token_seconds: Histogram = field(default_factory=Histogram)
 
     def as_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
+        return {k: v.as_dict() if isinstance(v, Histogram) else v for k, v in self.__dict__.items()}
+
+    def observe_queue_wait(self, seconds: float) -> None:
+        self.queue_wait_seconds.observe(seconds)
 
 
 class Node:
@@ -57,6 +73,7 @@ class Node:
         self.order = order
         self.reliability = Reliability.RELIABLE
         self.in_flight = 0
+        self.remote = 0  # slots other balancers of the cluster hold (shared.py)
         self.reported: frozenset[str] | None = None
         self.loaded: frozenset[str] = frozenset()
         self.reachable: bool | None = None
@@ -100,7 +117,7 @@ class Node:
         return None
 
     def view(self) -> NodeView:
-        return NodeView(self.name, self.order, self.reliability, self.in_flight,
+        return NodeView(self.name, self.order, self.reliability, self.in_flight + self.remote,
                         self.spec.max_concurrent, self.models, self.loaded,
                         self.spec.capability, self.spec.speed, frozenset(self.draining),
                         self.conversation, self.unfit)
@@ -126,8 +143,10 @@ class Fleet:
     def __init__(self, specs: list[NodeSpec]) -> None:
         self.nodes: dict[str, Node] = {}
         self.metrics = Metrics()
+        self.knowledge = Knowledge()
         self.table = _Described(self)
         self._changed = asyncio.Event()
+        self.shared: Shared | None = None  # [cluster]: slots and caches shared through Redis
         self.replace(specs)
 
     # -- reading -------------------------------------------------------------------
@@ -135,7 +154,7 @@ class Fleet:
         return Snapshot(tuple(n.view() for n in self.nodes.values()))
 
     def states(self) -> list[NodeState]:
-        return [n.state() for n in self.nodes.values()]
+        return [replace(n.state(), **self.knowledge.facts(n.name)) for n in self.nodes.values()]
 
     def describe(self) -> str:
         return " | ".join(
@@ -220,6 +239,8 @@ class Fleet:
             node.draining[model] -= 1
         else:
             node.draining.pop(model, None)
+        if self.shared is not None:  # the other balancers of the cluster drain it too
+            self.shared.drained(name, model, draining)
         self.notify()
 
     def forget_model(self, node: Node, model: str) -> None:
@@ -247,6 +268,7 @@ class Fleet:
                 node.reported = models
             if loaded is not None:
                 node.loaded = loaded
+                self.knowledge.polled(node.name, loaded)
         else:
             node.last_error = error
         if was_unfit is None and node.unfit is not None:

@@ -23,7 +23,7 @@ _SSE_ENDS: dict[str, tuple[bytes, ...]] = {
 class EndChecker:
     """Feed response chunks in order; `complete` tells whether the end marker was seen."""
 
-    __slots__ = ("framing", "complete", "_tail")
+    __slots__ = ("framing", "complete", "final", "_tail")
 
     def __init__(self, framing: Framing, content_type: str = "") -> None:
         ctype = content_type.split(";", 1)[0].strip().lower()
@@ -34,6 +34,9 @@ class EndChecker:
             framing = "none"
         self.framing: Framing = framing
         self.complete = framing == "none"
+        # Ollama's timings from the "done" line; for /v1 and Anthropic streams only the
+        # answer's length, from their usage ({"eval_count": n})
+        self.final: dict[str, object] | None = None
         self._tail = b""
 
     def feed(self, chunk: bytes) -> None:
@@ -62,11 +65,34 @@ class EndChecker:
                 continue
             if isinstance(obj, dict) and obj.get("done") is True and "error" not in obj:
                 self.complete = True
+                self.final = obj
 
     def _feed_sse(self, lines: bytes) -> None:
+        if b'"usage"' in lines:
+            self._usage(lines)
         markers = _SSE_ENDS[self.framing]
         if not any(m in lines for m in markers):
             return
         for line in lines.splitlines():
             if line.rstrip(b"\r") in markers:
                 self.complete = True
+
+    def _usage(self, lines: bytes) -> None:
+        """The answer's token count from an SSE usage object (OpenAI's last chunk with
+        stream_options.include_usage, Responses' response.completed, Anthropic's message_delta)."""
+        for line in lines.splitlines():
+            if b'"usage"' not in line or not line.startswith(b"data:"):
+                continue
+            try:
+                obj = json.loads(line[5:])
+            except ValueError:
+                continue
+            if not isinstance(obj, dict):
+                continue
+            usage = obj.get("usage")
+            if not isinstance(usage, dict) and isinstance(obj.get("response"), dict):
+                usage = obj["response"].get("usage")
+            if isinstance(usage, dict):
+                count = usage.get("completion_tokens", usage.get("output_tokens"))
+                if isinstance(count, int) and count > 0:
+                    self.final = {"eval_count": count}

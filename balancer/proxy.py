@@ -25,6 +25,8 @@ from .fleetwide import FleetWide
 from .framing import EndChecker
 from .params import apply_params
 from .scheduling import Event, Pick, Reject, Wait, decide
+from .cost import Estimate, Job
+from .waitlist import TooLong, WaitList, job_of
 
 log = logging.getLogger("balancer")
 
@@ -91,6 +93,7 @@ class Proxy:
         self.timeout = aiohttp.ClientTimeout(
             total=None, connect=None, sock_connect=settings.connect_timeout,
             sock_read=settings.silence_timeout or None)
+        self.waitlist = WaitList(fleet, fleet.knowledge)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Refuse what can be refused before reading the body; read only a body the route
@@ -154,10 +157,14 @@ class Proxy:
 
     async def route(self, request: web.BaseRequest, info: RequestInfo,
                     data: Any) -> web.StreamResponse:
+        if self.settings.queue_timeout > 0 and info.kind == "inference" and isinstance(data, bytes):
+            return await self.route_by_cost(request, info, data)
         metrics = self.fleet.metrics
         tried: set[str] = set()
         last_error: errors.UpstreamError | None = None
         deadline = time.monotonic() + self.settings.queue_timeout
+        if self.fleet.shared is not None and info.uses_slot:
+            await self.fleet.shared.refresh()  # the other balancers' slots and caches
         while True:
             remaining = deadline - time.monotonic()
             decision = decide(self.fleet.snapshot(), info, frozenset(tried), can_wait=remaining > 0)
@@ -171,8 +178,13 @@ class Proxy:
             if isinstance(decision, Reject):
                 metrics.rejected_total += 1
                 return self._reject(request, info, decision, last_error)
+            if not await self._take_shared(info, decision):
+                continue
             node = self.fleet.reserve(decision, info.uses_slot, info.conversation, info)
             tried.add(node.name)
+            if info.kind == "inference" and isinstance(data, bytes):
+                job = job_of(info, data)
+                self._started(info, node, job, self.waitlist.estimate_for(node.name, job))
             result = await self._attempt(request, info, node, data, tried)
             if isinstance(result, web.StreamResponse):
                 return result
@@ -180,6 +192,70 @@ class Proxy:
             if data is request.content:  # an upload stream cannot be replayed
                 return json_response(request, 502, str(last_error))
             metrics.retries_total += 1
+
+    def _timeout_for(self, info: RequestInfo, node: Node) -> aiohttp.ClientTimeout:
+        """In queueing mode an expected wait before the first byte (a model load, Ollama's
+        queue) is not silence; without a queue the peer's plain silence timeout holds."""
+        if not self.settings.silence_timeout or self.settings.queue_timeout <= 0:
+            return self.timeout
+        allowance = self.fleet.knowledge.first_byte_allowance(id(info), node.name)
+        if allowance <= 0:
+            return self.timeout
+        return aiohttp.ClientTimeout(total=None, connect=None,
+                                     sock_connect=self.settings.connect_timeout,
+                                     sock_read=self.settings.silence_timeout + allowance)
+
+    def _started(self, info: RequestInfo, node: Node, job: Job, est: Estimate) -> None:
+        self.fleet.knowledge.started(id(info), node.name, job, est, time.monotonic())
+        if est.load > 0:
+            self.fleet.metrics.model_loads_caused += 1
+
+    async def route_by_cost(self, request: web.BaseRequest, info: RequestInfo,
+                            data: bytes) -> web.StreamResponse:
+        """Queueing mode: wait in the balancer's queue for the node with the soonest first
+        token (waitlist.py), then serve as usual; a failure before the first byte re-queues."""
+        metrics = self.fleet.metrics
+        tried: set[str] = set()
+        last_error: errors.UpstreamError | None = None
+        deadline = time.monotonic() + self.settings.queue_timeout
+        job = job_of(info, data)
+        if self.fleet.shared is not None:
+            await self.fleet.shared.refresh()  # the other balancers' slots and caches
+        user = (request.headers.get("X-OpenWebUI-User-Id")
+                or request.headers.get("X-OpenWebUI-User-Email") or request.remote or "")
+        while True:
+            decision, est = await self.waitlist.place(info, job, user, frozenset(tried), deadline)
+            if isinstance(decision, TooLong):
+                metrics.rejected_total += 1
+                resp = json_response(request, 503, decision.message)
+                resp.headers["Retry-After"] = str(decision.retry_after)
+                return resp
+            if isinstance(decision, Reject):
+                metrics.rejected_total += 1
+                return self._reject(request, info, decision, last_error)
+            if not await self._take_shared(info, decision):
+                continue
+            node = self.fleet.reserve(decision, info.uses_slot, info.conversation, info)
+            tried.add(node.name)
+            assert est is not None
+            self._started(info, node, job, est)
+            result = await self._attempt(request, info, node, data, tried)
+            if isinstance(result, web.StreamResponse):
+                return result
+            last_error = result
+            metrics.retries_total += 1
+
+    async def _take_shared(self, info: RequestInfo, pick: Pick) -> bool:
+        """[cluster]: take the slot in Redis too; False when another balancer filled it."""
+        shared = self.fleet.shared
+        if shared is None or not info.uses_slot:
+            return True
+        if await shared.take(pick.node, id(info)):
+            return True
+        self.fleet.notify()  # re-plan: that node is full
+        await self.fleet.wait_changed(0.25)  # never spin on a full node: a change, or a moment
+        await shared.refresh()
+        return False
 
     def _reject(self, request: web.BaseRequest, info: RequestInfo, decision: Reject,
                 last_error: errors.UpstreamError | None) -> web.Response:
@@ -216,13 +292,17 @@ class Proxy:
         # None until the outcome is known; an unforeseen end counts against the node.
         event: Event | None = None
         error: str | None = None
+        final: dict[str, object] | None = None  # Ollama's last chunk, to learn its rates
         try:
             try:
                 upstream = await self.session.request(
                     request.method, URL(node.spec.base_url + request.raw_path, encoded=True),
                     data=_payload(data),
-                    headers=headers, timeout=self.timeout, allow_redirects=False)
+                    headers=headers, timeout=self._timeout_for(info, node), allow_redirects=False)
                 first = await upstream.content.readany()
+                waited = self.fleet.knowledge.first_byte(id(info), node.name)
+                if waited is not None:
+                    self.fleet.metrics.first_token_seconds.observe(waited)
             except UPSTREAM_ERRORS as exc:
                 failure = upstream_error(node.name, exc, self.settings.silence_timeout,
                                          "before first byte", self.settings.connect_timeout)
@@ -282,7 +362,7 @@ class Proxy:
             elif upstream.status >= 500:
                 event, error = Event.FAILED, f"node {node.name}: {status_text}"
             else:
-                event = Event.COMPLETED
+                event, final = Event.COMPLETED, checker.final
             await resp.write_eof(chunk)
             return resp
         except asyncio.CancelledError:
@@ -301,7 +381,10 @@ class Proxy:
                     upstream.release()  # keep the connection for the next request
                 else:
                     upstream.close()  # the node sees the disconnect and stops generating
+            self.fleet.knowledge.ended(id(info), node.name, final)
             self.fleet.release(node, event or Event.FAILED, error, slot=info.uses_slot)
+            if self.fleet.shared is not None and info.uses_slot:
+                self.fleet.shared.release(node.name, id(info))
 
     async def _cut(self, request: web.BaseRequest, resp: web.StreamResponse, info: RequestInfo,
                    node: Node, error: str) -> None:

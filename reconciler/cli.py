@@ -14,7 +14,7 @@ from reconciler import balancer_reach
 from reconciler.balancer_reach import balancer_notes, with_notes
 from reconciler.config import DesiredState, load
 from reconciler.daemon.live import restart_notes
-from reconciler.errors import ConfigError
+from reconciler.errors import ConfigError, OllafleetError
 from reconciler.plan import engine, render
 from reconciler.plan.changes import ChangeResult, PassReport, Plan
 from reconciler.progress import BarProgress, LogProgress
@@ -53,6 +53,17 @@ async def make_plan(state: DesiredState, factory: TargetFactory = build_targets)
 
 async def plan_and_apply(state: DesiredState, factory: TargetFactory, *, on_plan: Callable[[Plan], None],
                          on_result: Callable[[ChangeResult], None], progress: object) -> PassReport:
+    if state.cluster is not None:   # one writer at a time: the daemons' leader lease
+        from reconciler.cluster import Fenced, apply_lease
+
+        async with apply_lease(state.cluster) as lease:
+            return await _plan_and_apply(state, lambda s: [Fenced(t, lease) for t in factory(s)],
+                                         on_plan=on_plan, on_result=on_result, progress=progress)
+    return await _plan_and_apply(state, factory, on_plan=on_plan, on_result=on_result, progress=progress)
+
+
+async def _plan_and_apply(state: DesiredState, factory: TargetFactory, *, on_plan: Callable[[Plan], None],
+                          on_result: Callable[[ChangeResult], None], progress: object) -> PassReport:
     targets = factory(state)
     try:
         the_plan, notes = await asyncio.gather(engine.plan(targets), balancer_notes(state))
@@ -112,6 +123,9 @@ def cmd_apply(args: argparse.Namespace, factory: TargetFactory = build_targets) 
     try:
         with bars:
             report = asyncio.run(plan_and_apply(state, factory, on_plan=on_plan, on_result=on_result, progress=bars))
+    except OllafleetError as exc:   # [cluster]: another daemon leads, or Redis is down
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         applied = [r for r in done if r.status.value == "applied"]
         print(f"\nInterrupted: {len(applied)} change(s) were applied before the stop:", file=sys.stderr)

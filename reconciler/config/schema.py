@@ -7,9 +7,10 @@ that span sections (references, duplicates, parameter ranges) live in checks.py.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr
+from pydantic_core import PydanticCustomError
 
 from reconciler.config.values import Duration, Listen, SecretRef, Url
 
@@ -23,7 +24,7 @@ class Balancer(Strict):
     public_url: Url | None = None        # the URL Open WebUI should use; default built from listen
     silence_timeout: Duration = 120.0     # abandon an upstream that sends nothing this long (0: never)
     connect_timeout: Duration = 1.0
-    queue_timeout: Duration = 0.0         # wait this long for a free node before 503 (0: answer at once)
+    queue_timeout: Duration = 600.0       # queue in the balancer, chosen by cost, up to this long (0: 503 at once)
     poll_interval: Duration = 5.0         # how often /api/tags and /api/ps are read from every node
     refuse_management: bool = True        # 403 for /api/pull, /api/create, ... sent through the balancer
     # declared model parameters in requests: fill what clients omit, enforce over theirs, or off
@@ -41,6 +42,29 @@ class Reconcile(Strict):
     max_pulls_per_node: int = Field(1, ge=1)
     upload_concurrency: int = Field(2, ge=1)   # nodes receiving blobs at once (GGUF files, ollama_dir)
     status_listen: Listen = "127.0.0.1:11435"
+
+
+def parse_redis_url(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://")):
+        raise PydanticCustomError("redis_url", 'expected a URL like "redis://10.0.0.5:6379/0", got {value}',
+                                  {"value": f'"{value}"' if isinstance(value, str) else repr(value)})
+    if "@" in value.split("//", 1)[1].split("/", 1)[0]:
+        raise PydanticCustomError("redis_url", 'put no password in the URL: write password = "{example}" '
+                                  "and set that variable in the environment", {"example": "${REDIS_PASSWORD}"})
+    return value
+
+
+RedisUrl = Annotated[str, PlainValidator(parse_redis_url)]
+
+
+class Cluster(Strict):
+    """Several daemons sharing one Redis: balancers share slots and caches, one reconciles."""
+
+    redis: RedisUrl                       # redis://host:6379/0 (no password here)
+    password: SecretRef | None = None     # "${REDIS_PASSWORD}"
+    name: str | None = Field(None, min_length=1)  # this daemon in /status; default: the host name
+    lease: Duration = 15.0                # the leader lease: a dead leader is replaced within this
+    slot_lease: Duration = 10.0           # a dead balancer's slots free after this
 
 
 class Node(Strict):
@@ -125,6 +149,7 @@ class DesiredState(Strict):
     models: dict[str, Model] = Field(default_factory=dict)
     openwebui: OpenWebUI | None = None
     alerts: Alerts | None = None
+    cluster: Cluster | None = None
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)  # the file's folder, set by load()
 
     def resolve_path(self, relative: str) -> Path:

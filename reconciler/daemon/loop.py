@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections import deque
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,8 @@ class Daemon:
         self.needs_restart: list[str] = []     # settings changed in the file that only a restart applies
         self.listening: dict[str, str] = {}    # the addresses it started with (set by the service)
         self.on_pass_failed: Callable[[], None] = lambda: None
+        self.gate: Callable[[], Awaitable[bool]] | None = None   # [cluster]: False on a standby
+        self.cluster_status: Callable[[], dict[str, Any]] | None = None
         self._wake = asyncio.Event()
         self._reasons: list[str] = []
         self.running_pass = False
@@ -178,6 +180,8 @@ class Daemon:
             return None
         if not good and reasons <= FILE_TRIGGERS:
             return None  # a broken save changes nothing on any server
+        if self.gate is not None and not await self.gate():
+            return None  # a standby: the leader reconciles
         reason = ", ".join(sorted(reasons))
         started = time.time()
         self.activity.begin(reason)

@@ -16,6 +16,7 @@ from watchfiles import awatch
 
 from balancer import Balancer
 from reconciler.config import DesiredState
+from reconciler.cluster import ClusterMember, join_cluster
 from reconciler.config.values import split_listen
 from reconciler.daemon.alerts import Alerter
 from reconciler.daemon.live import listening, needs_restart
@@ -61,6 +62,7 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping: asyncio.Task[None] | None = None
         self._forced = False
+        self.cluster: ClusterMember | None = None
 
     async def start(self) -> bool:
         if not await self.daemon.reload():
@@ -72,6 +74,8 @@ class Service:
         self.balancer = Balancer(balancer_settings(state), balancer_nodes(state))
         self.alerter.balancer = self.balancer
         self.alerter.configure(state.alerts)
+        if state.cluster is not None:
+            self.cluster = join_cluster(state.cluster, self.daemon, self.balancer)
         host, port = split_listen(state.balancer.listen)
         try:
             await self.balancer.start(host, port)
@@ -84,6 +88,8 @@ class Service:
         log.info("balancer listening on %s", self.balancer.url)
         self.daemon.on_new_state = self._new_state
         self.daemon.wrap = draining(self.balancer)
+        if self.cluster is not None:
+            self.daemon.wrap = self.cluster.fence(self.daemon.wrap)
         self.daemon.on_pass_failed = self._schedule_retry
         self._status_runner = web.AppRunner(status_app(self.daemon, self.balancer, self.alerter), access_log=None)
         await self._status_runner.setup()
@@ -102,6 +108,8 @@ class Service:
         self.scheduler.add_job(self._request, "interval", seconds=state.reconcile.interval,
                                args=["interval"], id="interval")
         self.scheduler.start()
+        if self.cluster is not None:
+            self.cluster.start()
         self._tasks = [asyncio.create_task(self.daemon.run()),
                        asyncio.create_task(watch_file(self.path, self.daemon, self.stop_event)),
                        asyncio.create_task(self.alerter.run(self.stop_event))]
@@ -119,6 +127,8 @@ class Service:
             for line in restart:
                 log.warning("%s", line)
         self.daemon.needs_restart = restart
+        if state.cluster != (self.cluster.cfg if self.cluster else None):
+            log.warning("[cluster] changed: restart the daemon to use the new settings")
         if self.scheduler.running:
             self.scheduler.reschedule_job("interval", trigger="interval", seconds=state.reconcile.interval)
 
@@ -174,8 +184,12 @@ class Service:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.cluster is not None:
+            await self.cluster.lease.close()   # hands the lease over at once
         if self.balancer is not None:
             await self.balancer.stop(drain_timeout=self.drain_timeout)
+        if self.cluster is not None:
+            await self.cluster.close()
         if self._status_runner is not None:
             await self._status_runner.cleanup()
         log.info("stopped")

@@ -10,7 +10,8 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
+                                    Metric)
 
 from balancer import Balancer
 from reconciler.daemon import page
@@ -42,6 +43,7 @@ def status_json(daemon: Daemon, balancer: Balancer | None, alerter: Alerter | No
         "listening": daemon.listening,
         "counters": dataclasses.asdict(daemon.counters),
         "alerts": alerter.view() if alerter else None,
+        "cluster": daemon.cluster_status() if daemon.cluster_status else None,
         "balancer": None if balancer is None else {
             "url": balancer.url,
             "nodes": [_node_json(daemon, s) for s in balancer.states()],
@@ -87,6 +89,12 @@ class _Collector:
         for name, rec in self.daemon.targets.items():
             drift.add_metric([name], len(rec.drift))
         yield drift
+        cluster = self.daemon.cluster_status() if self.daemon.cluster_status else None
+        if cluster is not None:
+            yield GaugeMetricFamily("ollafleet_cluster_leader", "1 while this daemon holds the leader lease",
+                                    value=1 if cluster["role"] == "leader" else 0)
+            yield GaugeMetricFamily("ollafleet_cluster_redis_up", "1 while Redis is reachable",
+                                    value=1 if cluster["redis"] == "up" else 0)
         if self.balancer is None:
             return
         m = self.balancer.metrics
@@ -111,6 +119,14 @@ class _Collector:
             reliable.add_metric([s.name], 1 if s.reliability == "Reliable" else 0)
         yield per_node
         yield reliable
+        yield CounterMetricFamily("ollafleet_balancer_model_loads", "Requests sent where a model (re)load was expected",
+                                  value=m.model_loads_caused)
+        for name, h, text in (("ollafleet_balancer_queue_wait_seconds", m.queue_wait_seconds,
+                               "Time requests waited in the balancer's queue"),
+                              ("ollafleet_balancer_first_token_seconds", m.first_token_seconds,
+                               "Time from arrival to the first byte of the answer")):
+            yield HistogramMetricFamily(name, text, buckets=[(le, float(n)) for le, n in h.buckets()],
+                                        sum_value=h.sum)
 
 
 def status_app(daemon: Daemon, balancer: Balancer | None, alerter: Alerter | None = None) -> web.Application:

@@ -68,6 +68,10 @@ async def test_file_edit_is_applied_and_status_shows_the_new_revision(sim: Simul
         async with httpx.AsyncClient() as client:
             metrics = (await client.get(svc.status_url + "/metrics")).text
         assert "ollafleet_reconcile_passes_total" in metrics and "ollafleet_balancer_requests_total" in metrics
+        assert 'ollafleet_balancer_first_token_seconds_bucket{le="+Inf"}' in metrics
+        assert "ollafleet_balancer_queue_wait_seconds_count" in metrics
+        assert "ollafleet_balancer_model_loads_total" in metrics
+        assert all({"runner_model", "queued", "learned"} <= set(n) for n in data["balancer"]["nodes"])
     finally:
         await svc.stop()
 

@@ -1,0 +1,218 @@
+"""Pure cost model: estimated seconds to the first token of a request on each node.
+
+No I/O, no clock. A node's estimate is
+    time until one of its slots frees (its running requests, then the ones planned before)
+  + a model load when it would switch model or reload for another num_ctx
+  + prompt evaluation of the part of the prompt its slot has not cached
+    (the slot keeps the last conversation's prompt and its generated answer).
+Rates are per node and model, learned from Ollama's final chunk (knowledge.py), with
+defaults from the issue's office (8-12 s loads, ~2,000 prompt tokens/s, ~30 tokens/s).
+
+`plan()` places every waiting request in priority order on its cheapest node, as if the
+earlier ones already ran there (list scheduling): a request starts now only when its best
+node is free now; otherwise it waits in the balancer and is re-planned on every change.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .classify import RequestInfo
+from .conversation import Conversation
+from .scheduling import NodeView, Pick, Reject, Reliability, Snapshot, Wait, decide
+
+CHARS_PER_TOKEN = 4.0
+
+
+@dataclass(frozen=True)
+class Rates:
+    load: float = 10.0  # seconds to load the model
+    prefill: float = 2000.0  # uncached prompt tokens per second
+    gen: float = 30.0  # generated tokens per second
+    answer: float = 250.0  # tokens in a typical answer
+
+
+DEFAULT_RATES = Rates()
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the estimate needs to know of one request."""
+    model: str | None
+    num_ctx: int | None = None
+    tokens: int = 0  # prompt tokens, roughly characters / 4
+    conversation: Conversation | None = None
+
+
+@dataclass(frozen=True)
+class NodeCost:
+    """What the balancer knows of a node's GPU, at snapshot time."""
+    slots_free_in: tuple[float, ...] = (0.0,)  # seconds until each slot frees, one per slot
+    model: str | None = None  # the model its runner holds (sent last, or polled)
+    num_ctx: int | None = None  # ... and the num_ctx it was loaded with (None: the default)
+    cached: Conversation | None = None  # the conversation its slot caches
+    cached_tokens: int = 0  # that conversation's prompt + answer tokens
+    rates: tuple[tuple[str, Rates], ...] = ()  # learned per model
+    also_loaded: frozenset[str] = frozenset()  # other models its GPU holds (small ones fit)
+
+    def rates_for(self, model: str | None) -> Rates:
+        return self.learned_rates(model) or DEFAULT_RATES
+
+    def learned_rates(self, model: str | None) -> Rates | None:
+        for name, r in self.rates:
+            if name == model:
+                return r
+        return None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    node: str
+    start: float  # seconds until a slot takes it
+    load: float
+    prefill: float
+    ttft: float  # start + load + prefill
+    busy_for: float  # ttft + generation: when the slot frees again
+    cached_tokens: int
+    uncached_tokens: int
+    learned: bool = False  # from this node's own rates for the model, not the defaults
+
+
+def tokens_of(chars: int) -> int:
+    return int(chars / CHARS_PER_TOKEN)
+
+
+def cached_prefix(previous: Conversation | None, new: Conversation | None) -> bool:
+    """Does `new` resend `previous` whole (same model, tools, num_ctx) and add to it?"""
+    if previous is None or new is None or previous.key != new.key:
+        return False
+    n = len(previous.messages)
+    return 0 < n < len(new.messages) and new.messages[:n] == previous.messages
+
+
+def estimate(name: str, cost: NodeCost, job: Job) -> Estimate:
+    rates = cost.rates_for(job.model)
+    start = min(cost.slots_free_in) if cost.slots_free_in else 0.0
+    if job.model is not None and job.model != cost.model and job.model in cost.also_loaded:
+        switch = False  # loaded beside the last one; its num_ctx is not known: assume it fits
+    else:
+        switch = job.model is not None and (cost.model != job.model
+                                            or cost.num_ctx != job.num_ctx)
+    load = rates.load if switch else 0.0
+    cached = 0
+    if not switch and cached_prefix(cost.cached, job.conversation):
+        cached = min(cost.cached_tokens, job.tokens)
+    uncached = max(0, job.tokens - cached)
+    prefill = uncached / rates.prefill if rates.prefill > 0 else 0.0
+    ttft = start + load + prefill
+    gen = rates.answer / rates.gen if rates.gen > 0 else 0.0
+    return Estimate(name, start, load, prefill, ttft, ttft + gen, cached, uncached,
+                    cost.learned_rates(job.model) is not None)
+
+
+def after(cost: NodeCost, job: Job, est: Estimate) -> NodeCost:
+    """The node as it will be once `job` ran there (for planning the requests behind it)."""
+    slots = sorted(cost.slots_free_in)
+    slots[0] = est.busy_for
+    rates = cost.rates_for(job.model)
+    also = cost.also_loaded
+    if job.model is not None and job.model != cost.model:
+        # a load is taken to evict the others; a model loaded beside them keeps them
+        also = frozenset() if est.load > 0 else (also | {cost.model or ""}) - {job.model, ""}
+    return replace(cost, slots_free_in=tuple(slots), model=job.model or cost.model,
+                   num_ctx=job.num_ctx if job.model else cost.num_ctx,
+                   cached=job.conversation, cached_tokens=job.tokens + int(rates.answer),
+                   also_loaded=also)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One request waiting in the balancer's queue."""
+    id: int
+    request: RequestInfo
+    job: Job
+    tried: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Wait in the balancer: `estimate` is the best node's, with the requests before it."""
+    estimate: Estimate
+
+
+@dataclass
+class _Plan:
+    costs: dict[str, NodeCost]
+    taken: dict[str, int] = field(default_factory=dict)  # slots handed out in this plan
+
+
+def _candidates(snapshot: Snapshot, entry: Entry) -> list[NodeView]:
+    model = entry.request.model
+    return [n for n in snapshot.nodes
+            if n.reliability is Reliability.RELIABLE and n.name not in entry.tried
+            and (model is None or n.models is None or model in n.models)
+            and (model is None or model not in n.draining)]
+
+
+def choose(snapshot: Snapshot, costs: dict[str, NodeCost], entry: Entry,
+           taken: dict[str, int] | None = None) -> Pick | Hold | Reject | Wait:
+    """Where `entry` goes: Pick (a free node now), Hold (its best node is busy) or Reject.
+    The reliability rules stay the peer's: only Reliable nodes are weighed; with none, the
+    peer's rule (second chance in turn) decides."""
+    taken = taken or {}
+    base = decide(snapshot, entry.request, entry.tried, can_wait=True)
+    if isinstance(base, Reject):
+        return base
+    views = _candidates(snapshot, entry)
+    if not views:
+        return base  # no Reliable node can serve: the peer's second chance, or wait
+    best: tuple[float, int, Estimate, NodeView] | None = None
+    for v in views:
+        est = estimate(v.name, costs.get(v.name, NodeCost()), entry.job)
+        key = (est.ttft, v.order)
+        if best is None or key < best[:2]:
+            best = (est.ttft, v.order, est, v)
+    assert best is not None
+    est, view = best[2], best[3]
+    free_now = view.in_flight + taken.get(view.name, 0) < view.max_concurrent
+    if est.start <= 0 and free_now:
+        why = "lowest estimate"
+        if est.cached_tokens:
+            why += ", continues its cached conversation"
+        return Pick(view.name, f"{why} ({est.ttft:.1f} s to first token)")
+    if isinstance(base, Pick) and base.second_chance:
+        other = estimate(base.node, costs.get(base.node, NodeCost()), entry.job)
+        if other.ttft <= est.ttft:
+            return base
+    return Hold(est)
+
+
+def plan(snapshot: Snapshot, costs: dict[str, NodeCost], entries: list[Entry]
+         ) -> dict[int, Pick | Hold | Reject | Wait]:
+    """Decide every waiting entry, in the given (priority) order."""
+    p = _Plan(dict(costs))
+    out: dict[int, Pick | Hold | Reject | Wait] = {}
+    for entry in entries:
+        d = choose(snapshot, p.costs, entry, p.taken)
+        out[entry.id] = d
+        if isinstance(d, Pick):
+            p.taken[d.node] = p.taken.get(d.node, 0) + 1
+            node_cost = p.costs.get(d.node, NodeCost())
+            p.costs[d.node] = after(node_cost, entry.job,
+                                    estimate(d.node, node_cost, entry.job))
+        elif isinstance(d, Hold):
+            node_cost = p.costs.get(d.estimate.node, NodeCost())
+            p.costs[d.estimate.node] = after(node_cost, entry.job, d.estimate)
+    return out
+
+
+def priority(entries: list[tuple[str, int, Entry]]) -> list[Entry]:
+    """(user, arrival, entry) -> order: users take turns, each user's requests in arrival
+    order. A request is overtaken only by earlier-ranked requests of other users, so by at
+    most one per other user per turn: no starvation, and a busy user can't crowd out others."""
+    rank: dict[str, int] = {}
+    keyed = []
+    for user, arrival, entry in sorted(entries, key=lambda t: t[1]):
+        turn = rank.get(user, 0)
+        rank[user] = turn + 1
+        keyed.append((turn, arrival, entry))
+    return [e for _, _, e in sorted(keyed, key=lambda t: (t[0], t[1]))]

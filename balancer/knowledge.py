@@ -1,0 +1,166 @@
+"""What the balancer knows of each node's GPU, for the cost model (cost.py).
+
+What it sent is knowledge before the next poll: the model and num_ctx a node last ran,
+the conversation its slot caches, and when each running request should end. Rates are
+learned per node and model from Ollama's final chunk: load_duration, eval_count/duration,
+and prefill from prompt_eval_duration over our own estimate of the uncached part (Ollama's
+prompt_eval_count is the whole prompt even on a cache hit). The first sample replaces the
+defaults; later ones weigh ALPHA each, so a changed GPU shows after a few requests.
+
+`scale` converts Ollama's reported seconds to the balancer's clock: 1 in production; a
+benchmark that runs simulated nodes faster than real time sets it to their time_scale.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .cost import DEFAULT_RATES, Estimate, Job, NodeCost, Rates
+from .conversation import Conversation
+
+ALPHA = 0.3
+
+NS = 1e9
+MIN_LEARN_TOKENS = 64  # fewer uncached tokens say more about overhead than about the rate
+MIN_LOAD = 0.5  # seconds: a shorter load_duration is a runner that was already loaded
+
+
+@dataclass
+class Running:
+    node: str
+    job: Job
+    estimate: Estimate
+    ends_at: float  # on the cost clock
+    arrived: float  # time.monotonic() when the request reached the balancer
+    first_at: float | None = None  # on the cost clock, when its first byte came
+
+
+@dataclass
+class NodeKnowledge:
+    model: str | None = None
+    num_ctx: int | None = None
+    cached: Conversation | None = None
+    cached_tokens: int = 0
+    rates: dict[str, Rates] = field(default_factory=dict)
+    also_loaded: frozenset[str] = frozenset()  # what the last poll listed besides `model`
+    running: dict[int, Running] = field(default_factory=dict)
+
+
+def _mix(old: float, sample: float) -> float:
+    return old + ALPHA * (sample - old)
+
+
+class Knowledge:
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+        self.nodes: dict[str, NodeKnowledge] = {}
+        self.queued: dict[str, int] = {}  # requests waiting in the balancer, by their best node
+        # Hand a request whose best node is busy but has its model loaded to that node at
+        # once (Ollama queues it behind its slot) instead of holding it in the balancer.
+        # Off: holding keeps the choice open (scripts/bench_schedule.py measures both).
+        self.hand_off = False
+
+    def now(self) -> float:
+        """The cost clock: seconds as Ollama reports them."""
+        return time.monotonic() / self.scale
+
+    def node(self, name: str) -> NodeKnowledge:
+        k = self.nodes.get(name)
+        if k is None:
+            k = self.nodes[name] = NodeKnowledge()
+        return k
+
+    def cost(self, name: str, slots: int, loaded: frozenset[str], now: float) -> NodeCost:
+        k = self.node(name)
+        ends = sorted(max(r.ends_at - now, 0.05 * r.estimate.busy_for + 0.1)
+                      for r in k.running.values())
+        slots = max(1, slots)
+        # more running than slots (Ollama queues them): the last ones hold the slots longest
+        free = [0.0] * (slots - len(ends)) + ends if len(ends) < slots else ends[-slots:]
+        model, ctx = k.model, k.num_ctx
+        if model is None and loaded:
+            model = min(loaded)  # polled, never sent: assume the default num_ctx
+        return NodeCost(tuple(free), model, ctx, k.cached, k.cached_tokens,
+                        tuple(k.rates.items()), k.also_loaded - {model or ""})
+
+    def costs(self, views: Any) -> dict[str, NodeCost]:
+        now = self.now()
+        return {v.name: self.cost(v.name, v.max_concurrent, v.loaded, now) for v in views}
+
+    def facts(self, name: str) -> dict[str, Any]:
+        """NodeState fields: what the balancer knows of the node's GPU."""
+        k = self.node(name)
+        learned = {m: {"load_s": round(r.load, 2), "prompt_tokens_per_s": round(r.prefill),
+                       "tokens_per_s": round(r.gen, 1), "answer_tokens": round(r.answer)}
+                   for m, r in sorted(k.rates.items())}
+        return {"runner_model": k.model, "runner_num_ctx": k.num_ctx, "learned": learned,
+                "queued": self.queued.get(name, 0)}
+
+    def first_byte_allowance(self, key: int, name: str) -> float:
+        """Seconds of expected silence before this request's first byte (a load, a wait in
+        Ollama's queue): the silence timeout must not count them against the node."""
+        run = self.node(name).running.get(key)
+        return 0.0 if run is None else run.estimate.ttft * self.scale
+
+    # -- events --------------------------------------------------------------------
+    def polled(self, name: str, loaded: frozenset[str]) -> None:
+        """A poll listed the loaded models: a runner we believed in is gone when unlisted."""
+        k = self.node(name)
+        k.also_loaded = loaded
+        if k.model is not None and k.model not in loaded and not k.running:
+            k.model = k.num_ctx = None
+            k.cached, k.cached_tokens = None, 0
+
+    def started(self, key: int, name: str, job: Job, est: Estimate, arrived: float) -> None:
+        k = self.node(name)
+        if job.model is not None:
+            if job.model != k.model:  # a load evicts (assumed); loaded beside, the last stays
+                kept = frozenset() if k.model is None else frozenset({k.model})
+                k.also_loaded = frozenset() if est.load > 0 else k.also_loaded | kept
+            k.model, k.num_ctx = job.model, job.num_ctx
+        rates = k.rates.get(job.model or "", DEFAULT_RATES)
+        k.cached, k.cached_tokens = job.conversation, job.tokens + int(rates.answer)
+        k.running[key] = Running(name, job, est, self.now() + est.busy_for, arrived)
+
+    def first_byte(self, key: int, name: str) -> float | None:
+        """The first token came: what is left is generation. Returns the seconds since
+        the request arrived (None when it is not tracked)."""
+        run = self.node(name).running.get(key)
+        if run is None:
+            return None
+        r = self.node(name).rates.get(run.job.model or "", DEFAULT_RATES)
+        run.first_at = self.now()
+        run.ends_at = run.first_at + (r.answer / r.gen if r.gen > 0 else 0.0)
+        return time.monotonic() - run.arrived
+
+    def ended(self, key: int, name: str, final: dict[str, Any] | None) -> None:
+        k = self.node(name)
+        run = k.running.pop(key, None)
+        if run is None or final is None or run.job.model is None:
+            return
+        model = run.job.model
+        first = model not in k.rates  # a first sample replaces the defaults outright
+        r = k.rates.get(model, DEFAULT_RATES)
+        mix = (lambda old, sample: sample) if first else _mix
+        load = _seconds(final.get("load_duration"))
+        if load is not None and load >= MIN_LOAD:
+            r = replace(r, load=mix(r.load, load))
+        prefill = _seconds(final.get("prompt_eval_duration"))
+        if prefill and run.estimate.uncached_tokens >= MIN_LEARN_TOKENS:
+            r = replace(r, prefill=mix(r.prefill, run.estimate.uncached_tokens / prefill))
+        count, gen = final.get("eval_count"), _seconds(final.get("eval_duration"))
+        if gen is None and run.first_at is not None and isinstance(count, int) and count > 1:
+            gen = self.now() - run.first_at  # /v1, Anthropic: no durations, our own clock
+        if isinstance(count, int) and count > 0:
+            r = replace(r, answer=mix(r.answer, count))
+            if gen:
+                r = replace(r, gen=mix(r.gen, count / gen))
+            if k.cached is run.job.conversation:
+                k.cached_tokens = run.job.tokens + count
+        k.rates[model] = r
+
+
+def _seconds(ns: Any) -> float | None:
+    return ns / NS if isinstance(ns, (int, float)) and not isinstance(ns, bool) and ns >= 0 \
+        else None

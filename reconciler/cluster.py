@@ -1,0 +1,259 @@
+"""[cluster]: several daemons on one Redis; every balancer serves, one daemon reconciles.
+
+The leader holds a lease: one Redis key set with NX and an expiry of 3/4 of `lease` (default
+15 s), renewed every lease / 4 while it lives. The others stand by (their balancers serve) and
+try to take the key every lease / 8, so one of them leads within the lease time after the
+leader died. Before each change the leader checks that the key still holds its token and
+that its own clock says the lease has not run out (a fencing check): a leader that was paused
+(SIGSTOP, a frozen VM) wakes up, fails that check and applies nothing. Redis down: nobody can
+hold the lease, so no pass applies until it returns; the balancers keep serving.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from balancer.fleet import Fleet
+from balancer.shared import Shared
+from reconciler.config.schema import Cluster
+from reconciler.daemon.loop import Daemon
+from reconciler.errors import OllafleetError, TargetError
+from reconciler.plan.changes import Change
+from reconciler.targets.base import Observed, Progress, Target
+
+log = logging.getLogger("ollafleet.cluster")
+
+KEY = "ollafleet:leader"
+TIMEOUT = 0.5  # seconds: every Redis call; a dead Redis must not stall a request
+SAFETY = 0.2  # the share of the lease we never count on (clock drift, the renewal's trip)
+
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def connect(cfg: Cluster) -> Any:
+    """A redis.asyncio client; the library is imported only when [cluster] is in the file."""
+    try:
+        import redis.asyncio as aioredis
+    except ImportError as exc:  # pragma: no cover - a dependency of the package
+        raise RuntimeError("[cluster] needs the redis package: pip install redis") from exc
+    return aioredis.Redis.from_url(
+        cfg.redis, password=cfg.password.value if cfg.password else None,
+        socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, retry_on_timeout=False)
+
+
+def daemon_name(cfg: Cluster) -> str:
+    return cfg.name or socket.gethostname()
+
+
+class Lease:
+    def __init__(self, client: Any, name: str, seconds: float,
+                 on_gained: Callable[[], None] = lambda: None) -> None:
+        self.client = client
+        self.name = name
+        self.seconds = seconds
+        # the key lives 3/4 of the lease and standbys try every 1/8: a dead leader is
+        # replaced within the lease time
+        self.ms = max(1, int(seconds * 750))
+        self.token = f"{name}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        self.on_gained = on_gained
+        self.valid_until = 0.0  # monotonic; the lease is ours before this
+        self._holding = False  # as of the last hold(): to log changes once
+        self.redis_error: str | None = None
+        self.redis_down_since: float | None = None
+        self._renew = client.register_script(RENEW)
+        self._release = client.register_script(RELEASE)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def leader(self) -> bool:
+        return time.monotonic() < self.valid_until
+
+    async def hold(self) -> bool:
+        """Take or renew the lease; True while it is ours."""
+        sent = time.monotonic()
+        was = self._holding
+        try:
+            if was:
+                ok = bool(await self._renew(keys=[KEY], args=[self.token, self.ms]))
+            else:
+                ok = bool(await self.client.set(KEY, self.token, nx=True, px=self.ms))
+                if not ok:  # ours already, e.g. a renewal whose answer was lost
+                    ok = bool(await self._renew(keys=[KEY], args=[self.token, self.ms]))
+        except Exception as exc:
+            self._down(exc)
+            self.valid_until = 0.0
+            if was:
+                self._holding = False
+                log.warning("cluster: %s lost the leader lease (Redis unreachable): applying "
+                            "nothing", self.name)
+            return False
+        if self.redis_down_since is not None:
+            log.warning("cluster: Redis reachable again")
+            self.redis_down_since = self.redis_error = None
+        # counted from before the request: the key may have been set any time after that
+        self.valid_until = sent + self.ms / 1000 * (1 - SAFETY) if ok else 0.0
+        self._holding = ok
+        if ok and not was:
+            log.warning("cluster: %s is now the leader: reconciling", self.name)
+            self.on_gained()
+        elif was and not ok:
+            log.warning("cluster: %s lost the leader lease: standing by", self.name)
+        return ok
+
+    def _down(self, exc: BaseException) -> None:
+        if self.redis_down_since is None:
+            self.redis_down_since = time.time()
+            self.redis_error = f"{type(exc).__name__}: {exc}"
+            log.warning("cluster: Redis unreachable (%s): no pass applies until a lease can be "
+                        "held again; the balancer keeps serving", self.redis_error)
+
+    async def still_ours(self) -> bool:
+        """The fencing check before a change: our clock and Redis both say we lead."""
+        if not self.leader:
+            return False
+        try:
+            return bool(await self.client.get(KEY) == self.token.encode()) and self.leader
+        except Exception as exc:
+            self._down(exc)
+            return False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await self.hold()
+            await asyncio.sleep(self.seconds / (4 if self.leader else 8))
+
+    async def close(self) -> None:
+        """Stop renewing and hand the lease over at once (only if it is still ours)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.leader:
+            try:
+                await self._release(keys=[KEY], args=[self.token])
+            except Exception:
+                pass
+        self.valid_until, self._holding = 0.0, False
+
+
+class Fenced:
+    """Wraps a target: each change is made only after the fencing check."""
+
+    def __init__(self, inner: Target, lease: Lease) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.lease = lease
+
+    async def observe(self) -> Observed:
+        return await self.inner.observe()
+
+    def diff(self, observed: Observed) -> tuple[list[Change], list[str]]:
+        return self.inner.diff(observed)
+
+    async def apply(self, change: Change, progress: Progress) -> None:
+        if not await self.lease.still_ours():
+            log.warning("cluster: not applying %s %s: this daemon no longer holds the leader lease",
+                        change.target, change.path_text)
+            raise TargetError("not applied: this daemon no longer holds the leader lease",
+                              target=change.target)
+        await self.inner.apply(change, progress)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class ClusterMember:
+    """This daemon's part: the lease, the shared balancer state, and what /status shows."""
+
+    def __init__(self, cfg: Cluster, fleet: Fleet, on_gained: Callable[[], None]) -> None:
+        self.cfg = cfg
+        self.name = daemon_name(cfg)
+        self.redis_url = cfg.redis
+        self.client = connect(cfg)
+        self.lease = Lease(self.client, self.name, cfg.lease, on_gained)
+        self.shared = Shared(connect(cfg), self.name, fleet, cfg.slot_lease)
+        fleet.shared = self.shared
+
+    def start(self) -> None:
+        self.lease.start()
+        self.shared.start()
+
+    async def may_apply(self) -> bool:
+        """Before a pass: a standby runs none (its leader does)."""
+        return await self.lease.still_ours()
+
+    def fence(self, inner: Callable[[Sequence[Target]], Sequence[Target]] | None
+              ) -> Callable[[Sequence[Target]], Sequence[Target]]:
+        """The daemon's target wrapper, with the fencing check outermost."""
+        def wrap(targets: Sequence[Target]) -> list[Target]:
+            return [Fenced(t, self.lease) for t in (inner(targets) if inner else targets)]
+        return wrap
+
+    def status(self) -> dict[str, Any]:
+        down = self.lease.redis_down_since
+        return {"name": self.name, "role": "leader" if self.lease.leader else "standby",
+                "redis": "down" if down is not None else "up", "redis_down_since": down,
+                "redis_error": self.lease.redis_error, "balancer": self.shared.status()}
+
+    async def close(self) -> None:
+        await self.lease.close()
+        await self.shared.close()
+        try:
+            await self.client.aclose()
+        except Exception:
+            pass
+
+
+def join_cluster(cfg: Cluster, daemon: Daemon, balancer: Any) -> ClusterMember:
+    """Hook a daemon and its balancer into the cluster (the caller starts it)."""
+    member = ClusterMember(cfg, balancer.fleet, lambda: daemon.request("leader"))
+    daemon.gate = member.may_apply
+    daemon.cluster_status = member.status
+    log.info("cluster: %s joins %s as a standby until it holds the leader lease",
+             member.name, member.redis_url)
+    return member
+
+
+class NotLeader(OllafleetError):
+    """`ollafleet apply` on a cluster whose leader lease another daemon holds."""
+
+
+@contextlib.asynccontextmanager
+async def apply_lease(cfg: Cluster) -> AsyncIterator[Lease]:
+    """`ollafleet apply` with [cluster]: hold the leader lease for the run, or refuse."""
+    client = connect(cfg)
+    lease = Lease(client, f"apply@{socket.gethostname()}", cfg.lease)
+    try:
+        if not await lease.hold():
+            if lease.redis_error:
+                raise NotLeader(f"cluster.redis: cannot reach {cfg.redis} ({lease.redis_error}): "
+                                "nothing applied")
+            holder = (await client.get(KEY) or b"?").decode(errors="replace").split("/")[0]
+            raise NotLeader(f"daemon {holder!r} holds the leader lease and reconciles this "
+                            "cluster: commit the file and let it apply (or stop the daemons first)")
+        lease.start()
+        yield lease
+    finally:
+        await lease.close()
+        try:
+            await client.aclose()
+        except Exception:
+            pass

@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Office days replayed against simulated GPU nodes (127.0.0.1 only), one run, three placements.
+
+Nodes: 3 simulated 24 GB GPUs, OLLAMA_NUM_PARALLEL=1 with Ollama's queue behind the slot;
+codestral:22b and qwq:32b do not fit together, a load takes ~8 s (codestral) / ~12 s (qwq),
+prompt evaluation 2,000 tokens/s (uncached part only), generation 30 tokens/s, 250-token
+answers. Each user runs two 6-turn chats, pasting ~300 words of code per turn and reading
+the answer for 10-30 s. Time runs compressed: `--scale` real seconds per modelled second
+(0.1: 10x); every number printed is in modelled seconds.
+
+Days:   stable   6 users, 4 on codestral, 2 on qwq, all day
+        shift    the same, but two codestral users' second chat is on qwq
+        single   9 users, all on codestral
+Placements:
+        first-free  the peer's rule: first free node in list order, else 503 (retried after 2 s)
+        static      pinned by hand: codestral users on nodes 1-2, qwq users on node 3
+                    (single day: three users per node), straight to Ollama's queue
+        ollafleet   the balancer with --queue-timeout 600 (its own queue, cost-based choice)
+        ollafleet-handoff  (with --placements) the same, but a request whose best node is
+                    busy with its model loaded goes to that node's Ollama queue at once
+
+Prints per day and placement: mean / p90 time to first token (as users feel it, retries
+included), 503s, model loads (from load_duration) in all and on the busiest node, KV reuse
+(share of prompt tokens the nodes did not have to evaluate).
+
+    .venv/bin/python scripts/bench_schedule.py [--scale 0.1] [--days stable,shift,single]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from balancer import Balancer, NodeSpec, Settings  # noqa: E402
+from simulator import Simulator, Timing  # noqa: E402
+from simulator.timing import tokenize  # noqa: E402
+
+CODE, QWQ = "codestral:22b", "qwq:32b"
+NODES = 3
+TURNS = 6
+CHATS = 2
+PROMPT_TPS = 2000.0
+TIMING = Timing(load_delay=12.5, prompt_tps=PROMPT_TPS, gen_tps=30.0, warm_load=0.05)
+WORDS = ("def", "return", "self", "value", "list", "for", "in", "if", "else", "import", "class",
+         "data", "result", "index", "count", "items", "key", "None", "True", "print", "range")
+
+
+@dataclass
+class Result:
+    ttft: list[float] = field(default_factory=list)
+    rejected: int = 0
+    loads: int = 0
+    node_loads: dict[str, int] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    evaluated: float = 0.0
+    failed: int = 0
+
+
+def code_paste(rng: random.Random, words: int = 300) -> str:
+    lines, line = [], []
+    for _ in range(words):
+        line.append(rng.choice(WORDS) + rng.choice(("", "()", "_x", "[i]", ":", ",")))
+        if len(line) >= rng.randint(4, 9):
+            lines.append("    " * rng.randint(0, 2) + " ".join(line))
+            line = []
+    lines.append(" ".join(line))
+    return "Why does this fail?\n```python\n" + "\n".join(lines) + "\n```"
+
+
+def rendered_tokens(messages: list[dict[str, str]]) -> int:
+    text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+    return len(tokenize(text))
+
+
+def day_plan(day: str) -> list[list[str]]:
+    """Per user: the model of each of its chats."""
+    if day == "single":
+        return [[CODE] * CHATS for _ in range(9)]
+    users = [[CODE] * CHATS for _ in range(4)] + [[QWQ] * CHATS for _ in range(2)]
+    if day == "shift":
+        users[2][1] = users[3][1] = QWQ
+    return users
+
+
+class FirstFree:
+    """The peer's rule, client side: the first free node in list order, else 503."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = urls
+        self.busy = [False] * len(urls)
+
+    def take(self) -> int | None:
+        for i, b in enumerate(self.busy):
+            if not b:
+                self.busy[i] = True
+                return i
+        return None
+
+
+async def user(uid: int, chats: list[str], place: str, urls: list[str], peer: FirstFree | None,
+               session: aiohttp.ClientSession, scale: float, res: Result, day: str) -> None:
+    rng = random.Random(f"{day}-{uid}")
+    await asyncio.sleep(rng.uniform(0, 30) * scale)
+    for c, model in enumerate(chats):
+        messages: list[dict[str, str]] = []
+        for _turn in range(TURNS):
+            messages.append({"role": "user", "content": code_paste(rng)})
+            body = {"model": model, "messages": messages, "stream": True}
+            sent = time.monotonic()
+            while True:
+                node: int | None = None
+                if place == "static":
+                    if day == "single":
+                        url = urls[uid % NODES]
+                    else:
+                        url = urls[2] if model == QWQ else urls[uid % 2]
+                elif place == "first-free":
+                    assert peer is not None
+                    node = peer.take()
+                    if node is None:
+                        res.rejected += 1
+                        await asyncio.sleep(2.0 * scale)
+                        continue
+                    url = urls[node]
+                else:
+                    url = urls[0]
+                try:
+                    answer = await chat(session, url, body, uid, sent, scale, res)
+                finally:
+                    if node is not None and peer is not None:
+                        peer.busy[node] = False
+                if answer is None:  # 503 from the balancer
+                    res.rejected += 1
+                    await asyncio.sleep(2.0 * scale)
+                    continue
+                break
+            res.prompt_tokens += rendered_tokens(messages)
+            messages.append({"role": "assistant", "content": answer})
+            await asyncio.sleep(rng.uniform(10, 30) * scale)
+
+
+async def chat(session: aiohttp.ClientSession, url: str, body: dict[str, Any], uid: int,
+               sent: float, scale: float, res: Result) -> str | None:
+    headers = {"X-OpenWebUI-User-Id": f"user-{uid}"}
+    async with session.post(url + "/api/chat", json=body, headers=headers) as r:
+        if r.status == 503:
+            await r.read()
+            return None
+        if r.status != 200:
+            res.failed += 1
+            raise RuntimeError(f"HTTP {r.status}: {(await r.read())[:200]!r}")
+        first = True
+        text: list[str] = []
+        final: dict[str, Any] = {}
+        async for line in r.content:
+            if first:
+                res.ttft.append((time.monotonic() - sent) / scale)
+                first = False
+            obj = json.loads(line)
+            text.append(obj.get("message", {}).get("content", ""))
+            if obj.get("done"):
+                final = obj
+    answer = "".join(text)
+    if final.get("load_duration", 0) >= 1e9:
+        res.loads += 1
+        node = answer.split(" from ", 1)[-1].split(":", 1)[0]  # "Simulated answer from gpu-2:"
+        res.node_loads[node] = res.node_loads.get(node, 0) + 1
+    res.evaluated += final.get("prompt_eval_duration", 0) / 1e9 * PROMPT_TPS
+    return answer
+
+
+async def run(day: str, place: str, scale: float) -> Result:
+    res = Result()
+    plan = day_plan(day)
+    async with Simulator() as sim:
+        nodes = [await sim.add_node(name=f"gpu-{i + 1}", models=[CODE, QWQ],
+                                    timing=TIMING.scaled(scale), reply_tokens=250,
+                                    max_queue=512) for i in range(NODES)]
+        urls = [n.url for n in nodes]
+        balancer: Balancer | None = None
+        if place.startswith("ollafleet"):
+            balancer = Balancer(Settings(silence_timeout=120 * scale, queue_timeout=600 * scale,
+                                         poll_interval=5 * scale),
+                                [NodeSpec(n.name, n.url) for n in nodes])
+            balancer.fleet.knowledge.scale = scale
+            if place == "ollafleet-handoff":  # hand to a busy node's own queue instead
+                balancer.fleet.knowledge.hand_off = True
+            await balancer.start("127.0.0.1", 0)
+            urls = [balancer.url]
+        peer = FirstFree(urls) if place == "first-free" else None
+        timeout = aiohttp.ClientTimeout(total=None)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                await asyncio.gather(*(user(i, chats, place, urls, peer, session, scale, res,
+                                            day) for i, chats in enumerate(plan)))
+        finally:
+            if balancer is not None:
+                await balancer.stop(drain_timeout=1.0)
+    return res
+
+
+def p90(values: list[float]) -> float:
+    return statistics.quantiles(values, n=10)[-1] if len(values) >= 2 else (values or [0])[0]
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scale", type=float, default=0.1, help="real seconds per modelled second")
+    ap.add_argument("--days", default="stable,shift,single")
+    ap.add_argument("--placements", default="first-free,static,ollafleet")
+    args = ap.parse_args()
+    print(f"scale {args.scale}: one modelled second takes {args.scale:g} s; times below are "
+          "modelled seconds")
+    print(f"{'day':8} {'placement':11} {'mean':>6} {'p90':>6} {'503s':>5} {'loads':>5} "
+          f"{'max/node':>8} {'KV reuse':>8} {'wall':>6}")
+    for day in args.days.split(","):
+        rows: dict[str, Result] = {}
+        for place in args.placements.split(","):
+            t0 = time.monotonic()
+            r = rows[place] = await run(day, place, args.scale)
+            reuse = 1 - r.evaluated / r.prompt_tokens if r.prompt_tokens else 0.0
+            print(f"{day:8} {place:11} {statistics.mean(r.ttft):6.1f} {p90(r.ttft):6.1f} "
+                  f"{r.rejected:5d} {r.loads:5d} {max(r.node_loads.values(), default=0):8d} "
+                  f"{reuse:8.0%} {time.monotonic() - t0:5.0f}s",
+                  flush=True)
+        if "ollafleet" in rows and len(rows) > 1:
+            ours = statistics.mean(rows["ollafleet"].ttft)
+            ratios = [f"{statistics.mean(rows[p].ttft) / ours:.2f}x {p}" for p in rows
+                      if p != "ollafleet"]
+            print(f"{'':8} ollafleet is faster than: {', '.join(ratios)}", flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
