@@ -18,7 +18,7 @@ from aiohttp import web
 from yarl import URL
 
 from . import errors
-from .classify import INFERENCE_PATHS, RequestInfo, classify, is_management
+from .classify import INFERENCE_PATHS, RequestInfo, classify, is_management, normalize_model
 from .config import Settings
 from .fleet import Fleet, Node
 from .fleetwide import FleetWide
@@ -85,6 +85,7 @@ class Proxy:
         self.fleet = fleet
         self.session = session
         self.fleetwide = fleetwide
+        self.waitlist = WaitList(fleet, fleet.knowledge)
         self.use(settings)
 
     def use(self, settings: Settings) -> None:
@@ -93,7 +94,10 @@ class Proxy:
         self.timeout = aiohttp.ClientTimeout(
             total=None, connect=None, sock_connect=settings.connect_timeout,
             sock_read=settings.silence_timeout or None)
-        self.waitlist = WaitList(fleet, fleet.knowledge)
+        # a -v1 model runs on its base model's runner (params.py): the cost model must know
+        # that it is loaded where the base is, or it would plan a load (and an eviction)
+        self.runner_of = {normalize_model(p.v1_model): name
+                          for name, p in settings.model_params.items() if p.v1_model}
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Refuse what can be refused before reading the body; read only a body the route
@@ -183,7 +187,7 @@ class Proxy:
             node = self.fleet.reserve(decision, info.uses_slot, info.conversation, info)
             tried.add(node.name)
             if info.kind == "inference" and isinstance(data, bytes):
-                job = job_of(info, data)
+                job = job_of(info, data, self.runner_of)
                 self._started(info, node, job, self.waitlist.estimate_for(node.name, job))
             result = await self._attempt(request, info, node, data, tried)
             if isinstance(result, web.StreamResponse):
@@ -218,7 +222,7 @@ class Proxy:
         tried: set[str] = set()
         last_error: errors.UpstreamError | None = None
         deadline = time.monotonic() + self.settings.queue_timeout
-        job = job_of(info, data)
+        job = job_of(info, data, self.runner_of)
         if self.fleet.shared is not None:
             await self.fleet.shared.refresh()  # the other balancers' slots and caches
         user = (request.headers.get("X-OpenWebUI-User-Id")

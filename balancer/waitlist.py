@@ -13,6 +13,7 @@ from collections import Counter
 import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .classify import RequestInfo
@@ -25,11 +26,12 @@ _NUM_CTX = re.compile(rb'"num_ctx"\s*:\s*(\d+)')
 REPLAN = 2.0  # seconds: re-plan at least this often while waiting (estimates age)
 
 
-def job_of(info: RequestInfo, body: bytes) -> Job:
-    """The cost model's view of a request: model, num_ctx, size of the prompt."""
+def job_of(info: RequestInfo, body: bytes, runner_of: Mapping[str, str] = {}) -> Job:
+    """The cost model's view of a request: model (named as the runner it needs: a -v1 model
+    by its base, see params.py), num_ctx, size of the prompt."""
     m = _NUM_CTX.search(body) if b'"num_ctx"' in body else None
-    return Job(info.model, int(m.group(1)) if m else None, tokens_of(len(body)),
-               info.conversation)
+    model = runner_of.get(info.model, info.model) if info.model is not None else None
+    return Job(model, int(m.group(1)) if m else None, tokens_of(len(body)), info.conversation)
 
 
 @dataclass(frozen=True)

@@ -230,3 +230,19 @@ def test_a_model_the_poll_lists_beside_the_last_one_needs_no_load() -> None:
     k.started(2, "n", big, estimate("n", k.cost("n", 1, frozenset(), 0.0), big), 0.0)
     k.ended(2, "n", None)
     assert estimate("n", k.cost("n", 1, frozenset(), 0.0), req()[1]).load == 10.0
+
+
+def test_a_v1_model_is_costed_as_its_base_models_runner() -> None:
+    """/v1 requests go to the `-v1` twin (params.py), which runs on the base model's runner:
+    a node with the base loaded must not look like it needs a load (an eviction elsewhere)."""
+    from balancer.classify import classify
+    from balancer.waitlist import job_of
+
+    body = b'{"model":"codestral:22b-v1","messages":[{"role":"user","content":"hi"}]}'
+    info = classify("POST", "/v1/chat/completions", body)
+    assert job_of(info, body).model == "codestral:22b-v1"
+    job = job_of(info, body, {"codestral:22b-v1": "codestral:22b"})
+    assert job.model == "codestral:22b"
+    loaded = NodeCost(model="codestral:22b")
+    assert estimate("gpu-1", loaded, job).load == 0
+    assert estimate("gpu-1", loaded, job_of(info, body)).load > 0
