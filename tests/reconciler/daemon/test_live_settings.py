@@ -114,7 +114,8 @@ async def _settled(svc: Service, **want: float) -> bool:
 async def test_silence_timeout_applies_live(sim: Simulator, tmp_path: Path) -> None:
     node = await sim.add_node("gpu-1", models=[MODEL], timing=Timing.instant())
     file = tmp_path / "desired_state.toml"
-    write(file, [("gpu-1", node.url)], silence_timeout='"60s"')
+    # without a queue: in queueing mode an expected load is added to the silence allowed
+    write(file, [("gpu-1", node.url)], silence_timeout='"60s"', queue_timeout='"0s"')
     svc = await started(file)
     assert svc.balancer is not None
     node.set_fault(Fault.HANG_AFTER_HEADERS)
@@ -123,7 +124,7 @@ async def test_silence_timeout_applies_live(sim: Simulator, tmp_path: Path) -> N
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(1.5):
                     await client.post("/api/chat", json=chat())
-            write(file, [("gpu-1", node.url)], silence_timeout='"0.5s"')
+            write(file, [("gpu-1", node.url)], silence_timeout='"0.5s"', queue_timeout='"0s"')
             await wait_until(lambda: _settled(svc, silence_timeout=0.5), 5)
             t0 = time.monotonic()
             async with asyncio.timeout(5):
