@@ -105,6 +105,7 @@ class Status(str, enum.Enum):
     FAILED = "failed"
     SKIPPED_DEPENDENCY = "skipped_dependency"
     CANCELLED = "cancelled"
+    HELD = "held"               # not tried: it failed before and its retry is not due yet
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,8 @@ class ChangeResult:
     status: Status
     message: str = ""
     duration: float = 0.0
+    permanent: bool = False     # a failure that retrying will not mend (PermanentError)
+    retry_after: float = 0.0    # a failure's own least wait before a retry, in seconds
 
     def to_json(self) -> dict[str, Any]:
         return {**self.change.to_json(), "status": self.status.value, "message": self.message}

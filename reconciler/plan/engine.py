@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from reconciler.errors import TargetError
+from reconciler.errors import PermanentError, TargetError, TemporaryError
 from reconciler.plan.changes import Change, ChangeResult, PassReport, Plan, Status, TargetProblem
 from reconciler.targets.base import Observed, Progress, Target
 
@@ -77,12 +77,14 @@ async def apply(
     on_result: Callable[[ChangeResult], None] | None = None,
     stop: asyncio.Event | None = None,
     abandon: Callable[[Change], bool] = lambda change: False,
+    hold: Callable[[Change], str | None] = lambda change: None,
 ) -> PassReport:
     """Apply exactly the changes of `the_plan`. Never raises for a failed change; on
     cancellation (Ctrl-C) the changes not finished are reported as cancelled, then it re-raises.
     Once `stop` is set no further change starts (reported cancelled with the message PREEMPTED),
     the changes under way for which `abandon(change)` is true are cancelled (ABANDONED), and
-    the others run to their end."""
+    the others run to their end. A change for which `hold(change)` gives a reason is not tried
+    (HELD, with that reason): it failed before and its retry is not due."""
     by_name = {t.name: t for t in targets}
     progress = progress or NoProgress()
     started = time.time()
@@ -109,6 +111,10 @@ async def apply(
         if target is None:
             record(ChangeResult(change, Status.FAILED, "no such target"))
             return
+        reason = hold(change)
+        if reason is not None:
+            record(ChangeResult(change, Status.HELD, reason))
+            return
         async with overall, per_target[change.target]:
             if stop is not None and stop.is_set():
                 record(ChangeResult(change, Status.CANCELLED, PREEMPTED))
@@ -124,7 +130,9 @@ async def apply(
                 record(ChangeResult(change, Status.CANCELLED, "interrupted", time.monotonic() - t0))
                 raise
             except TargetError as exc:
-                record(ChangeResult(change, Status.FAILED, str(exc), time.monotonic() - t0))
+                record(ChangeResult(change, Status.FAILED, str(exc), time.monotonic() - t0,
+                                    permanent=isinstance(exc, PermanentError),
+                                    retry_after=exc.retry_after if isinstance(exc, TemporaryError) else 0.0))
             except Exception as exc:
                 record(ChangeResult(change, Status.FAILED, f"{type(exc).__name__}: {exc}", time.monotonic() - t0))
             else:

@@ -79,7 +79,8 @@ def print_plan(plan: Plan, console: Console) -> None:
 
 def result_line(result: ChangeResult) -> str:
     mark = {Status.APPLIED: "[green]ok[/]", Status.FAILED: "[red]FAILED[/]",
-            Status.SKIPPED_DEPENDENCY: "[yellow]skipped[/]", Status.CANCELLED: "[yellow]cancelled[/]"}[result.status]
+            Status.SKIPPED_DEPENDENCY: "[yellow]skipped[/]", Status.CANCELLED: "[yellow]cancelled[/]",
+            Status.HELD: "[yellow]held[/]"}[result.status]
     tail = f": {shown(result.message)}" if result.message else ""
     return f"{mark} {shown(result.change.target)} {change_line(result.change)}{tail}"
 
