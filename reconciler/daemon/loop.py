@@ -29,6 +29,7 @@ from reconciler.daemon.revision import Revision, revision_of
 from reconciler.errors import ConfigError
 from reconciler.plan import engine, render
 from reconciler.plan.changes import Change, ChangeResult, PassReport, Plan, Status
+from reconciler.plan.one_pass import run_pass
 from reconciler.plan.retries import Retries
 from reconciler.progress import LogProgress
 from reconciler.targets import Target, build_targets
@@ -183,7 +184,6 @@ class Daemon:
         if not good and reasons <= FILE_TRIGGERS:
             return None  # a broken save changes nothing on any server
         reason = ", ".join(sorted(reasons))
-        started = time.time()
         self.activity.begin(reason)
         self.pass_revision = self.revision
         assert self.revision is not None
@@ -192,22 +192,16 @@ class Daemon:
         targets = list(self.factory(state))
         if self.wrap:
             targets = list(self.wrap(targets))
-        try:
-            plan = await engine.plan(targets)
-            self.activity.planned(plan, suspended=state.reconcile.suspend)
-            if state.reconcile.suspend:
-                report = PassReport(plan, (), started, time.time())
-            else:
-                limits = engine.Limits(per_target=state.reconcile.max_pulls_per_node)
-                report = await engine.apply(plan, targets, limits=limits, progress=self.activity.progress(LogProgress()),
-                                            on_result=self.activity.on_result(_log_result), stop=self._newer,
-                                            abandon=_is_pull, hold=lambda c: self.retries.held(c, sha))
-                for result in report.results:
-                    self.retries.record(result, sha)
-                read = {t.name for t in targets} - {p.target for p in plan.problems}
-                self.retries.keep_only(plan.changes, read)
-        finally:
-            await asyncio.gather(*(t.close() for t in targets), return_exceptions=True)
+        suspended = state.reconcile.suspend
+        report = await run_pass(state, targets, on_plan=lambda p: self.activity.planned(p, suspended=suspended),
+                                progress=self.activity.progress(LogProgress()),
+                                on_result=self.activity.on_result(_log_result), stop=self._newer,
+                                abandon=_is_pull, hold=lambda c: self.retries.held(c, sha))
+        plan = report.plan
+        if not state.reconcile.suspend:
+            for result in report.results:
+                self.retries.record(result, sha)
+            self.retries.keep_only(plan.changes, {t.name for t in targets} - {p.target for p in plan.problems})
         self._record(report, targets, reason, suspended=state.reconcile.suspend)
         if self.last_pass and self.last_pass["ok"] and not state.reconcile.suspend:
             self.applied_revision = sha

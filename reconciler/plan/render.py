@@ -90,7 +90,10 @@ def print_report(report: PassReport, console: Console) -> None:
         console.print(f"[red bold]error[/] {shown(problem.target)}: {shown(problem.message)}", highlight=False)
     done = sum(1 for r in report.results if r.status is Status.APPLIED)
     failed = len(report.failed)
-    if not report.results:
+    if not report.results and report.plan.changes:     # the file suspends changes
+        console.print(f"Nothing applied: reconcile.suspend = true; {len(report.plan.changes)} change(s) "
+                      "only reported.")
+    elif not report.results:
         console.print("No changes: the network matches the file." if not report.plan.problems
                       else "Nothing applied.")
     else:
