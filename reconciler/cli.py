@@ -19,10 +19,10 @@ from reconciler.plan import engine, render
 from reconciler.plan.changes import ChangeResult, PassReport, Plan, TargetProblem
 from reconciler.plan.one_pass import run_pass, suspend_notes
 from reconciler.progress import BarProgress, LogProgress
-from reconciler.targets import Progress, Target, build_targets
+from reconciler.targets import AnyTarget, Progress, build_targets
 
 DEFAULT_FILE = "desired_state.toml"
-TargetFactory = Callable[[DesiredState], list[Target]]
+TargetFactory = Callable[[DesiredState], list[AnyTarget]]
 
 
 def _console() -> Console:
@@ -38,7 +38,7 @@ def _load(path: str, *, skip_env: bool = False) -> DesiredState | None:
         return None
 
 
-async def _close(targets: Sequence[Target]) -> None:
+async def _close(targets: Sequence[AnyTarget]) -> None:
     await asyncio.gather(*(t.close() for t in targets), return_exceptions=True)
 
 

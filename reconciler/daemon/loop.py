@@ -32,11 +32,11 @@ from reconciler.plan.changes import Change, ChangeResult, PassReport, Plan, Stat
 from reconciler.plan.one_pass import run_pass
 from reconciler.plan.retries import Retries
 from reconciler.progress import LogProgress
-from reconciler.targets import Target, build_targets
+from reconciler.targets import AnyTarget, build_targets
 
 log = logging.getLogger("ollafleet.daemon")
 
-TargetFactory = Callable[[DesiredState], Sequence[Target]]
+TargetFactory = Callable[[DesiredState], Sequence[AnyTarget]]
 FILE_TRIGGERS = {"file change", "SIGHUP"}   # passes asked for because the file may have changed
 
 
@@ -64,7 +64,7 @@ class Counters:
 class Daemon:
     def __init__(self, path: str | Path, *, factory: TargetFactory = build_targets,
                  on_new_state: Callable[[DesiredState], None] | None = None,
-                 wrap: Callable[[Sequence[Target]], Sequence[Target]] | None = None,
+                 wrap: Callable[[Sequence[AnyTarget]], Sequence[AnyTarget]] | None = None,
                  env: dict[str, str] | None = None, retries: Retries | None = None) -> None:
         self.path = Path(path)
         self.factory = factory
@@ -196,7 +196,7 @@ class Daemon:
         report = await run_pass(state, targets, on_plan=lambda p: self.activity.planned(p, suspended=suspended),
                                 progress=self.activity.progress(LogProgress()),
                                 on_result=self.activity.on_result(_log_result), stop=self._newer,
-                                abandon=_is_pull, hold=lambda c: self.retries.held(c, sha))
+                                abandon=_abandonable(targets), hold=lambda c: self.retries.held(c, sha))
         plan = report.plan
         if not state.reconcile.suspend:
             for result in report.results:
@@ -207,7 +207,7 @@ class Daemon:
             self.applied_revision = sha
         return report
 
-    def _record(self, report: PassReport, targets: Sequence[Target], reason: str, *, suspended: bool) -> None:
+    def _record(self, report: PassReport, targets: Sequence[AnyTarget], reason: str, *, suspended: bool) -> None:
         plan: Plan = report.plan
         now = time.time()
         records = {t.name: TargetRecord(last_pass=now) for t in targets}
@@ -276,9 +276,10 @@ class Daemon:
             await asyncio.wait_for(self.pass_done.wait(), timeout)
 
 
-def _is_pull(change: Change) -> bool:
-    """A pull can be abandoned at no cost: Ollama keeps the part downloaded and resumes it."""
-    return getattr(change.data, "kind", None) == "pull"
+def _abandonable(targets: Sequence[AnyTarget]) -> Callable[[Change[object]], bool]:
+    """Which changes under way a newer file cuts off: each target says (a pull resumes later)."""
+    by_name = {t.name: t for t in targets}
+    return lambda change: change.target in by_name and by_name[change.target].abandonable(change)
 
 
 def _log_result(result: ChangeResult) -> None:

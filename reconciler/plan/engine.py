@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from reconciler.errors import PermanentError, TargetError, TemporaryError
 from reconciler.plan.changes import Change, ChangeResult, PassReport, Plan, Status, TargetProblem
-from reconciler.targets.base import Observed, Progress, Target
+from reconciler.targets.base import AnyTarget, Observed, Progress
 
 
 class NoProgress:
@@ -33,8 +33,8 @@ class Limits:
     overall: int = 16        # changes applied at once on the whole network
 
 
-async def observe_all(targets: Sequence[Target]) -> list[Observed]:
-    async def one(target: Target) -> Observed:
+async def observe_all(targets: Sequence[AnyTarget]) -> list[Observed[object]]:
+    async def one(target: AnyTarget) -> Observed[object]:
         try:
             return await target.observe()
         except TargetError as exc:
@@ -45,8 +45,8 @@ async def observe_all(targets: Sequence[Target]) -> list[Observed]:
     return list(await asyncio.gather(*(one(t) for t in targets)))
 
 
-def plan_from(targets: Sequence[Target], observed: Sequence[Observed]) -> Plan:
-    changes: list[Change] = []
+def plan_from(targets: Sequence[AnyTarget], observed: Sequence[Observed[object]]) -> Plan:
+    changes: list[Change[object]] = []
     problems: list[TargetProblem] = []
     notes: list[TargetProblem] = []
     for target, seen in zip(targets, observed):
@@ -64,20 +64,20 @@ def plan_from(targets: Sequence[Target], observed: Sequence[Observed]) -> Plan:
     return Plan(tuple(changes), tuple(problems), tuple(notes))
 
 
-async def plan(targets: Sequence[Target]) -> Plan:
+async def plan(targets: Sequence[AnyTarget]) -> Plan:
     return plan_from(targets, await observe_all(targets))
 
 
 async def apply(
     the_plan: Plan,
-    targets: Sequence[Target],
+    targets: Sequence[AnyTarget],
     *,
     limits: Limits = Limits(),
     progress: Progress | None = None,
     on_result: Callable[[ChangeResult], None] | None = None,
     stop: asyncio.Event | None = None,
-    abandon: Callable[[Change], bool] = lambda change: False,
-    hold: Callable[[Change], str | None] = lambda change: None,
+    abandon: Callable[[Change[object]], bool] = lambda change: False,
+    hold: Callable[[Change[object]], str | None] = lambda change: None,
 ) -> PassReport:
     """Apply exactly the changes of `the_plan`. Never raises for a failed change; on
     cancellation (Ctrl-C) the changes not finished are reported as cancelled, then it re-raises.
@@ -99,7 +99,7 @@ async def apply(
         if on_result:
             on_result(result)
 
-    async def run(change: Change) -> None:
+    async def run(change: Change[object]) -> None:
         for key in change.requires:
             if key in finished:
                 await finished[key].wait()
@@ -148,7 +148,7 @@ async def apply(
                 abandoned.add(key)
                 by_key[key].cancel()
 
-    running: dict[str, Change] = {}
+    running: dict[str, Change[object]] = {}
     abandoned: set[str] = set()
     by_key = {c.key: asyncio.ensure_future(run(c)) for c in the_plan.changes}
     tasks = list(by_key.values())

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from reconciler.config import DesiredState
 from reconciler.plan import engine
 from reconciler.plan.changes import Change, ChangeResult, PassReport, Plan, TargetProblem
-from reconciler.targets.base import Progress, Target
+from reconciler.targets.base import Progress, AnyTarget
 
 SUSPENDED = ("reconcile.suspend = true: changes are only reported; neither `ollafleet apply` nor the "
              "daemon makes them (set it to false to apply)")
@@ -26,14 +26,14 @@ def suspend_notes(state: DesiredState) -> list[TargetProblem]:
     return [TargetProblem("reconcile", SUSPENDED)] if state.reconcile.suspend else []
 
 
-async def run_pass(state: DesiredState, targets: Sequence[Target], *,
+async def run_pass(state: DesiredState, targets: Sequence[AnyTarget], *,
                    notes: Callable[[], Awaitable[list[TargetProblem]]] | None = None,
                    on_plan: Callable[[Plan], None] = lambda plan: None,
                    progress: Progress | None = None,
                    on_result: Callable[[ChangeResult], None] | None = None,
                    stop: asyncio.Event | None = None,
-                   abandon: Callable[[Change], bool] = lambda change: False,
-                   hold: Callable[[Change], str | None] = lambda change: None) -> PassReport:
+                   abandon: Callable[[Change[object]], bool] = lambda change: False,
+                   hold: Callable[[Change[object]], str | None] = lambda change: None) -> PassReport:
     """Plan `targets` (plus `notes()`, facts gathered beside the targets), hand the plan to
     `on_plan`, then apply it unless suspended; the targets are closed in every case. The other
     arguments go to engine.apply."""

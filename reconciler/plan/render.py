@@ -31,7 +31,7 @@ def show_value(value: Any) -> str:
     return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
 
 
-def change_text(change: Change) -> str:
+def change_text(change: Change[object]) -> str:
     """`~ path: before → after` without colour; secrets hidden."""
     sign, _ = _SIGN[change.action]
     text = f"{sign} {change.path_text}"
@@ -49,11 +49,11 @@ def change_text(change: Change) -> str:
     return text
 
 
-def change_line(change: Change) -> str:
+def change_line(change: Change[object]) -> str:
     return f"[{_SIGN[change.action][1]}]{shown(change_text(change))}[/]"
 
 
-def summary(changes: tuple[Change, ...], unread: int = 0) -> str:
+def summary(changes: tuple[Change[object], ...], unread: int = 0) -> str:
     """The plan's last line; `unread` targets could not be read, so their changes are unknown."""
     count = {a: sum(1 for c in changes if c.action is a) for a in Action}
     gap = (f" {unread} target(s) could not be read (errors above): their changes are unknown."

@@ -49,7 +49,7 @@ class Failure:
                 "next_retry": self.next_retry, "attempted_revision": self.revision}
 
 
-def _seen(change: Change) -> tuple[Any, ...]:
+def _seen(change: Change[object]) -> tuple[Any, ...]:
     return (change.action, change.before, change.after)
 
 
@@ -61,7 +61,7 @@ class Retries:
         self.clock = clock
         self.failures: dict[str, Failure] = {}
 
-    def held(self, change: Change, revision: str) -> str | None:
+    def held(self, change: Change[object], revision: str) -> str | None:
         """Why `change` must not be tried now, or None when it is due."""
         f = self.failures.get(change.key)
         if f is None or f.revision != revision or f.seen != _seen(change):
@@ -87,7 +87,7 @@ class Retries:
         self.failures[key] = Failure(result.change.target, result.change.path_text, result.message,
                                      result.permanent, count, self.clock() + wait, revision, _seen(result.change))
 
-    def keep_only(self, planned: Iterable[Change], observed: Iterable[str]) -> None:
+    def keep_only(self, planned: Iterable[Change[object]], observed: Iterable[str]) -> None:
         """Forget the items of the targets read this pass that no longer need a change."""
         keys = {c.key for c in planned}
         seen = set(observed)

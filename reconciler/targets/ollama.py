@@ -25,7 +25,7 @@ from reconciler.config.runtime import balancer_note
 from reconciler.config.schema import DesiredState
 from reconciler.errors import PermanentError, TargetError, TemporaryError
 from reconciler.plan.changes import Change
-from reconciler.targets.base import Observed, Progress
+from reconciler.targets.base import Disruption, Observed, Progress
 from reconciler.targets import ollama_dir
 from reconciler.targets.ollama_api import OllamaClient, PullProgress, ShowInfo, model_key, to_wire
 from reconciler.targets.ollama_diff import (NodeView, Wanted, WantedModel, Work, diff_node, needs_show,
@@ -103,7 +103,7 @@ class OllamaNode:
     async def close(self) -> None:
         await self.api.close()
 
-    async def observe(self) -> Observed:
+    async def observe(self) -> Observed[NodeView]:
         self._built.clear()
         try:
             version, models, loaded = await asyncio.gather(self.api.version(), self.api.tags(), self.api.ps())
@@ -146,15 +146,26 @@ class OllamaNode:
                     out[w.key] = folder.weights.digest
         return out
 
-    def diff(self, observed: Observed) -> tuple[list[Change], list[str]]:
+    def diff(self, observed: Observed[NodeView]) -> tuple[list[Change[Work]], list[str]]:
         view = observed.data
-        assert isinstance(view, NodeView)
+        assert view is not None
         changes, notes = diff_node(self.name, self.effective, view)
         return changes, [*notes, settings_note(self.wanted), *self.notes]
 
-    async def apply(self, change: Change, progress: Progress) -> None:
+    def disrupts(self, change: Change[Work]) -> Disruption | None:
+        """A create or a delete leaves the model unusable on this node meanwhile; a pull does
+        not (the node keeps serving the model it has while a new digest downloads)."""
+        if change.data is None or change.data.kind not in ("create", "delete") or len(change.path) < 2:
+            return None
+        return Disruption(self.node, str(change.path[1]))
+
+    def abandonable(self, change: Change[Work]) -> bool:
+        """A pull can be cut off at no cost: Ollama keeps the part downloaded and resumes it."""
+        return change.data is not None and change.data.kind == "pull"
+
+    async def apply(self, change: Change[Work], progress: Progress) -> None:
         work = change.data
-        assert isinstance(work, Work)
+        assert work is not None
         if work.kind == "delete":
             await self.api.delete(work.name)
             return

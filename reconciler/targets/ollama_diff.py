@@ -221,16 +221,16 @@ def _short(names: list[str], limit: int = 6) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def diff_node(target: str, wanted: Wanted, view: NodeView) -> tuple[list[Change], list[str]]:
+def diff_node(target: str, wanted: Wanted, view: NodeView) -> tuple[list[Change[Work]], list[str]]:
     """Every change that brings the node to `wanted`, in dependency order, and the notes."""
-    changes: list[Change] = []
+    changes: list[Change[Work]] = []
     notes: list[str] = []
     keys_of: dict[str, list[str]] = {}     # model key → keys of the changes that (re)build it
     missing: list[str] = []
     drifted: list[str] = []
     present_names: list[str] = []
 
-    def add(change: Change, model: str | None = None) -> Change:
+    def add(change: Change[Work], model: str | None = None) -> Change[Work]:
         changes.append(change)
         if model is not None:
             keys_of.setdefault(model_key(model), []).append(change.key)

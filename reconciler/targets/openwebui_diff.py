@@ -278,8 +278,8 @@ def connection_notes(wanted: Wanted, seen: Seen) -> list[str]:
     return out
 
 
-def diff_openwebui(target: str, wanted: Wanted, seen: Seen) -> tuple[list[Change], list[str]]:
-    changes: list[Change] = []
+def diff_openwebui(target: str, wanted: Wanted, seen: Seen) -> tuple[list[Change[Work]], list[str]]:
+    changes: list[Change[Work]] = []
     notes = list(wanted.warnings)
     needs: tuple[str, ...] = ()
     if seen.fresh:
