@@ -11,7 +11,7 @@ import pytest
 from balancer import Balancer, NodeSpec, Settings
 from reconciler.daemon.wiring import Draining, draining
 from reconciler.plan.changes import Action, Change
-from reconciler.targets.ollama_diff import Work
+from reconciler.targets.ollama.diff import Work
 from reconciler.targets.base import Disruption, Observed, Progress
 from reconciler.targets.ollama import node_targets
 from tests.reconciler.targets.ollama.conftest import desired

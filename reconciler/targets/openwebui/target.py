@@ -20,10 +20,10 @@ from reconciler.config.values import Secret
 from reconciler.errors import PermanentError, TargetError, TemporaryError
 from reconciler.plan.changes import Change
 from reconciler.targets.base import AnyTarget, Disruption, Observed, Progress
-from reconciler.targets.openwebui_api import AuthRefused, OpenWebUIClient
-from reconciler.targets.openwebui_diff import (SETTING, Seen, Wanted, Work, diff_openwebui, grants_for,
-                                               is_public, model_body, model_fields, patch_group, same,
-                                               wanted_for)
+from reconciler.targets.openwebui.client import AuthRefused, OpenWebUIClient
+from reconciler.targets.openwebui.diff import (SETTING, Seen, Wanted, Work, diff_openwebui, grants_for,
+                                               is_public, model_body, model_fields, patch_group, wanted_for)
+from reconciler.targets.same import same
 
 __all__ = ["Credentials", "OpenWebUITarget", "openwebui_targets"]
 

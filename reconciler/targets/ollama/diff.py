@@ -15,7 +15,8 @@ from typing import Any
 from reconciler.config.runtime import runtime_params
 from reconciler.config.schema import DesiredState, Node
 from reconciler.plan.changes import Action, Change
-from reconciler.targets.ollama_api import PsEntry, ShowInfo, TagEntry, model_key, same_value
+from reconciler.targets.same import same
+from reconciler.targets.ollama.facts import PsEntry, ShowInfo, TagEntry, model_key
 
 PINNED_AFTER = timedelta(days=365)   # a runner expiring later than this is kept "forever"
 
@@ -170,7 +171,7 @@ def drift(w: WantedModel, seen: ShowInfo, base: ShowInfo | None,
         have, want = seen.parameters.get(k), params.get(k)
         if have is None and want is None:
             continue
-        if have is None or want is None or not same_value(have, want):
+        if have is None or want is None or not same(have, want):
             out.append((("parameters", k), have, want))
     if system is not None and seen.system != system:
         out.append((("system",), seen.system, system))

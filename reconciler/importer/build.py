@@ -15,11 +15,12 @@ from typing import Any
 from reconciler.config.checks import OPENWEBUI_EXTRA_PARAMS, valid_model_name
 from reconciler.config.params import INT_PARAMS, PARAMS, check_param
 from reconciler.config.runtime import v1_name
-from reconciler.importer_folder import Folders, match, overrides
-from reconciler.importer_read import NodeRead, OpenWebUIRead
-from reconciler.targets.ollama_api import ShowInfo, model_key, same_value
-from reconciler.targets.ollama_diff import PINNED_AFTER
-from reconciler.targets.openwebui_diff import DEFAULT_CAPABILITIES, PARAM_KEYS, SETTING, is_public
+from reconciler.importer.folder import Folders, match, overrides
+from reconciler.importer.read import NodeRead, OpenWebUIRead
+from reconciler.targets.same import same
+from reconciler.targets.ollama.facts import ShowInfo, model_key
+from reconciler.targets.ollama.diff import PINNED_AFTER
+from reconciler.targets.openwebui.diff import DEFAULT_CAPABILITIES, PARAM_KEYS, SETTING, is_public
 
 FILE_PARAM = {stored: name for name, stored in PARAM_KEYS.items()}   # max_tokens → num_predict
 # meta keys of an entry that the file does not manage, and their values when nobody set them
@@ -99,7 +100,7 @@ def _definition(read: NodeRead, name: str, canonical: dict[str, str], warn: list
         return _from_folder(read, name, show, folders or {}, warn)
     params: dict[str, Any] = {}
     for key, value in sorted(show.parameters.items()):
-        if key in base_show.parameters and same_value(value, base_show.parameters[key]):
+        if key in base_show.parameters and same(value, base_show.parameters[key]):
             continue
         value = _param_value(key, value)
         if key not in PARAMS or check_param(key, value):

@@ -16,10 +16,10 @@ from typing import Any
 from reconciler.config.schema import DesiredState
 from reconciler.errors import TargetError
 from reconciler.targets.ollama import OllamaNode
-from reconciler.targets.ollama_api import ShowInfo
-from reconciler.targets.ollama_diff import NodeView, Wanted
+from reconciler.targets.ollama.facts import ShowInfo
+from reconciler.targets.ollama.diff import NodeView, Wanted
 from reconciler.targets.openwebui import OpenWebUITarget, openwebui_targets
-from reconciler.targets.openwebui_diff import Seen, connection_notes
+from reconciler.targets.openwebui.diff import Seen, connection_notes
 
 
 @dataclass

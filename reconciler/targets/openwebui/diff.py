@@ -14,6 +14,7 @@ from reconciler.config.checks import OPENWEBUI_EXTRA_PARAMS
 from reconciler.config.params import PARAMS
 from reconciler.config.schema import DesiredState
 from reconciler.plan.changes import Action, Change, render_path
+from reconciler.targets.same import same
 
 # Public is this access grant; Private is its absence (openwebui-api.md §6.1)
 PUBLIC_GRANT = {"principal_type": "user", "principal_id": "*", "permission": "read"}
@@ -38,7 +39,7 @@ def managed_param(stored_key: str) -> str | None:
 @dataclass(frozen=True)
 class Setting:
     path: str     # under "settings." in a plan
-    group: str    # which settings object holds it (openwebui_api.GROUPS)
+    group: str    # which settings object holds it (client.GROUPS)
     key: str      # the field in that object
 
 
@@ -140,23 +141,6 @@ def wanted_for(state: DesiredState) -> Wanted | None:
         for model_id, m in state.models.items() if m.openwebui is not None)
     settings = {s.path: declared[s.path] for s in SETTINGS if declared.get(s.path) is not None}
     return Wanted(ow.url, settings, models, auth, tuple(warnings))
-
-
-# ---------------------------------------------------------------- comparing values
-
-def same(a: Any, b: Any) -> bool:
-    """Equal as Open WebUI means it: 1 == 1.0 (never True == 1); URLs without a trailing slash."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return float(a) == float(b)
-    if isinstance(a, str) and isinstance(b, str):
-        return a == b or (a.startswith("http") and a.rstrip("/") == b.rstrip("/"))
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    return bool(a == b)
 
 
 def patch_group(group: str, current: dict[str, Any], wanted: Wanted) -> dict[str, Any]:
