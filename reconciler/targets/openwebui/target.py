@@ -21,7 +21,8 @@ from reconciler.errors import PermanentError, TargetError, TemporaryError
 from reconciler.plan.changes import Change
 from reconciler.targets.base import AnyTarget, Disruption, Observed, Progress
 from reconciler.targets.openwebui.client import AuthRefused, OpenWebUIClient
-from reconciler.targets.openwebui.diff import (SETTING, Seen, Wanted, Work, diff_openwebui, grants_for,
+from reconciler.targets.openwebui.settings import SETTING
+from reconciler.targets.openwebui.diff import (Seen, Wanted, Work, diff_openwebui, grants_for,
                                                is_public, model_body, model_fields, patch_group, wanted_for)
 from reconciler.targets.same import same
 
@@ -176,7 +177,7 @@ class OpenWebUITarget:
         except TargetError as exc:
             return Observed(self.name, error=str(exc), notes=list(self._notes))
         listed: frozenset[str] | None = None
-        if self.wanted.models or "task_model" in self.wanted.settings:
+        if self.wanted.models or "task_model" in self.wanted.settings or self.wanted.read_all:
             try:
                 listed = frozenset(await self.api.listed_models())
             except TargetError as exc:
