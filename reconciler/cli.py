@@ -16,12 +16,13 @@ from reconciler.config import DesiredState, load
 from reconciler.daemon.live import restart_notes
 from reconciler.errors import ConfigError, OllafleetError
 from reconciler.plan import engine, render
-from reconciler.plan.changes import ChangeResult, PassReport, Plan
+from reconciler.plan.changes import ChangeResult, PassReport, Plan, TargetProblem
+from reconciler.plan.one_pass import run_pass, suspend_notes
 from reconciler.progress import BarProgress, LogProgress
-from reconciler.targets import Target, build_targets
+from reconciler.targets import AnyTarget, Progress, build_targets
 
 DEFAULT_FILE = "desired_state.toml"
-TargetFactory = Callable[[DesiredState], list[Target]]
+TargetFactory = Callable[[DesiredState], list[AnyTarget]]
 
 
 def _console() -> Console:
@@ -37,7 +38,7 @@ def _load(path: str, *, skip_env: bool = False) -> DesiredState | None:
         return None
 
 
-async def _close(targets: Sequence[Target]) -> None:
+async def _close(targets: Sequence[AnyTarget]) -> None:
     await asyncio.gather(*(t.close() for t in targets), return_exceptions=True)
 
 
@@ -46,13 +47,13 @@ async def make_plan(state: DesiredState, factory: TargetFactory = build_targets)
     try:
         the_plan, notes, restart = await asyncio.gather(engine.plan(targets), balancer_notes(state),
                                                         restart_notes(state))
-        return with_notes(the_plan, [*notes, *restart])
+        return with_notes(the_plan, [*notes, *restart, *suspend_notes(state)])
     finally:
         await _close(targets)
 
 
 async def plan_and_apply(state: DesiredState, factory: TargetFactory, *, on_plan: Callable[[Plan], None],
-                         on_result: Callable[[ChangeResult], None], progress: object) -> PassReport:
+                         on_result: Callable[[ChangeResult], None], progress: Progress) -> PassReport:
     if state.cluster is not None:   # one writer at a time: the daemons' leader lease
         from reconciler.cluster import Fenced, apply_lease
 
@@ -63,17 +64,12 @@ async def plan_and_apply(state: DesiredState, factory: TargetFactory, *, on_plan
 
 
 async def _plan_and_apply(state: DesiredState, factory: TargetFactory, *, on_plan: Callable[[Plan], None],
-                          on_result: Callable[[ChangeResult], None], progress: object) -> PassReport:
-    targets = factory(state)
-    try:
-        the_plan, notes = await asyncio.gather(engine.plan(targets), balancer_notes(state))
-        the_plan = with_notes(the_plan, notes)
-        on_plan(the_plan)
-        limits = engine.Limits(per_target=state.reconcile.max_pulls_per_node)
-        return await engine.apply(the_plan, targets, limits=limits, progress=progress,  # type: ignore[arg-type]
-                                  on_result=on_result)
-    finally:
-        await _close(targets)
+                          on_result: Callable[[ChangeResult], None], progress: Progress) -> PassReport:
+    async def notes() -> list[TargetProblem]:
+        return [*await balancer_notes(state), *suspend_notes(state)]
+
+    return await run_pass(state, factory(state), notes=notes, on_plan=on_plan, progress=progress,
+                          on_result=on_result)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -111,7 +107,7 @@ def cmd_apply(args: argparse.Namespace, factory: TargetFactory = build_targets) 
             render.print_plan(p, console)
         elif not quiet:    # nothing to change, but an absent balancer explains an empty chat page
             for note in p.notes:
-                if note.target == balancer_reach.TARGET:
+                if note.target in (balancer_reach.TARGET, "reconcile"):
                     console.print(f"[cyan]note[/] {note.target}: {note.message}", highlight=False)
 
     def on_result(r: ChangeResult) -> None:

@@ -18,7 +18,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, Generic
 
 from balancer.fleet import Fleet
 from balancer.shared import Shared
@@ -26,7 +26,7 @@ from reconciler.config.schema import Cluster
 from reconciler.daemon.loop import Daemon
 from reconciler.errors import OllafleetError, TargetError
 from reconciler.plan.changes import Change
-from reconciler.targets.base import Observed, Progress, Target
+from reconciler.targets.base import AnyTarget, Disruption, Observed, Progress, Seen, Target, Work
 
 log = logging.getLogger("ollafleet.cluster")
 
@@ -154,21 +154,27 @@ class Lease:
         self.valid_until, self._holding = 0.0, False
 
 
-class Fenced:
+class Fenced(Generic[Seen, Work]):
     """Wraps a target: each change is made only after the fencing check."""
 
-    def __init__(self, inner: Target, lease: Lease) -> None:
+    def __init__(self, inner: Target[Seen, Work], lease: Lease) -> None:
         self.inner = inner
         self.name = inner.name
         self.lease = lease
 
-    async def observe(self) -> Observed:
+    async def observe(self) -> Observed[Seen]:
         return await self.inner.observe()
 
-    def diff(self, observed: Observed) -> tuple[list[Change], list[str]]:
+    def diff(self, observed: Observed[Seen]) -> tuple[list[Change[Work]], list[str]]:
         return self.inner.diff(observed)
 
-    async def apply(self, change: Change, progress: Progress) -> None:
+    def disrupts(self, change: Change[Work]) -> Disruption | None:
+        return self.inner.disrupts(change)
+
+    def abandonable(self, change: Change[Work]) -> bool:
+        return self.inner.abandonable(change)
+
+    async def apply(self, change: Change[Work], progress: Progress) -> None:
         if not await self.lease.still_ours():
             log.warning("cluster: not applying %s %s: this daemon no longer holds the leader lease",
                         change.target, change.path_text)
@@ -200,10 +206,10 @@ class ClusterMember:
         """Before a pass: a standby runs none (its leader does)."""
         return await self.lease.still_ours()
 
-    def fence(self, inner: Callable[[Sequence[Target]], Sequence[Target]] | None
-              ) -> Callable[[Sequence[Target]], Sequence[Target]]:
+    def fence(self, inner: Callable[[Sequence[AnyTarget]], Sequence[AnyTarget]] | None
+              ) -> Callable[[Sequence[AnyTarget]], Sequence[AnyTarget]]:
         """The daemon's target wrapper, with the fencing check outermost."""
-        def wrap(targets: Sequence[Target]) -> list[Target]:
+        def wrap(targets: Sequence[AnyTarget]) -> list[AnyTarget]:
             return [Fenced(t, self.lease) for t in (inner(targets) if inner else targets)]
         return wrap
 

@@ -58,6 +58,17 @@ def print_status(data: dict[str, Any], console: Console) -> None:
         targets.add_row(name, "[green]ok[/]" if rec.get("ok") else "[red]error[/]", str(rec.get("applied", 0)),
                         str(rec.get("failed", 0)), detail)
     console.print(targets)
+    applied, attempted = data.get("applied_revision"), data.get("attempted_revision")
+    if attempted and applied != attempted:
+        console.print(f"[yellow]file {str(attempted)[:12]} not fully applied yet[/]; last fully applied: "
+                      f"{str(applied)[:12] if applied else 'none since the daemon started'}")
+    retries = data.get("retries") or []
+    if retries:
+        held = Table("item", "kind", "failures", "next try", "last error", title="Failed items, retried later")
+        for r in retries:
+            held.add_row(str(r.get("item")), str(r.get("kind")), str(r.get("failures")), _when(r.get("next_retry")),
+                         str(r.get("error")))
+        console.print(held)
 
     bal = data.get("balancer")
     if bal:

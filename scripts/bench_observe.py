@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reconciler.config import load_text  # noqa: E402
 from reconciler.plan import engine  # noqa: E402
 from reconciler.targets.ollama import OllamaNode  # noqa: E402
-from reconciler.targets.ollama_api import tls_context  # noqa: E402
-from reconciler.targets.ollama_diff import wanted_for  # noqa: E402
+from reconciler.targets.ollama.client import tls_context  # noqa: E402
+from reconciler.targets.ollama.diff import wanted_for  # noqa: E402
 from simulator import Simulator, Timing  # noqa: E402
 
 MODELS = """

@@ -79,7 +79,7 @@ async def apply_once(folder: Path, urls: list[str], concurrency: int) -> float:
 
 
 async def main(size_mb: int, count: int) -> None:
-    from reconciler.targets import ollama_dir
+    from reconciler.targets.ollama import folder as ollama_dir
     from simulator.modelsdir import write_model
 
     with tempfile.TemporaryDirectory(prefix="bench-upload-") as tmp:

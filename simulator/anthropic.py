@@ -11,32 +11,16 @@ from aiohttp import web
 
 from . import common
 from .engine import GenRequest, generation
-from .faults import StreamOut
+from .stream import StreamOut
 from .timing import tokenize
 from .wire import RAW, SSE, HTTPError, decode_body, encoder_json, lenient_str, sse_event
-
-_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-                    403: "permission_error", 404: "not_found_error", 429: "rate_limit_error",
-                    503: "overloaded_error"}
-
-
-def anthropic_error(status: int, message: str) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": _ANTHROPIC_TYPES.get(status, "api_error"),
-                                       "message": message},
-            "request_id": f"req_{secrets.token_hex(12)}"}
-
-
-def _node(request: web.Request) -> Any:
-    from .server import NODE
-    return request.app[NODE]
-
+from .node import SimNode
 
 def _stop_reason(done_reason: str) -> str:
     return "max_tokens" if done_reason == "length" else "end_turn"
 
 
-async def messages(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
+async def messages(node: SimNode, request: web.Request) -> web.StreamResponse:
     body = decode_body(request[RAW], "MessagesRequest")
     name = lenient_str(body.get("model"))
     if not name:
@@ -131,8 +115,7 @@ def _response_input(body: dict[str, Any]) -> list[dict[str, Any]]:
     return conv
 
 
-async def responses(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
+async def responses(node: SimNode, request: web.Request) -> web.StreamResponse:
     body = decode_body(request[RAW], "ResponsesRequest")
     name = lenient_str(body.get("model"))
     conv = _response_input(body)

@@ -17,12 +17,13 @@ from typing import Any
 from aiohttp import web
 
 from .faults import Fault
+from .node import SimNode
 from .sim import Simulator
 
 SIM: web.AppKey[Simulator] = web.AppKey("sim")
 
 
-def _describe(node: Any) -> dict[str, Any]:
+def _describe(node: SimNode) -> dict[str, Any]:
     return {"name": node.name, "url": node.url, "fault": node.fault_state.fault.value,
             "registry_online": node.registry_online, "installed": node.installed_models(),
             "loaded": node.loaded_models(), "requests": len(node.requests),

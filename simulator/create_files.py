@@ -14,6 +14,7 @@ from . import catalogue as cat
 from .catalogue import CatalogueModel
 from .gguf import kind_of, read_kv
 from .names import ModelName
+from .node import SimNode
 from .state import MT_ADAPTER, InstalledModel, build_layers
 from .wire import HTTPError
 
@@ -40,7 +41,7 @@ def check_create_messages(value: Any) -> list[dict[str, Any]]:
     return [dict(m) for m in value]
 
 
-async def layers_from_blobs(node: Any, files: dict[str, str], progress: Any) -> list[tuple[cat.Layer, str]]:
+async def layers_from_blobs(node: SimNode, files: dict[str, str], progress: Any) -> list[tuple[cat.Layer, str]]:
     """(layer, architecture) per named blob, in file-name order."""
     out: list[tuple[cat.Layer, str]] = []
     for fname in sorted(files):
@@ -56,7 +57,7 @@ async def layers_from_blobs(node: Any, files: dict[str, str], progress: Any) -> 
     return out
 
 
-async def model_from_blobs(node: Any, n: ModelName, body: dict[str, Any], guess: Any,
+async def model_from_blobs(node: SimNode, n: ModelName, body: dict[str, Any], guess: Any,
                            progress: Any) -> InstalledModel:
     """The model `body` (files, adapters, template, ...) describes; raises HTTPError like Ollama."""
     found = await layers_from_blobs(node, body["files"], progress)

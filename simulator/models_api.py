@@ -9,9 +9,10 @@ from aiohttp import web
 
 from .gofmt import format_parameters, modelfile_value, rfc3339nano
 from .names import parse_name
-from .pulls import BLOB_DIR, DIGEST_RE, HEAD_BYTES, Progress, _node, create, named_request, pull
+from .pulls import BLOB_DIR, DIGEST_RE, HEAD_BYTES, Progress, create, named_request, pull
 from .state import Blob, InstalledModel
 from .wire import RAW, HTTPError, decode_body, empty, native_json, want_model, want_str, want_stream
+from .node import SimNode
 
 __all__ = ["show", "delete", "copy", "push", "blob_head", "blob_upload", "pull", "create"]
 
@@ -55,8 +56,7 @@ def tensors(m: InstalledModel) -> list[dict[str, Any]]:
             {"name": "output_norm.weight", "type": "F32", "shape": [emb]}]
 
 
-async def show(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
+async def show(node: SimNode, request: web.Request) -> web.StreamResponse:
     body = decode_body(request[RAW], "ShowRequest")
     name = want_model(body, "ShowRequest")
     if not name:
@@ -84,8 +84,7 @@ async def show(request: web.Request) -> web.StreamResponse:
     return await native_json(request, out)
 
 
-async def delete(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
+async def delete(node: SimNode, request: web.Request) -> web.StreamResponse:
     body = decode_body(request[RAW], "DeleteRequest")
     name = want_model(body, "DeleteRequest")
     if parse_name(name) is None:
@@ -95,8 +94,7 @@ async def delete(request: web.Request) -> web.StreamResponse:
     return empty(200)
 
 
-async def copy(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
+async def copy(node: SimNode, request: web.Request) -> web.StreamResponse:
     body = decode_body(request[RAW], "CopyRequest")
     source = want_str(body, "source", "CopyRequest")
     dest = want_str(body, "destination", "CopyRequest")
@@ -112,8 +110,8 @@ async def copy(request: web.Request) -> web.StreamResponse:
     return empty(200)
 
 
-async def push(request: web.Request) -> web.StreamResponse:
-    node, body, name, n = named_request(request, "PushRequest")
+async def push(node: SimNode, request: web.Request) -> web.StreamResponse:
+    body, name, n = named_request(request, "PushRequest")
     progress = Progress(request, node, want_stream(body, True))
     await progress.emit({"status": "retrieving manifest"})
     m = node.state.get(name)
@@ -145,16 +143,14 @@ def _digest(request: web.Request) -> str:
     return "sha256:" + raw[7:].lower()
 
 
-async def blob_head(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
+async def blob_head(node: SimNode, request: web.Request) -> web.StreamResponse:
     digest = _digest(request)
     if digest not in node.state.blobs:
         raise HTTPError(404, f'blob "{digest}" not found')
     return empty(200)
 
 
-async def blob_upload(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
+async def blob_upload(node: SimNode, request: web.Request) -> web.StreamResponse:
     digest = _digest(request)
     if digest in node.state.blobs:
         return empty(200)

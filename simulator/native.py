@@ -10,20 +10,16 @@ from aiohttp import web
 from . import common
 from .engine import GenRequest, generation
 from .sched import get_runner, modelled_ns, release, slot
-from .faults import StreamOut
+from .stream import StreamOut
 from .gofmt import now_utc
 from .state import InstalledModel
 from .timing import NS, tokenize
 from .wire import (RAW, NDJSON, HTTPError, decode_body, native_json, ndjson_line, want_str,
                    want_stream)
+from .node import SimNode
 
 
-def _node(request: web.Request) -> Any:
-    from .server import NODE
-    return request.app[NODE]
-
-
-async def _load_or_unload(request: web.Request, node: Any, model: InstalledModel,
+async def _load_or_unload(request: web.Request, node: SimNode, model: InstalledModel,
                           options: dict[str, Any], keep: int | None, extra: dict[str, Any],
                           ) -> dict[str, Any] | None:
     """Empty prompt/messages: returns the done_reason object fields, after loading."""
@@ -40,8 +36,7 @@ async def _load_or_unload(request: web.Request, node: Any, model: InstalledModel
     return {**extra, "done": True, "done_reason": "load"}
 
 
-async def chat(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
+async def chat(node: SimNode, request: web.Request) -> web.StreamResponse:
     body = decode_body(request[RAW], "ChatRequest")
     name = want_str(body, "model", "ChatRequest")
     if not name:
@@ -101,8 +96,7 @@ def _check_logprobs(body: dict[str, Any]) -> None:
         raise HTTPError(400, "top_logprobs must be between 0 and 20")
 
 
-async def generate(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
+async def generate(node: SimNode, request: web.Request) -> web.StreamResponse:
     body = decode_body(request[RAW], "GenerateRequest")
     name = want_str(body, "model", "GenerateRequest")
     stream = want_stream(body, True)
@@ -160,7 +154,7 @@ def _inputs(value: Any) -> list[str]:
     raise HTTPError(400, "invalid input type")
 
 
-async def embed_vectors(node: Any, model: InstalledModel, inputs: list[str],
+async def embed_vectors(node: SimNode, model: InstalledModel, inputs: list[str],
                         options: dict[str, Any], keep: int | None, truncate: bool,
                         dims: int, normalise: bool = True,
                         ) -> tuple[list[list[float]], dict[str, int]]:
@@ -186,8 +180,7 @@ async def embed_vectors(node: Any, model: InstalledModel, inputs: list[str],
                      "prompt_eval_count": sum(counts)}
 
 
-async def embed(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
+async def embed(node: SimNode, request: web.Request) -> web.StreamResponse:
     body = decode_body(request[RAW], "EmbedRequest")
     name = want_str(body, "model", "EmbedRequest")
     keep = common.parse_keep_alive(body)
@@ -205,8 +198,7 @@ async def embed(request: web.Request) -> web.StreamResponse:
                                        **{k: v for k, v in metrics.items() if v}})
 
 
-async def embeddings(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
+async def embeddings(node: SimNode, request: web.Request) -> web.StreamResponse:
     body = decode_body(request[RAW], "EmbeddingRequest")
     name = want_str(body, "model", "EmbeddingRequest")
     keep = common.parse_keep_alive(body)

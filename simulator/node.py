@@ -128,12 +128,11 @@ class SimNode:
         return effective_num_ctx(model, options, self.default_num_ctx(model),
                                  clamp=self.version_at_least(0, 15, 5))
 
-    async def start(self, port: int = 0) -> None:
-        from .server import build_app
-
+    async def start(self, app: web.Application, port: int = 0) -> None:
+        """Serve `app` (server.build_app(node)) on 127.0.0.1:port (0 = a free port)."""
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
-        self._runner = web.AppRunner(build_app(self), handler_cancellation=True,
+        self._runner = web.AppRunner(app, handler_cancellation=True,
                                      shutdown_timeout=0.2, access_log=None)
         await self._runner.setup()
         self.port = port

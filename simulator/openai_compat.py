@@ -13,15 +13,11 @@ from aiohttp import web
 
 from . import common
 from .engine import GenRequest, GenResult, generation
-from .faults import StreamOut
+from .stream import StreamOut
 from .native import embed_vectors
 from .timing import tokenize
 from .wire import RAW, SSE, HTTPError, decode_body, encoder_json, lenient_str, sse_data
-
-
-def _node(request: web.Request) -> Any:
-    from .server import NODE
-    return request.app[NODE]
+from .node import SimNode
 
 
 def sampling_options(body: dict[str, Any], completions: bool = False) -> dict[str, Any]:
@@ -68,8 +64,7 @@ def _think(body: dict[str, Any], model: Any, name: str) -> bool:
     return common.resolve_think(effort, model, name)
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
+async def chat_completions(node: SimNode, request: web.Request) -> web.StreamResponse:
     body = decode_body(request[RAW], "ChatCompletionRequest")
     name = lenient_str(body.get("model"))
     messages = body.get("messages")
@@ -142,8 +137,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await out.finish()
 
 
-async def completions(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
+async def completions(node: SimNode, request: web.Request) -> web.StreamResponse:
     body = decode_body(request[RAW], "CompletionRequest")
     name = lenient_str(body.get("model"))
     prompt = body.get("prompt")
@@ -179,8 +173,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await out.finish()
 
 
-async def embeddings(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
+async def embeddings(node: SimNode, request: web.Request) -> web.StreamResponse:
     body = decode_body(request[RAW], "EmbedRequest")
     name = lenient_str(body.get("model"))
     fmt = body.get("encoding_format") or "float"
@@ -211,15 +204,13 @@ def _entry(m: Any, model_id: str) -> dict[str, Any]:
             "owned_by": m.name.namespace}
 
 
-async def list_models(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
+async def list_models(node: SimNode, request: web.Request) -> web.StreamResponse:
     models = sorted(node.state.models.values(), key=lambda m: m.modified_ns, reverse=True)
     data = [_entry(m, m.name.short) for m in models] or None
     return await encoder_json(request, {"object": "list", "data": data})
 
 
-async def retrieve_model(request: web.Request) -> web.StreamResponse:
-    node = _node(request)
+async def retrieve_model(node: SimNode, request: web.Request) -> web.StreamResponse:
     name = request.match_info["model"]
     m = node.state.get(name)
     if m is None:

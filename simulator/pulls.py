@@ -11,26 +11,23 @@ from aiohttp import web
 from . import catalogue as cat
 from .catalogue import CatalogueModel, lookup
 from .create_files import model_from_blobs
-from .faults import Fault, StreamOut
+from .faults import Fault
+from .stream import StreamOut
 from .names import ModelName, parse_name
 from .state import InstalledModel, derive_model, model_from_catalogue
 from .wire import (RAW, NDJSON, PLAIN_JSON, HTTPError, decode_body, native_json, ndjson_line,
                    want_model, want_stream)
+from .node import SimNode
 
 DIGEST_RE = re.compile(r"^sha256[:-][0-9a-fA-F]{64}$")
 BLOB_DIR = "/root/.ollama/models/blobs"
 HEAD_BYTES = 4096   # kept of each uploaded blob: the GGUF header says weights, projector or adapter
 
 
-def _node(request: web.Request) -> Any:
-    from .server import NODE
-    return request.app[NODE]
-
-
 class Progress:
     """NDJSON progress when streaming; otherwise silence and one final JSON object."""
 
-    def __init__(self, request: web.Request, node: Any, stream: bool) -> None:
+    def __init__(self, request: web.Request, node: SimNode, stream: bool) -> None:
         self.request = request
         self.out = StreamOut(request, node, NDJSON,
                              lambda m: ndjson_line({"error": m})) if stream else None
@@ -51,7 +48,7 @@ class Progress:
         return await native_json(self.request, {"status": "success"}, content_type=PLAIN_JSON)
 
 
-def _dial_error(node: Any, n: ModelName, insecure: bool) -> str:
+def _dial_error(node: SimNode, n: ModelName, insecure: bool) -> str:
     scheme = "http" if insecure else "https"
     url = f"{scheme}://{n.host}/v2/{n.namespace}/{n.model}/manifests/{n.tag}"
     host = n.host.split(":")[0]
@@ -61,7 +58,7 @@ def _dial_error(node: Any, n: ModelName, insecure: bool) -> str:
     return f'pull model manifest: Get "{url}": dial tcp: lookup {host}: no such host'
 
 
-async def run_pull(node: Any, n: ModelName, progress: Progress, insecure: bool,
+async def run_pull(node: SimNode, n: ModelName, progress: Progress, insecure: bool,
                    path: str) -> InstalledModel:
     """Stream a pull from the catalogue; raises HTTPError(500) like the real failures."""
     timing = node.timing
@@ -102,18 +99,18 @@ async def run_pull(node: Any, n: ModelName, progress: Progress, insecure: bool,
     return model
 
 
-def named_request(request: web.Request, struct: str) -> tuple[Any, dict[str, Any], str, ModelName]:
-    """The node, body, model name and parsed name of a model-management request (400 if invalid)."""
+def named_request(request: web.Request, struct: str) -> tuple[dict[str, Any], str, ModelName]:
+    """The body, model name and parsed name of a model-management request (400 if invalid)."""
     body = decode_body(request[RAW], struct)
     name = want_model(body, struct)
     n = parse_name(name)
     if n is None:
         raise HTTPError(400, "invalid model name")
-    return _node(request), body, name, n
+    return body, name, n
 
 
-async def pull(request: web.Request) -> web.StreamResponse:
-    node, body, name, n = named_request(request, "PullRequest")
+async def pull(node: SimNode, request: web.Request) -> web.StreamResponse:
+    body, name, n = named_request(request, "PullRequest")
     progress = Progress(request, node, want_stream(body, True))
     try:
         await run_pull(node, n, progress, bool(body.get("insecure")), request.path)
@@ -133,8 +130,8 @@ def _check_template(template: Any) -> str | None:
     return template
 
 
-async def create(request: web.Request) -> web.StreamResponse:
-    node, body, name, n = named_request(request, "CreateRequest")
+async def create(node: SimNode, request: web.Request) -> web.StreamResponse:
+    body, name, n = named_request(request, "CreateRequest")
     stream = want_stream(body, True)
     from_, files = body.get("from"), body.get("files")
     if not from_ and not files:
@@ -161,7 +158,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     progress = Progress(request, node, stream)
     try:
         if fn is not None:
-            base = node.state.get(from_)
+            base = node.state.get(str(from_))
             if base is None:
                 base = await run_pull(node, fn, progress, False, request.path)
             if body.get("quantize") and base.info.quantization not in ("F16", "BF16", "F32"):
@@ -179,7 +176,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     return await progress.done()
 
 
-async def _write_layers(node: Any, model: InstalledModel, progress: Progress, path: str) -> None:
+async def _write_layers(node: SimNode, model: InstalledModel, progress: Progress, path: str) -> None:
     for layer in (*model.layers, model.config):
         if layer.media_type == cat.MT_CONFIG:
             continue

@@ -7,30 +7,25 @@ import ipaddress
 import json
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from . import anthropic, models_api, native, openai_compat
 from .faults import BUSY_ERROR, CutConnection, Fault, StreamCut, reset_transport
+from .node import RecordedRequest, SimNode
 from .wire import RAW, HTTPError, error_response, native_json, text
 
-if TYPE_CHECKING:
-    from .node import RecordedRequest, SimNode
-
-NODE: web.AppKey[SimNode] = web.AppKey("node")
 REC: web.RequestKey[RecordedRequest] = web.RequestKey("rec")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+NodeHandler = Callable[[SimNode, web.Request], Awaitable[web.StreamResponse]]
 
 _KNOWN_PATHS = ("/", "/api/version", "/api/tags", "/api/ps", "/api/show", "/api/pull",
                 "/api/push", "/api/create", "/api/copy", "/api/delete", "/api/generate",
                 "/api/chat", "/api/embed", "/api/embeddings", "/v1/chat/completions",
                 "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/messages",
                 "/v1/responses")
-
-
-def node_of(request: web.Request) -> SimNode:
-    return request.app[NODE]
 
 
 def _parse_json(raw: bytes) -> Any:
@@ -64,11 +59,21 @@ def _hang_content_type(request: web.Request) -> str:
     return "text/event-stream" if request.path.startswith("/v1/") else "application/x-ndjson"
 
 
-@web.middleware
-async def node_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    from .node import RecordedRequest
+def _bind(node: SimNode, handler: NodeHandler) -> Handler:
+    """A route handler that hands `node` to `handler`: every handler is told its node."""
+    async def bound(request: web.Request) -> web.StreamResponse:
+        return await handler(node, request)
+    return bound
 
-    node = node_of(request)
+
+def node_middleware(node: SimNode) -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await _serve(node, request, handler)
+    return middleware
+
+
+async def _serve(node: SimNode, request: web.Request, handler: Handler) -> web.StreamResponse:
     raw = b""
     if request.method in ("POST", "DELETE", "PUT", "PATCH") and not \
             request.path.startswith("/api/blobs/"):
@@ -139,22 +144,21 @@ async def _dispatch(request: web.Request, handler: Handler, node: SimNode,
         return text("404 page not found", 404, "text/plain")
 
 
-async def root(request: web.Request) -> web.StreamResponse:
+async def root(node: SimNode, request: web.Request) -> web.StreamResponse:
     return text("Ollama is running")
 
 
-async def version(request: web.Request) -> web.StreamResponse:
-    return await native_json(request, {"version": node_of(request).version})
+async def version(node: SimNode, request: web.Request) -> web.StreamResponse:
+    return await native_json(request, {"version": node.version})
 
 
-async def tags(request: web.Request) -> web.StreamResponse:
-    node = node_of(request)
+async def tags(node: SimNode, request: web.Request) -> web.StreamResponse:
     models = node.state.tags(capabilities=node.version_at_least(0, 30, 0))
     return await native_json(request, {"models": models})
 
 
-async def ps(request: web.Request) -> web.StreamResponse:
-    return await native_json(request, {"models": node_of(request).state.ps()})
+async def ps(node: SimNode, request: web.Request) -> web.StreamResponse:
+    return await native_json(request, {"models": node.state.ps()})
 
 
 async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
@@ -167,33 +171,32 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
 
 
 def build_app(node: SimNode) -> web.Application:
-    app = web.Application(middlewares=[node_middleware], client_max_size=256 * 1024**2)
-    app[NODE] = node
+    app = web.Application(middlewares=[node_middleware(node)], client_max_size=256 * 1024**2)
     app.on_response_prepare.append(_on_prepare)
     r = app.router
-    r.add_get("/", root)
-    r.add_get("/api/version", version)
-    r.add_get("/api/tags", tags)
-    r.add_get("/api/ps", ps, allow_head=False)
-    r.add_post("/api/show", models_api.show)
-    r.add_post("/api/pull", models_api.pull)
-    r.add_post("/api/push", models_api.push)
-    r.add_post("/api/create", models_api.create)
-    r.add_post("/api/copy", models_api.copy)
-    r.add_delete("/api/delete", models_api.delete)
-    r.add_route("HEAD", "/api/blobs/{digest}", models_api.blob_head)
-    r.add_post("/api/blobs/{digest}", models_api.blob_upload)
-    r.add_post("/api/generate", native.generate)
-    r.add_post("/api/chat", native.chat)
-    r.add_post("/api/embed", native.embed)
-    r.add_post("/api/embeddings", native.embeddings)
-    r.add_post("/v1/chat/completions", openai_compat.chat_completions)
-    r.add_post("/v1/completions", openai_compat.completions)
-    r.add_post("/v1/embeddings", openai_compat.embeddings)
-    r.add_get("/v1/models", openai_compat.list_models, allow_head=False)
-    r.add_get("/v1/models/{model}", openai_compat.retrieve_model, allow_head=False)
+    r.add_get("/", _bind(node, root))
+    r.add_get("/api/version", _bind(node, version))
+    r.add_get("/api/tags", _bind(node, tags))
+    r.add_get("/api/ps", _bind(node, ps), allow_head=False)
+    r.add_post("/api/show", _bind(node, models_api.show))
+    r.add_post("/api/pull", _bind(node, models_api.pull))
+    r.add_post("/api/push", _bind(node, models_api.push))
+    r.add_post("/api/create", _bind(node, models_api.create))
+    r.add_post("/api/copy", _bind(node, models_api.copy))
+    r.add_delete("/api/delete", _bind(node, models_api.delete))
+    r.add_route("HEAD", "/api/blobs/{digest}", _bind(node, models_api.blob_head))
+    r.add_post("/api/blobs/{digest}", _bind(node, models_api.blob_upload))
+    r.add_post("/api/generate", _bind(node, native.generate))
+    r.add_post("/api/chat", _bind(node, native.chat))
+    r.add_post("/api/embed", _bind(node, native.embed))
+    r.add_post("/api/embeddings", _bind(node, native.embeddings))
+    r.add_post("/v1/chat/completions", _bind(node, openai_compat.chat_completions))
+    r.add_post("/v1/completions", _bind(node, openai_compat.completions))
+    r.add_post("/v1/embeddings", _bind(node, openai_compat.embeddings))
+    r.add_get("/v1/models", _bind(node, openai_compat.list_models), allow_head=False)
+    r.add_get("/v1/models/{model}", _bind(node, openai_compat.retrieve_model), allow_head=False)
     if node.version_at_least(0, 13, 3):
-        r.add_post("/v1/responses", anthropic.responses)
+        r.add_post("/v1/responses", _bind(node, anthropic.responses))
     if node.version_at_least(0, 14, 0):
-        r.add_post("/v1/messages", anthropic.messages)
+        r.add_post("/v1/messages", _bind(node, anthropic.messages))
     return app

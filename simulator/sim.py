@@ -7,6 +7,7 @@ from typing import Any
 
 from .catalogue import CATALOGUE, Catalogue
 from .node import SimNode
+from .server import build_app
 from .timing import Timing
 
 
@@ -32,7 +33,7 @@ class Simulator:
                        num_parallel=num_parallel, registry_online=self.registry_online, **kwargs)
         for model in models:
             node._install(model, None, None, None, None)
-        await node.start(port)
+        await node.start(build_app(node), port)
         self.nodes[name] = node
         return node
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 from aiohttp import web
@@ -71,11 +72,21 @@ def openai_envelope(status: int, message: str) -> dict[str, Any]:
                       "code": None}}
 
 
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                    403: "permission_error", 404: "not_found_error", 429: "rate_limit_error",
+                    503: "overloaded_error"}
+
+
+def anthropic_error(status: int, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": _ANTHROPIC_TYPES.get(status, "api_error"),
+                                       "message": message},
+            "request_id": f"req_{secrets.token_hex(12)}"}
+
+
 async def error_response(request: web.Request, err: HTTPError) -> web.StreamResponse:
     """The error shape of the endpoint the request went to."""
     path = request.path
     if path.startswith("/v1/messages"):
-        from .anthropic import anthropic_error
         return await encoder_json(request, anthropic_error(err.status, err.message), err.status)
     if path.startswith("/v1/"):
         return await encoder_json(request, openai_envelope(err.status, err.message), err.status)

@@ -29,12 +29,14 @@ from reconciler.daemon.revision import Revision, revision_of
 from reconciler.errors import ConfigError
 from reconciler.plan import engine, render
 from reconciler.plan.changes import Change, ChangeResult, PassReport, Plan, Status
+from reconciler.plan.one_pass import run_pass
+from reconciler.plan.retries import Retries
 from reconciler.progress import LogProgress
-from reconciler.targets import Target, build_targets
+from reconciler.targets import AnyTarget, build_targets
 
 log = logging.getLogger("ollafleet.daemon")
 
-TargetFactory = Callable[[DesiredState], Sequence[Target]]
+TargetFactory = Callable[[DesiredState], Sequence[AnyTarget]]
 FILE_TRIGGERS = {"file change", "SIGHUP"}   # passes asked for because the file may have changed
 
 
@@ -62,8 +64,8 @@ class Counters:
 class Daemon:
     def __init__(self, path: str | Path, *, factory: TargetFactory = build_targets,
                  on_new_state: Callable[[DesiredState], None] | None = None,
-                 wrap: Callable[[Sequence[Target]], Sequence[Target]] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 wrap: Callable[[Sequence[AnyTarget]], Sequence[AnyTarget]] | None = None,
+                 env: dict[str, str] | None = None, retries: Retries | None = None) -> None:
         self.path = Path(path)
         self.factory = factory
         self.on_new_state = on_new_state
@@ -72,6 +74,9 @@ class Daemon:
         self.state: DesiredState | None = None
         self.revision: Revision | None = None
         self.pass_revision: Revision | None = None   # the file the running (or last) pass applies
+        self.applied_revision: str | None = None     # sha256 of the last file a pass fully applied
+        self.retries = retries or Retries()          # each failed item's error and next retry
+        self._problems = False                       # the last pass could not read some target
         self.file_errors: list[str] = []
         self.targets: dict[str, TargetRecord] = {}
         self.counters = Counters()
@@ -183,29 +188,30 @@ class Daemon:
         if self.gate is not None and not await self.gate():
             return None  # a standby: the leader reconciles
         reason = ", ".join(sorted(reasons))
-        started = time.time()
         self.activity.begin(reason)
         self.pass_revision = self.revision
+        assert self.revision is not None
+        sha = self.revision.sha256
         self._newer = asyncio.Event()
         targets = list(self.factory(state))
         if self.wrap:
             targets = list(self.wrap(targets))
-        try:
-            plan = await engine.plan(targets)
-            self.activity.planned(plan, suspended=state.reconcile.suspend)
-            if state.reconcile.suspend:
-                report = PassReport(plan, (), started, time.time())
-            else:
-                limits = engine.Limits(per_target=state.reconcile.max_pulls_per_node)
-                report = await engine.apply(plan, targets, limits=limits, progress=self.activity.progress(LogProgress()),
-                                            on_result=self.activity.on_result(_log_result), stop=self._newer,
-                                            abandon=_is_pull)
-        finally:
-            await asyncio.gather(*(t.close() for t in targets), return_exceptions=True)
+        suspended = state.reconcile.suspend
+        report = await run_pass(state, targets, on_plan=lambda p: self.activity.planned(p, suspended=suspended),
+                                progress=self.activity.progress(LogProgress()),
+                                on_result=self.activity.on_result(_log_result), stop=self._newer,
+                                abandon=_abandonable(targets), hold=lambda c: self.retries.held(c, sha))
+        plan = report.plan
+        if not state.reconcile.suspend:
+            for result in report.results:
+                self.retries.record(result, sha)
+            self.retries.keep_only(plan.changes, {t.name for t in targets} - {p.target for p in plan.problems})
         self._record(report, targets, reason, suspended=state.reconcile.suspend)
+        if self.last_pass and self.last_pass["ok"] and not state.reconcile.suspend:
+            self.applied_revision = sha
         return report
 
-    def _record(self, report: PassReport, targets: Sequence[Target], reason: str, *, suspended: bool) -> None:
+    def _record(self, report: PassReport, targets: Sequence[AnyTarget], reason: str, *, suspended: bool) -> None:
         plan: Plan = report.plan
         now = time.time()
         records = {t.name: TargetRecord(last_pass=now) for t in targets}
@@ -216,11 +222,15 @@ class Daemon:
         if suspended:
             for change in plan.changes:
                 records[change.target].drift.append(render.change_text(change))
-        preempted = 0
+        preempted = held = 0
         for result in report.results:
             rec = records[result.change.target]
             if result.status is Status.APPLIED:
                 rec.applied += 1
+            elif result.status is Status.HELD:
+                held += 1
+                rec.errors.append(f"{result.change.path_text}: {result.message}")
+                rec.drift.append(result.change.path_text)
             elif result.message in (engine.PREEMPTED, engine.ABANDONED):
                 preempted += 1
                 rec.drift.append(result.change.path_text)
@@ -232,6 +242,7 @@ class Daemon:
             rec.ok = not rec.errors
         self.targets = records
         self.pass_error = None
+        self._problems = bool(plan.problems)
         ok = not plan.problems and not any(r.errors for r in records.values())
         self.counters.passes += 1
         self.counters.failed_passes += 0 if ok else 1
@@ -240,14 +251,15 @@ class Daemon:
         self.last_pass = {"reason": reason, "started": report.started, "finished": report.finished, "ok": ok,
                           "suspended": suspended, "changes": len(plan.changes),
                           "applied": sum(r.applied for r in records.values()),
-                          "failed": sum(r.failed for r in records.values()), "preempted": preempted}
+                          "failed": sum(r.failed for r in records.values()), "preempted": preempted,
+                          "held": held}
         self.history.append({**self.last_pass, "changed": [f"{r.change.target}: {render.change_text(r.change)}"
                                                           for r in report.results if r.status is Status.APPLIED],
                              "errors": [f"{n}: {e}" for n, rec in records.items() for e in rec.errors]})
         verb = "found" if suspended else "applied"
-        log.info("pass (%s) %s: %d change(s) %s, %d failed, %d target error(s)", reason,
-                 "ok" if ok else "FAILED", len(plan.changes) if suspended else self.last_pass["applied"], verb,
-                 self.last_pass["failed"], len(plan.problems))
+        log.info("pass (%s) %s: %d change(s) %s, %d failed, %d held for a later retry, %d target error(s)",
+                 reason, "ok" if ok else "FAILED", len(plan.changes) if suspended else self.last_pass["applied"],
+                 verb, self.last_pass["failed"], held, len(plan.problems))
         if preempted:
             log.info("pass (%s) made way for a newer file: %d change(s) not started or abandoned", reason, preempted)
         for problem in plan.problems:
@@ -255,18 +267,27 @@ class Daemon:
         if not ok:
             self.on_pass_failed()
 
+    def retry_in(self, interval: float) -> float:
+        """Seconds until the retry after a failed pass: `interval`, or longer when the only
+        failures are items held until a later time (retrying sooner would change nothing)."""
+        due = self.retries.next_due()
+        if due is None or self._problems or self.pass_error:
+            return interval
+        return max(interval, due - self.retries.clock())
+
     async def wait_for_pass(self, timeout: float) -> None:
         async with self.pass_done:
             await asyncio.wait_for(self.pass_done.wait(), timeout)
 
 
-def _is_pull(change: Change) -> bool:
-    """A pull can be abandoned at no cost: Ollama keeps the part downloaded and resumes it."""
-    return getattr(change.data, "kind", None) == "pull"
+def _abandonable(targets: Sequence[AnyTarget]) -> Callable[[Change[object]], bool]:
+    """Which changes under way a newer file cuts off: each target says (a pull resumes later)."""
+    by_name = {t.name: t for t in targets}
+    return lambda change: change.target in by_name and by_name[change.target].abandonable(change)
 
 
 def _log_result(result: ChangeResult) -> None:
-    level = logging.INFO if result.status is Status.APPLIED else logging.WARNING
+    level = {Status.APPLIED: logging.INFO, Status.HELD: logging.DEBUG}.get(result.status, logging.WARNING)
     log.log(level, "%s %s %s %s%s", result.status.value, result.change.target, result.change.action.value,
             result.change.path_text, f": {result.message}" if result.message else "")
 

@@ -136,7 +136,7 @@ class Service:
         state = self.daemon.state
         if state is None or not self.scheduler.running:
             return
-        when = datetime.now() + timedelta(seconds=state.reconcile.retry_interval)
+        when = datetime.now() + timedelta(seconds=self.daemon.retry_in(state.reconcile.retry_interval))
         self.scheduler.add_job(self._request, "date", run_date=when, args=["retry"], id="retry",
                                replace_existing=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from typing import Generic
 
 from balancer import Balancer, NodeSpec, Settings
 from balancer.classify import normalize_model
@@ -12,7 +13,7 @@ from balancer.params import ModelParams
 from reconciler.config import DesiredState
 from reconciler.config.runtime import runtime_params
 from reconciler.plan.changes import Change
-from reconciler.targets.base import Observed, Progress, Target
+from reconciler.targets.base import AnyTarget, Disruption, Observed, Progress, Seen, Target, Work
 
 
 def balancer_settings(state: DesiredState) -> Settings:
@@ -42,54 +43,48 @@ def balancer_nodes(state: DesiredState) -> list[NodeSpec]:
                      capability=n.capability, speed=n.speed) for n in state.nodes]
 
 
-class Draining:
-    """Wraps an Ollama node target: while a model is re-created or deleted on that node, the
-    balancer sends no request for that model there. Pulls are not drained (the node keeps
-    serving the model it has while a new digest downloads), and one node at a time rebuilds a
-    given model, so the others keep serving it."""
+class Draining(Generic[Seen, Work]):
+    """Wraps a target: while one of its changes disrupts a model on a node (the target says
+    which, e.g. an Ollama node re-creating or deleting it), the balancer sends no request for
+    that model there. One node at a time rebuilds a given model, so the others keep serving it."""
 
-    def __init__(self, inner: Target, balancer: Balancer, model_locks: dict[str, asyncio.Lock]) -> None:
+    def __init__(self, inner: Target[Seen, Work], balancer: Balancer, model_locks: dict[str, asyncio.Lock]) -> None:
         self.inner = inner
         self.name = inner.name
         self.balancer = balancer
         self.model_locks = model_locks
 
-    async def observe(self) -> Observed:
+    async def observe(self) -> Observed[Seen]:
         return await self.inner.observe()
 
-    def diff(self, observed: Observed) -> tuple[list[Change], list[str]]:
+    def diff(self, observed: Observed[Seen]) -> tuple[list[Change[Work]], list[str]]:
         return self.inner.diff(observed)
 
-    async def apply(self, change: Change, progress: Progress) -> None:
-        model = self._model_rebuilt(change)
-        if model is None:
+    def disrupts(self, change: Change[Work]) -> Disruption | None:
+        return self.inner.disrupts(change)
+
+    def abandonable(self, change: Change[Work]) -> bool:
+        return self.inner.abandonable(change)
+
+    async def apply(self, change: Change[Work], progress: Progress) -> None:
+        hit = self.inner.disrupts(change)
+        if hit is None:
             await self.inner.apply(change, progress)
             return
-        node = self.name.split("/", 1)[1]
-        async with self.model_locks.setdefault(model, asyncio.Lock()):
-            self.balancer.set_draining(node, model, True)
+        async with self.model_locks.setdefault(hit.model, asyncio.Lock()):
+            self.balancer.set_draining(hit.node, hit.model, True)
             try:
                 await self.inner.apply(change, progress)
             finally:
-                self.balancer.set_draining(node, model, False)
+                self.balancer.set_draining(hit.node, hit.model, False)
         await self.balancer.refresh()
-
-    def _model_rebuilt(self, change: Change) -> str | None:
-        if not self.name.startswith("ollama/") or len(change.path) < 2 or change.path[0] != "models":
-            return None
-        if getattr(change.data, "kind", None) not in REBUILDS:
-            return None
-        return str(change.path[1])
 
     async def close(self) -> None:
         await self.inner.close()
 
 
-REBUILDS = {"create", "delete"}   # what the Ollama target does that makes a model unusable meanwhile
-
-
-def draining(balancer: Balancer) -> Callable[[Sequence[Target]], Sequence[Target]]:
-    def wrap(targets: Sequence[Target]) -> list[Target]:
+def draining(balancer: Balancer) -> Callable[[Sequence[AnyTarget]], Sequence[AnyTarget]]:
+    def wrap(targets: Sequence[AnyTarget]) -> list[AnyTarget]:
         locks: dict[str, asyncio.Lock] = {}    # per pass, shared by every node
         return [Draining(t, balancer, locks) for t in targets]
     return wrap

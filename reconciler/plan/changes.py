@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar, Union
 
 
 class Action(str, enum.Enum):
@@ -15,6 +15,10 @@ class Action(str, enum.Enum):
 
 
 REDACTED = "(secret)"
+
+# what a change shows as before/after: a value as the file or a server spells it
+Value = Union[None, bool, int, float, str, list["Value"], tuple["Value", ...], dict[str, "Value"]]
+Work = TypeVar("Work", covariant=True)      # a target's own payload: what its apply must do
 
 
 def render_path(path: tuple[str | int, ...]) -> str:
@@ -31,23 +35,24 @@ def render_path(path: tuple[str | int, ...]) -> str:
 
 
 @dataclass(frozen=True)
-class Change:
+class Change(Generic[Work]):
     """One change to one thing a target owns.
 
     `target` names the target instance ("ollama/gpu-1", "openwebui"); `path` locates the
     thing inside it; `requires` holds keys of changes that must succeed first; `secret`
-    tells renderers to hide before/after; `data` is the target's private payload for apply.
+    tells renderers to hide before/after; `data` is the target's own payload for apply, of
+    the type its Target declares (only that target reads it).
     """
 
     target: str
     action: Action
     path: tuple[str | int, ...]
-    before: Any = None
-    after: Any = None
+    before: Value = None
+    after: Value = None
     requires: tuple[str, ...] = ()
     secret: bool = False
     note: str = ""
-    data: Any = field(default=None, compare=False, repr=False)
+    data: Work | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -57,7 +62,7 @@ class Change:
     def path_text(self) -> str:
         return render_path(self.path)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Value]:
         hide = self.secret
         return {
             "target": self.target,
@@ -81,7 +86,7 @@ class TargetProblem:
 
 @dataclass(frozen=True)
 class Plan:
-    changes: tuple[Change, ...] = ()
+    changes: tuple[Change[object], ...] = ()
     problems: tuple[TargetProblem, ...] = ()
     notes: tuple[TargetProblem, ...] = ()  # warnings and facts reported, not changed
 
@@ -105,14 +110,17 @@ class Status(str, enum.Enum):
     FAILED = "failed"
     SKIPPED_DEPENDENCY = "skipped_dependency"
     CANCELLED = "cancelled"
+    HELD = "held"               # not tried: it failed before and its retry is not due yet
 
 
 @dataclass(frozen=True)
 class ChangeResult:
-    change: Change
+    change: Change[object]
     status: Status
     message: str = ""
     duration: float = 0.0
+    permanent: bool = False     # a failure that retrying will not mend (PermanentError)
+    retry_after: float = 0.0    # a failure's own least wait before a retry, in seconds
 
     def to_json(self) -> dict[str, Any]:
         return {**self.change.to_json(), "status": self.status.value, "message": self.message}

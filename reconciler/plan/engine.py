@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from reconciler.errors import TargetError
+from reconciler.errors import PermanentError, TargetError, TemporaryError
 from reconciler.plan.changes import Change, ChangeResult, PassReport, Plan, Status, TargetProblem
-from reconciler.targets.base import Observed, Progress, Target
+from reconciler.targets.base import AnyTarget, Observed, Progress
 
 
 class NoProgress:
@@ -33,8 +33,8 @@ class Limits:
     overall: int = 16        # changes applied at once on the whole network
 
 
-async def observe_all(targets: Sequence[Target]) -> list[Observed]:
-    async def one(target: Target) -> Observed:
+async def observe_all(targets: Sequence[AnyTarget]) -> list[Observed[object]]:
+    async def one(target: AnyTarget) -> Observed[object]:
         try:
             return await target.observe()
         except TargetError as exc:
@@ -45,8 +45,8 @@ async def observe_all(targets: Sequence[Target]) -> list[Observed]:
     return list(await asyncio.gather(*(one(t) for t in targets)))
 
 
-def plan_from(targets: Sequence[Target], observed: Sequence[Observed]) -> Plan:
-    changes: list[Change] = []
+def plan_from(targets: Sequence[AnyTarget], observed: Sequence[Observed[object]]) -> Plan:
+    changes: list[Change[object]] = []
     problems: list[TargetProblem] = []
     notes: list[TargetProblem] = []
     for target, seen in zip(targets, observed):
@@ -64,25 +64,27 @@ def plan_from(targets: Sequence[Target], observed: Sequence[Observed]) -> Plan:
     return Plan(tuple(changes), tuple(problems), tuple(notes))
 
 
-async def plan(targets: Sequence[Target]) -> Plan:
+async def plan(targets: Sequence[AnyTarget]) -> Plan:
     return plan_from(targets, await observe_all(targets))
 
 
 async def apply(
     the_plan: Plan,
-    targets: Sequence[Target],
+    targets: Sequence[AnyTarget],
     *,
     limits: Limits = Limits(),
     progress: Progress | None = None,
     on_result: Callable[[ChangeResult], None] | None = None,
     stop: asyncio.Event | None = None,
-    abandon: Callable[[Change], bool] = lambda change: False,
+    abandon: Callable[[Change[object]], bool] = lambda change: False,
+    hold: Callable[[Change[object]], str | None] = lambda change: None,
 ) -> PassReport:
     """Apply exactly the changes of `the_plan`. Never raises for a failed change; on
     cancellation (Ctrl-C) the changes not finished are reported as cancelled, then it re-raises.
     Once `stop` is set no further change starts (reported cancelled with the message PREEMPTED),
     the changes under way for which `abandon(change)` is true are cancelled (ABANDONED), and
-    the others run to their end."""
+    the others run to their end. A change for which `hold(change)` gives a reason is not tried
+    (HELD, with that reason): it failed before and its retry is not due."""
     by_name = {t.name: t for t in targets}
     progress = progress or NoProgress()
     started = time.time()
@@ -97,7 +99,7 @@ async def apply(
         if on_result:
             on_result(result)
 
-    async def run(change: Change) -> None:
+    async def run(change: Change[object]) -> None:
         for key in change.requires:
             if key in finished:
                 await finished[key].wait()
@@ -108,6 +110,10 @@ async def apply(
         target = by_name.get(change.target)
         if target is None:
             record(ChangeResult(change, Status.FAILED, "no such target"))
+            return
+        reason = hold(change)
+        if reason is not None:
+            record(ChangeResult(change, Status.HELD, reason))
             return
         async with overall, per_target[change.target]:
             if stop is not None and stop.is_set():
@@ -124,7 +130,9 @@ async def apply(
                 record(ChangeResult(change, Status.CANCELLED, "interrupted", time.monotonic() - t0))
                 raise
             except TargetError as exc:
-                record(ChangeResult(change, Status.FAILED, str(exc), time.monotonic() - t0))
+                record(ChangeResult(change, Status.FAILED, str(exc), time.monotonic() - t0,
+                                    permanent=isinstance(exc, PermanentError),
+                                    retry_after=exc.retry_after if isinstance(exc, TemporaryError) else 0.0))
             except Exception as exc:
                 record(ChangeResult(change, Status.FAILED, f"{type(exc).__name__}: {exc}", time.monotonic() - t0))
             else:
@@ -140,7 +148,7 @@ async def apply(
                 abandoned.add(key)
                 by_key[key].cancel()
 
-    running: dict[str, Change] = {}
+    running: dict[str, Change[object]] = {}
     abandoned: set[str] = set()
     by_key = {c.key: asyncio.ensure_future(run(c)) for c in the_plan.changes}
     tasks = list(by_key.values())

@@ -31,7 +31,7 @@ def show_value(value: Any) -> str:
     return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
 
 
-def change_text(change: Change) -> str:
+def change_text(change: Change[object]) -> str:
     """`~ path: before → after` without colour; secrets hidden."""
     sign, _ = _SIGN[change.action]
     text = f"{sign} {change.path_text}"
@@ -49,11 +49,11 @@ def change_text(change: Change) -> str:
     return text
 
 
-def change_line(change: Change) -> str:
+def change_line(change: Change[object]) -> str:
     return f"[{_SIGN[change.action][1]}]{shown(change_text(change))}[/]"
 
 
-def summary(changes: tuple[Change, ...], unread: int = 0) -> str:
+def summary(changes: tuple[Change[object], ...], unread: int = 0) -> str:
     """The plan's last line; `unread` targets could not be read, so their changes are unknown."""
     count = {a: sum(1 for c in changes if c.action is a) for a in Action}
     gap = (f" {unread} target(s) could not be read (errors above): their changes are unknown."
@@ -79,7 +79,8 @@ def print_plan(plan: Plan, console: Console) -> None:
 
 def result_line(result: ChangeResult) -> str:
     mark = {Status.APPLIED: "[green]ok[/]", Status.FAILED: "[red]FAILED[/]",
-            Status.SKIPPED_DEPENDENCY: "[yellow]skipped[/]", Status.CANCELLED: "[yellow]cancelled[/]"}[result.status]
+            Status.SKIPPED_DEPENDENCY: "[yellow]skipped[/]", Status.CANCELLED: "[yellow]cancelled[/]",
+            Status.HELD: "[yellow]held[/]"}[result.status]
     tail = f": {shown(result.message)}" if result.message else ""
     return f"{mark} {shown(result.change.target)} {change_line(result.change)}{tail}"
 
@@ -89,7 +90,10 @@ def print_report(report: PassReport, console: Console) -> None:
         console.print(f"[red bold]error[/] {shown(problem.target)}: {shown(problem.message)}", highlight=False)
     done = sum(1 for r in report.results if r.status is Status.APPLIED)
     failed = len(report.failed)
-    if not report.results:
+    if not report.results and report.plan.changes:     # the file suspends changes
+        console.print(f"Nothing applied: reconcile.suspend = true; {len(report.plan.changes)} change(s) "
+                      "only reported.")
+    elif not report.results:
         console.print("No changes: the network matches the file." if not report.plan.problems
                       else "Nothing applied.")
     else:

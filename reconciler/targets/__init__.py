@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from reconciler.config.schema import DesiredState
-from reconciler.targets.base import Observed, Progress, Target
+from reconciler.targets.base import AnyTarget, Disruption, Observed, Progress, Target
 
-__all__ = ["Observed", "Progress", "Target", "build_targets"]
+__all__ = ["AnyTarget", "Disruption", "Observed", "Progress", "Target", "build_targets"]
 
 
-def build_targets(state: DesiredState) -> list[Target]:
+def build_targets(state: DesiredState) -> list[AnyTarget]:
     """Every target the file declares: one per Ollama node, then Open WebUI if configured."""
     from reconciler.targets.ollama import node_targets
     from reconciler.targets.openwebui import openwebui_targets

@@ -1,21 +1,37 @@
-"""The shape every target has; the engine knows nothing else about them."""
+"""The shape every target has; the engine knows nothing else about them.
+
+A target is typed by what it sees and what its changes carry: `Target[Seen, Work]` observes an
+`Observed[Seen]` and plans `Change[Work]`s that only it applies. The engine holds targets of
+different types side by side (`AnyTarget`) and never reads either payload.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from reconciler.plan.changes import Change
 
+Seen = TypeVar("Seen")
+Work = TypeVar("Work")
+
 
 @dataclass
-class Observed:
+class Observed(Generic[Seen]):
     """What a target saw. `error` set means it could not be observed (the value, not an exception)."""
 
     target: str
-    data: Any = None
+    data: Seen | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Disruption:
+    """While a change runs, `model` cannot be served by the balancer's node `node`."""
+
+    node: str
+    model: str
 
 
 class Progress(Protocol):
@@ -26,7 +42,7 @@ class Progress(Protocol):
     def done(self, task: str, status: str = "") -> None: ...
 
 
-class Target(Protocol):
+class Target(Protocol[Seen, Work]):
     """One thing ollafleet owns: an Ollama node ("ollama/gpu-1") or Open WebUI ("openwebui").
 
     observe() only reads. diff() is pure: an empty list means converged. apply() makes exactly
@@ -35,12 +51,23 @@ class Target(Protocol):
 
     name: str
 
-    async def observe(self) -> Observed: ...
+    async def observe(self) -> Observed[Seen]: ...
 
-    def diff(self, observed: Observed) -> tuple[list[Change], list[str]]:
+    def diff(self, observed: Observed[Seen]) -> tuple[list[Change[Work]], list[str]]:
         """Return (changes, notes); notes are facts worth reporting that are not changes."""
         ...
 
-    async def apply(self, change: Change, progress: Progress) -> None: ...
+    async def apply(self, change: Change[Work], progress: Progress) -> None: ...
+
+    def disrupts(self, change: Change[Work]) -> Disruption | None:
+        """The model a change leaves unusable on a balancer node while it runs, if any."""
+        ...
+
+    def abandonable(self, change: Change[Work]) -> bool:
+        """True when cutting the change off costs nothing (a pull resumes where it stopped)."""
+        ...
 
     async def close(self) -> None: ...
+
+
+AnyTarget = Target[Any, Any]    # a target of any kind, as the engine and the daemon hold them

@@ -11,8 +11,10 @@ import pytest
 from balancer import Balancer, NodeSpec, Settings
 from reconciler.daemon.wiring import Draining, draining
 from reconciler.plan.changes import Action, Change
-from reconciler.targets.ollama_diff import Work
-from reconciler.targets.base import Observed, Progress
+from reconciler.targets.ollama.diff import Work
+from reconciler.targets.base import Disruption, Observed, Progress
+from reconciler.targets.ollama import node_targets
+from tests.reconciler.targets.ollama.conftest import desired
 from simulator import Fault, Simulator, Timing
 
 
@@ -37,6 +39,12 @@ class Rebuild:
 
     def diff(self, observed: Observed) -> tuple[list[Change], list[str]]:
         return [], []
+
+    def disrupts(self, change: Change) -> Disruption:
+        return Disruption(self.name.split("/", 1)[1], str(change.path[1]))     # every change re-creates
+
+    def abandonable(self, change: Change) -> bool:
+        return False
 
     async def apply(self, change: Change, progress: Progress) -> None:
         async with httpx.AsyncClient(timeout=10) as client:
@@ -94,12 +102,19 @@ async def test_every_node_rebuilding_a_model_never_leaves_it_unserved(sim: Simul
 
 
 def test_only_rebuilds_and_deletes_on_ollama_nodes_drain() -> None:
-    class Inner:
-        name = "ollama/gpu-1"
-    d = Draining(Inner(), None, {})  # type: ignore[arg-type]
-    assert d._model_rebuilt(Change("ollama/gpu-1", Action.DELETE, ("models", "m:1"), data=Work("delete"))) == "m:1"
-    assert d._model_rebuilt(Change("ollama/gpu-1", Action.UPDATE, ("models", "m:1", "loaded"), data=Work("load"))) is None
+    [node] = node_targets(desired([type("N", (), {"name": "gpu-1", "url": "http://127.0.0.1:9"})()], ""))
+    d = Draining(node, None, {})  # type: ignore[arg-type]
+    hit = Disruption("gpu-1", "m:1")
+    assert d.disrupts(Change("ollama/gpu-1", Action.DELETE, ("models", "m:1"), data=Work("delete"))) == hit
+    assert d.disrupts(Change("ollama/gpu-1", Action.REPLACE, ("models", "m:1", "num_ctx"), data=Work("create"))) == hit
+    assert d.disrupts(Change("ollama/gpu-1", Action.UPDATE, ("models", "m:1", "loaded"), data=Work("load"))) is None
     # a new digest downloads while the node keeps serving the model it has
-    assert d._model_rebuilt(Change("ollama/gpu-1", Action.REPLACE, ("models", "m:1", "digest"), data=Work("pull"))) is None
-    other = Draining(type("O", (), {"name": "openwebui"})(), None, {})  # type: ignore[arg-type]
-    assert other._model_rebuilt(Change("openwebui", Action.UPDATE, ("models", "m:1", "params", "x"))) is None
+    assert d.disrupts(Change("ollama/gpu-1", Action.REPLACE, ("models", "m:1", "digest"), data=Work("pull"))) is None
+    assert d.abandonable(Change("ollama/gpu-1", Action.REPLACE, ("models", "m:1", "digest"), data=Work("pull")))
+    assert not d.abandonable(Change("ollama/gpu-1", Action.DELETE, ("models", "m:1"), data=Work("delete")))
+    from reconciler.config import load_text
+    from reconciler.targets.openwebui import openwebui_targets
+    [owui] = openwebui_targets(load_text('version = 1\n[openwebui]\nurl = "http://127.0.0.1:9"\napi_key = "${K}"\n',
+                                         env={"K": "k"}))
+    other = Draining(owui, None, {})  # type: ignore[arg-type]
+    assert other.disrupts(Change("openwebui", Action.UPDATE, ("models", "m:1", "params", "x"))) is None

@@ -8,11 +8,11 @@ from typing import Any
 
 from reconciler.config import load_text
 from reconciler.importer import render
-from reconciler.importer_build import Document, build
-from reconciler.importer_read import NodeRead, OpenWebUIRead
-from reconciler.targets.ollama_api import PsEntry, ShowInfo, TagEntry
-from reconciler.targets.ollama_diff import NodeView
-from reconciler.targets.openwebui_diff import Seen
+from reconciler.importer.build import Document, build
+from reconciler.importer.read import NodeRead, OpenWebUIRead
+from reconciler.targets.ollama.facts import PsEntry, ShowInfo, TagEntry
+from reconciler.targets.ollama.diff import NodeView
+from reconciler.targets.openwebui.diff import Seen
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 FOREVER = NOW + timedelta(days=292 * 365)

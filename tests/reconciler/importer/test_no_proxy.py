@@ -10,8 +10,8 @@ import pytest
 from aiohttp import web
 
 from reconciler import status_cli
-from reconciler.targets.ollama_api import OllamaClient
-from reconciler.targets.openwebui_api import OpenWebUIClient
+from reconciler.targets.ollama.client import OllamaClient
+from reconciler.targets.openwebui.client import OpenWebUIClient
 
 DEAD_PROXY = "http://127.0.0.1:9"      # nothing listens on the discard port
 

@@ -69,3 +69,20 @@ def test_plan_with_an_unreadable_target_does_not_claim_the_network_matches(
     out = capsys.readouterr().out
     assert "the network matches the file" not in out
     assert "1 target(s) could not be read" in out and "ollama/gpu-2" in out
+
+
+def test_suspend_means_the_same_in_apply_as_in_the_daemon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "desired_state.toml"
+    path.write_text("version = 1\n[reconcile]\nsuspend = true\n")
+    t = FakeTarget("a", {}, {"m": 1})
+    assert cli.cmd_plan(args(str(path)), factory=lambda s: [t]) == 0
+    out = capsys.readouterr().out
+    assert "Plan: 1 to create" in out and "reconcile.suspend = true: changes are only reported" in out
+    assert cli.cmd_apply(args(str(path)), factory=lambda s: [t]) == 0
+    out = capsys.readouterr().out
+    assert t.have == {} and t.applied == []
+    assert "neither `ollafleet apply` nor the daemon makes them" in out
+    assert "Nothing applied: reconcile.suspend = true; 1 change(s) only reported." in out
+    assert cli.cmd_apply(args(str(path), json=True), factory=lambda s: [t]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["changes"] == [] and any("suspend" in n["message"] for n in data["notes"])

@@ -60,6 +60,12 @@ class FakeTarget:
         if self.log is not None:
             self.log.append(f"{self.name}:{key}")
 
+    def disrupts(self, change: Change) -> None:
+        return None
+
+    def abandonable(self, change: Change) -> bool:
+        return False
+
     async def close(self) -> None:
         pass
 

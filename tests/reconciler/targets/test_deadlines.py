@@ -15,8 +15,8 @@ import pytest
 from reconciler import cli
 from reconciler.errors import TemporaryError
 from reconciler.targets.ollama import node_targets
-from reconciler.targets.ollama_api import OllamaClient
-from reconciler.targets.openwebui_api import OpenWebUIClient
+from reconciler.targets.ollama.client import OllamaClient
+from reconciler.targets.openwebui.client import OpenWebUIClient
 
 PULL_LINE = b'{"status":"pulling manifest"}\n'
 

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.targets.ollama_api import (PullProgress, go_unquote, model_key, parse_ps, parse_show,
-                                           parse_show_parameters, parse_tags, same_value, stream_failure, to_wire)
+from reconciler.targets.ollama.facts import (PullProgress, go_unquote, model_key, parse_ps, parse_show,
+                                             parse_show_parameters, parse_tags, stream_failure, to_wire)
+from reconciler.targets.same import same as same_value
 from simulator.names import parse_name
 
 TAGS = json.loads('{"models":[{"name":"qwq:32b","model":"qwq:32b","modified_at":"2026-01-02T01:00:46.891738203+02:00",'

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.targets.ollama_api import OllamaClient
+from reconciler.targets.ollama.client import OllamaClient
 
 from .conftest import add_nodes, apply, desired, failures, plan
 

@@ -9,8 +9,8 @@ import pytest
 
 from reconciler.config import load_text
 from reconciler.plan.changes import Action
-from reconciler.targets.ollama_api import PsEntry, ShowInfo, TagEntry
-from reconciler.targets.ollama_diff import NodeView, Wanted, WantedModel, diff_node, needs_show, wanted_for
+from reconciler.targets.ollama.facts import PsEntry, ShowInfo, TagEntry
+from reconciler.targets.ollama.diff import NodeView, Wanted, WantedModel, diff_node, needs_show, wanted_for
 
 T = "ollama/gpu-1"
 NOW = datetime(2026, 11, 25, tzinfo=timezone.utc)

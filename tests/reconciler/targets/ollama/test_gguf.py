@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler.targets import ollama
+from reconciler.targets.ollama import hashing as ollama
 
 from .conftest import add_nodes, apply, desired, failures, plan
 

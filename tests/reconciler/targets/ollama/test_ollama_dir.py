@@ -9,8 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler.targets import ollama_dir
-from reconciler.targets.ollama_api import OllamaClient, parse_show_parameters
+from reconciler.targets.ollama import folder as ollama_dir
+from reconciler.targets.ollama.client import OllamaClient
+from reconciler.targets.ollama.facts import parse_show_parameters
 from simulator.catalogue import MT_PROJECTOR
 from simulator.modelsdir import MT_ADAPTER, ModelsFolder, corrupt, truncate, write_model
 
@@ -115,7 +116,7 @@ async def test_a_declared_override_wins_over_the_folder_and_drift_is_seen(sim: A
 @pytest.mark.parametrize("damage", [corrupt, truncate], ids=["corrupt", "truncated"])
 async def test_a_damaged_blob_is_refused_with_its_file_named_and_nothing_sent(
         sim: Any, folder: ModelsFolder, damage: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from reconciler.targets import ollama
+    from reconciler.targets.ollama import hashing as ollama
 
     monkeypatch.setattr(ollama, "_hashes", {})
     nodes = await add_nodes(sim, 3)

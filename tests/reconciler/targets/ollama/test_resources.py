@@ -16,7 +16,7 @@ import pytest
 from reconciler.errors import TemporaryError
 from reconciler.plan import engine
 from reconciler.targets.ollama import OllamaNode, node_targets
-from reconciler.targets.ollama_api import OllamaClient
+from reconciler.targets.ollama.client import OllamaClient
 
 from .conftest import FAST, add_nodes, desired
 

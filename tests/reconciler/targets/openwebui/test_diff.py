@@ -9,9 +9,9 @@ import pytest
 
 from reconciler.config import load_text
 from reconciler.plan.changes import Action
-from reconciler.targets.openwebui_diff import (ADMIN_KEY, PERSISTENCE_NOTE, PUBLIC_GRANT, Seen, Wanted, WantedModel,
-                                               diff_openwebui, grants_for, model_body, patch_group, same,
-                                               wanted_for)
+from reconciler.targets.openwebui.diff import (ADMIN_KEY, PERSISTENCE_NOTE, PUBLIC_GRANT, Seen, Wanted, WantedModel,
+                                               diff_openwebui, grants_for, model_body, patch_group, wanted_for)
+from reconciler.targets.same import same
 
 FILE = """
 version = 1

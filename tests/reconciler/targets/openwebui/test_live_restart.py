@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.targets.openwebui_diff import PERSISTENCE_NOTE
+from reconciler.targets.openwebui.diff import PERSISTENCE_NOTE
 
 from .conftest import Instance, run
 

@@ -14,6 +14,8 @@ from reconciler.config.checks import OPENWEBUI_EXTRA_PARAMS
 from reconciler.config.params import PARAMS
 from reconciler.config.schema import DesiredState
 from reconciler.plan.changes import Action, Change, render_path
+from reconciler.targets.openwebui.settings import SETTING, SETTINGS, Setting
+from reconciler.targets.same import same
 
 # Public is this access grant; Private is its absence (openwebui-api.md §6.1)
 PUBLIC_GRANT = {"principal_type": "user", "principal_id": "*", "permission": "read"}
@@ -33,28 +35,6 @@ def managed_param(stored_key: str) -> str | None:
     Open WebUI-only params (function_calling, ...) are left as the administrator set them."""
     name = FILE_KEYS.get(stored_key, stored_key)
     return name if name in PARAMS or name in OPENWEBUI_EXTRA_PARAMS else None
-
-
-@dataclass(frozen=True)
-class Setting:
-    path: str     # under "settings." in a plan
-    group: str    # which settings object holds it (openwebui_api.GROUPS)
-    key: str      # the field in that object
-
-
-SETTINGS = (
-    Setting("task_model", "task", "TASK_MODEL"),
-    Setting("code_interpreter", "code", "ENABLE_CODE_INTERPRETER"),
-    Setting("code_execution.enabled", "code", "ENABLE_CODE_EXECUTION"),
-    Setting("code_execution.engine", "code", "CODE_EXECUTION_ENGINE"),
-    Setting("default_user_role", "auth", "DEFAULT_USER_ROLE"),
-    Setting("enable_signup", "auth", "ENABLE_SIGNUP"),
-    Setting("enable_api_keys", "auth", "ENABLE_API_KEYS"),
-    Setting("ollama_api", "ollama", "ENABLE_OLLAMA_API"),
-    Setting("ollama_urls", "ollama", "OLLAMA_BASE_URLS"),
-    Setting("openai_api", "openai", "ENABLE_OPENAI_API"),
-)
-SETTING = {s.path: s for s in SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -82,9 +62,10 @@ class Wanted:
     models: tuple[WantedModel, ...] = ()
     auth: Literal["api_key", "password"] = "password"
     warnings: tuple[str, ...] = ()
+    read_all: bool = False                    # read every settings group (the importer), not only the declared
 
     def groups(self) -> list[str]:
-        return sorted({SETTING[p].group for p in self.settings})
+        return sorted({s.group for s in SETTINGS} if self.read_all else {SETTING[p].group for p in self.settings})
 
 
 @dataclass(frozen=True)
@@ -115,19 +96,7 @@ def wanted_for(state: DesiredState) -> Wanted | None:
     if ow is None:
         return None
     auth: Literal["api_key", "password"] = "api_key" if ow.api_key is not None else "password"
-    declared: dict[str, Any] = {
-        "task_model": ow.task_model,
-        "code_interpreter": ow.code_interpreter,
-        "default_user_role": ow.default_user_role,
-        "enable_signup": ow.enable_signup,
-        "enable_api_keys": ow.enable_api_keys,
-        "openai_api": ow.openai_api,
-        "ollama_api": True,
-        "ollama_urls": list(ow.ollama_urls) if ow.ollama_urls is not None else [state.balancer_public_url()],
-    }
-    if ow.code_execution is not None:
-        declared["code_execution.enabled"] = ow.code_execution.enabled
-        declared["code_execution.engine"] = ow.code_execution.engine
+    declared: dict[str, Any] = {s.path: s.declared(state) for s in SETTINGS}
     warnings: list[str] = []
     if auth == "api_key" and ow.enable_api_keys is False:
         assert ow.api_key is not None
@@ -140,23 +109,6 @@ def wanted_for(state: DesiredState) -> Wanted | None:
         for model_id, m in state.models.items() if m.openwebui is not None)
     settings = {s.path: declared[s.path] for s in SETTINGS if declared.get(s.path) is not None}
     return Wanted(ow.url, settings, models, auth, tuple(warnings))
-
-
-# ---------------------------------------------------------------- comparing values
-
-def same(a: Any, b: Any) -> bool:
-    """Equal as Open WebUI means it: 1 == 1.0 (never True == 1); URLs without a trailing slash."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return float(a) == float(b)
-    if isinstance(a, str) and isinstance(b, str):
-        return a == b or (a.startswith("http") and a.rstrip("/") == b.rstrip("/"))
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    return bool(a == b)
 
 
 def patch_group(group: str, current: dict[str, Any], wanted: Wanted) -> dict[str, Any]:
@@ -278,8 +230,8 @@ def connection_notes(wanted: Wanted, seen: Seen) -> list[str]:
     return out
 
 
-def diff_openwebui(target: str, wanted: Wanted, seen: Seen) -> tuple[list[Change], list[str]]:
-    changes: list[Change] = []
+def diff_openwebui(target: str, wanted: Wanted, seen: Seen) -> tuple[list[Change[Work]], list[str]]:
+    changes: list[Change[Work]] = []
     notes = list(wanted.warnings)
     needs: tuple[str, ...] = ()
     if seen.fresh:

@@ -19,11 +19,12 @@ from reconciler.config.schema import DesiredState
 from reconciler.config.values import Secret
 from reconciler.errors import PermanentError, TargetError, TemporaryError
 from reconciler.plan.changes import Change
-from reconciler.targets.base import Observed, Progress, Target
-from reconciler.targets.openwebui_api import AuthRefused, OpenWebUIClient
-from reconciler.targets.openwebui_diff import (SETTING, Seen, Wanted, Work, diff_openwebui, grants_for,
-                                               is_public, model_body, model_fields, patch_group, same,
-                                               wanted_for)
+from reconciler.targets.base import AnyTarget, Disruption, Observed, Progress
+from reconciler.targets.openwebui.client import AuthRefused, OpenWebUIClient
+from reconciler.targets.openwebui.settings import SETTING
+from reconciler.targets.openwebui.diff import (Seen, Wanted, Work, diff_openwebui, grants_for,
+                                               is_public, model_body, model_fields, patch_group, wanted_for)
+from reconciler.targets.same import same
 
 __all__ = ["Credentials", "OpenWebUITarget", "openwebui_targets"]
 
@@ -48,7 +49,7 @@ class Credentials:
         return self.email is not None and self.password is not None
 
 
-def openwebui_targets(state: DesiredState, *, transport: httpx.AsyncBaseTransport | None = None) -> list[Target]:
+def openwebui_targets(state: DesiredState, *, transport: httpx.AsyncBaseTransport | None = None) -> list[AnyTarget]:
     """The `openwebui` target, or none when the file has no [openwebui] section."""
     wanted = wanted_for(state)
     if wanted is None or state.openwebui is None:
@@ -153,7 +154,7 @@ class OpenWebUITarget:
 
     # ------------------------------------------------------------ observe / diff / apply
 
-    async def observe(self) -> Observed:
+    async def observe(self) -> Observed[Seen]:
         self._notes = []
         try:
             public = await self.api.public_config()
@@ -176,7 +177,7 @@ class OpenWebUITarget:
         except TargetError as exc:
             return Observed(self.name, error=str(exc), notes=list(self._notes))
         listed: frozenset[str] | None = None
-        if self.wanted.models or "task_model" in self.wanted.settings:
+        if self.wanted.models or "task_model" in self.wanted.settings or self.wanted.read_all:
             try:
                 listed = frozenset(await self.api.listed_models())
             except TargetError as exc:
@@ -185,14 +186,20 @@ class OpenWebUITarget:
                     {m.id: e for m, e in zip(self.wanted.models, entries)}, listed)
         return Observed(self.name, seen, notes=list(self._notes))
 
-    def diff(self, observed: Observed) -> tuple[list[Change], list[str]]:
+    def diff(self, observed: Observed[Seen]) -> tuple[list[Change[Work]], list[str]]:
         seen = observed.data
-        assert isinstance(seen, Seen)
+        assert seen is not None
         return diff_openwebui(self.name, self.wanted, seen)
 
-    async def apply(self, change: Change, progress: Progress) -> None:
+    def disrupts(self, change: Change[Work]) -> Disruption | None:
+        return None          # Open WebUI settings never stop a node from serving a model
+
+    def abandonable(self, change: Change[Work]) -> bool:
+        return False         # a settings write is short: it runs to its end
+
+    async def apply(self, change: Change[Work], progress: Progress) -> None:
         work = change.data
-        assert isinstance(work, Work)
+        assert work is not None
         try:
             if work.kind == "admin":
                 async with self._locks["admin"]:

@@ -15,7 +15,8 @@ from typing import Any
 from reconciler.config.runtime import runtime_params
 from reconciler.config.schema import DesiredState, Node
 from reconciler.plan.changes import Action, Change
-from reconciler.targets.ollama_api import PsEntry, ShowInfo, TagEntry, model_key, same_value
+from reconciler.targets.same import same
+from reconciler.targets.ollama.facts import PsEntry, ShowInfo, TagEntry, model_key
 
 PINNED_AFTER = timedelta(days=365)   # a runner expiring later than this is kept "forever"
 
@@ -170,7 +171,7 @@ def drift(w: WantedModel, seen: ShowInfo, base: ShowInfo | None,
         have, want = seen.parameters.get(k), params.get(k)
         if have is None and want is None:
             continue
-        if have is None or want is None or not same_value(have, want):
+        if have is None or want is None or not same(have, want):
             out.append((("parameters", k), have, want))
     if system is not None and seen.system != system:
         out.append((("system",), seen.system, system))
@@ -221,16 +222,16 @@ def _short(names: list[str], limit: int = 6) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def diff_node(target: str, wanted: Wanted, view: NodeView) -> tuple[list[Change], list[str]]:
+def diff_node(target: str, wanted: Wanted, view: NodeView) -> tuple[list[Change[Work]], list[str]]:
     """Every change that brings the node to `wanted`, in dependency order, and the notes."""
-    changes: list[Change] = []
+    changes: list[Change[Work]] = []
     notes: list[str] = []
     keys_of: dict[str, list[str]] = {}     # model key → keys of the changes that (re)build it
     missing: list[str] = []
     drifted: list[str] = []
     present_names: list[str] = []
 
-    def add(change: Change, model: str | None = None) -> Change:
+    def add(change: Change[Work], model: str | None = None) -> Change[Work]:
         changes.append(change)
         if model is not None:
             keys_of.setdefault(model_key(model), []).append(change.key)

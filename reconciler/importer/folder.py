@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import PermanentError
-from reconciler.targets.ollama_api import ShowInfo, model_key, same_value
-from reconciler.targets.ollama_dir import FolderModel, models_root, read_folder
+from reconciler.targets.same import same
+from reconciler.targets.ollama.facts import ShowInfo, model_key
+from reconciler.targets.ollama.folder import FolderModel, models_root, read_folder
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def index_folders(folders: list[str]) -> tuple[Folders, list[str]]:
 def overrides(show: ShowInfo, model: FolderModel) -> tuple[dict[str, Any], str | None, str | None, list[str]]:
     """Parameters, system and template the node's model sets beyond the folder's; what cannot be said."""
     params = {k: v for k, v in show.parameters.items()
-              if k not in dict(model.parameters) or not same_value(v, dict(model.parameters)[k])}
+              if k not in dict(model.parameters) or not same(v, dict(model.parameters)[k])}
     dropped = [k for k in dict(model.parameters) if k not in show.parameters]
     system = show.system if show.system != (model.system or "") else None
     template = show.template if show.template != (model.template or "") else None

@@ -26,8 +26,9 @@ from typing import Any
 
 from reconciler.errors import PermanentError, TargetError
 from reconciler.targets.base import Progress
-from reconciler.targets.ollama_api import OllamaClient
-from reconciler.targets.ollama_diff import WantedModel
+from reconciler.targets.ollama.client import OllamaClient
+from reconciler.targets.ollama.diff import WantedModel
+from reconciler.targets.ollama.hashing import file_sha256
 
 MT = "application/vnd.ollama.image."
 WEIGHTS, PROJECTOR, ADAPTER = MT + "model", MT + "projector", MT + "adapter"
@@ -160,7 +161,6 @@ def read_folder(folder: Path, name: str) -> FolderModel:
 
 async def verify(model: FolderModel) -> None:
     """Every big blob has the manifest's size and sha256; else PermanentError naming the file."""
-    from reconciler.targets.ollama import file_sha256     # one hash per file per process, shared with GGUF
 
     for blob in model.blobs:
         size = os.path.getsize(blob.path)

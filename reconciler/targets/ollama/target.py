@@ -3,7 +3,7 @@ through the REST API only (reference: ollama-api.md §13 recipes).
 
     node_targets(state, *, base_dir=None, timeout=10.0, stream_timeout=600.0) -> list[OllamaNode]
     OllamaNode.observe() -> Observed(data=NodeView) | Observed(error="unreachable: ...")
-    OllamaNode.diff(observed) -> (changes, notes)      pure, see ollama_diff.diff_node
+    OllamaNode.diff(observed) -> (changes, notes)      pure, see diff.diff_node
     OllamaNode.apply(change, progress)                 one pull / create / upload+create / load / delete
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 from collections.abc import AsyncGenerator
 from dataclasses import replace
@@ -25,42 +24,17 @@ from reconciler.config.runtime import balancer_note
 from reconciler.config.schema import DesiredState
 from reconciler.errors import PermanentError, TargetError, TemporaryError
 from reconciler.plan.changes import Change
-from reconciler.targets.base import Observed, Progress
-from reconciler.targets import ollama_dir
-from reconciler.targets.ollama_api import OllamaClient, PullProgress, ShowInfo, model_key, to_wire
-from reconciler.targets.ollama_diff import (NodeView, Wanted, WantedModel, Work, diff_node, needs_show,
+from reconciler.targets.base import Disruption, Observed, Progress
+from reconciler.targets.ollama import folder as ollama_dir
+from reconciler.targets.ollama.client import OllamaClient
+from reconciler.targets.ollama.facts import PullProgress, ShowInfo, model_key, to_wire
+from reconciler.targets.ollama.hashing import file_sha256
+from reconciler.targets.ollama.diff import (NodeView, Wanted, WantedModel, Work, diff_node, needs_show,
                                             rewrites_gguf, settings_note, wanted_for)
 
 __all__ = ["OllamaNode", "node_targets", "file_sha256"]
 
 CHUNK = 1 << 20
-
-# ---------------------------------------------------------------- GGUF hashing, once per file
-
-_hashes: dict[tuple[str, int, int], str] = {}
-_hash_locks: dict[tuple[str, int], asyncio.Lock] = {}   # per file and event loop
-
-
-def _hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-async def file_sha256(path: Path) -> str:
-    """sha256 of a file, computed once per process (per path, size and mtime), off the loop."""
-    try:
-        st = path.stat()
-    except OSError as exc:
-        raise PermanentError(f"cannot read the GGUF file {path}: {exc.strerror}") from exc
-    cache_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    lock = _hash_locks.setdefault((cache_key[0], id(asyncio.get_running_loop())), asyncio.Lock())
-    async with lock:
-        if cache_key not in _hashes:
-            _hashes[cache_key] = await asyncio.to_thread(_hash_file, path)
-        return _hashes[cache_key]
 
 
 async def _read_chunks(path: Path, task: str, progress: Progress, size: int) -> AsyncGenerator[bytes, None]:
@@ -103,7 +77,7 @@ class OllamaNode:
     async def close(self) -> None:
         await self.api.close()
 
-    async def observe(self) -> Observed:
+    async def observe(self) -> Observed[NodeView]:
         self._built.clear()
         try:
             version, models, loaded = await asyncio.gather(self.api.version(), self.api.tags(), self.api.ps())
@@ -146,15 +120,26 @@ class OllamaNode:
                     out[w.key] = folder.weights.digest
         return out
 
-    def diff(self, observed: Observed) -> tuple[list[Change], list[str]]:
+    def diff(self, observed: Observed[NodeView]) -> tuple[list[Change[Work]], list[str]]:
         view = observed.data
-        assert isinstance(view, NodeView)
+        assert view is not None
         changes, notes = diff_node(self.name, self.effective, view)
         return changes, [*notes, settings_note(self.wanted), *self.notes]
 
-    async def apply(self, change: Change, progress: Progress) -> None:
+    def disrupts(self, change: Change[Work]) -> Disruption | None:
+        """A create or a delete leaves the model unusable on this node meanwhile; a pull does
+        not (the node keeps serving the model it has while a new digest downloads)."""
+        if change.data is None or change.data.kind not in ("create", "delete") or len(change.path) < 2:
+            return None
+        return Disruption(self.node, str(change.path[1]))
+
+    def abandonable(self, change: Change[Work]) -> bool:
+        """A pull can be cut off at no cost: Ollama keeps the part downloaded and resumes it."""
+        return change.data is not None and change.data.kind == "pull"
+
+    async def apply(self, change: Change[Work], progress: Progress) -> None:
         work = change.data
-        assert isinstance(work, Work)
+        assert work is not None
         if work.kind == "delete":
             await self.api.delete(work.name)
             return

@@ -2,8 +2,8 @@
 
 Each node is observed by a throwaway OllamaNode (the code `plan` uses), then every installed
 model is read back with its client's /api/show. Open WebUI is observed by a throwaway
-OpenWebUITarget whose file declares every setting ollafleet manages, so every settings group
-and the model entries are read exactly as `plan` reads them.
+OpenWebUITarget told to read every settings group of its table and an entry per model id, so
+they are read exactly as `plan` reads them.
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.config.schema import DesiredState
+from reconciler.config.values import Secret
 from reconciler.errors import TargetError
+from reconciler.scrub import remember
 from reconciler.targets.ollama import OllamaNode
-from reconciler.targets.ollama_api import ShowInfo
-from reconciler.targets.ollama_diff import NodeView, Wanted
-from reconciler.targets.openwebui import OpenWebUITarget, openwebui_targets
-from reconciler.targets.openwebui_diff import Seen, connection_notes
+from reconciler.targets.ollama.facts import ShowInfo
+from reconciler.targets.ollama.diff import NodeView, Wanted
+from reconciler.targets.openwebui import Credentials, OpenWebUITarget
+from reconciler.targets.openwebui.diff import Seen, WantedModel, connection_notes
+from reconciler.targets.openwebui.diff import Wanted as OpenWebUIWanted
 
 
 @dataclass
@@ -59,25 +61,30 @@ async def read_node(name: str, url: str, *, timeout: float = 10.0) -> NodeRead:
         await node.close()
 
 
-def _probe_state(url: str, credentials: Mapping[str, str], env: Mapping[str, str],
-                 model_ids: list[str]) -> DesiredState:
-    """A file that declares every managed setting (so every group is read) and an entry per id."""
-    data: dict[str, Any] = {
-        "version": 1,
-        "models": {m: {"openwebui": {}} for m in model_ids},
-        "openwebui": {"url": url, **credentials, "task_model": "-", "code_interpreter": False,
-                      "code_execution": {}, "default_user_role": "user", "enable_signup": False,
-                      "enable_api_keys": True, "openai_api": False, "ollama_urls": []},
-    }
-    return DesiredState.model_validate(data, context={"env": dict(env)})
+def _secret(ref: str | None, env: Mapping[str, str]) -> Secret | None:
+    """A "${VARIABLE}" reference of the file resolved in `env` (the scrubber learns the value)."""
+    if not ref:
+        return None
+    var = ref.removeprefix("${").removesuffix("}")
+    value = env.get(var, "")
+    remember(value)
+    return Secret(var, value)
+
+
+def _reader(url: str, credentials: Mapping[str, str], env: Mapping[str, str],
+            model_ids: list[str]) -> OpenWebUITarget:
+    """An Open WebUI target that changes nothing and reads every settings group and an entry per id."""
+    creds = Credentials(_secret(credentials.get("api_key"), env), _secret(credentials.get("admin_email"), env),
+                        _secret(credentials.get("admin_password"), env))
+    wanted = OpenWebUIWanted(url.rstrip("/"), {}, tuple(WantedModel(m, public=False) for m in model_ids),
+                             "api_key" if creds.api_key is not None else "password", read_all=True)
+    return OpenWebUITarget(wanted, creds)
 
 
 async def read_openwebui(url: str, credentials: Mapping[str, str], env: Mapping[str, str],
                          model_ids: list[str]) -> OpenWebUIRead:
     """`credentials` holds the file's references ({"api_key": "${OPENWEBUI_API_KEY}"}), resolved in `env`."""
-    state = _probe_state(url, credentials, env, model_ids)
-    target = openwebui_targets(state)[0]
-    assert isinstance(target, OpenWebUITarget)
+    target = _reader(url, credentials, env, model_ids)
     out = OpenWebUIRead(url)
     try:
         observed = await target.observe()
@@ -86,7 +93,7 @@ async def read_openwebui(url: str, credentials: Mapping[str, str], env: Mapping[
             out.error = observed.error
             return out
         seen = observed.data
-        assert isinstance(seen, Seen)
+        assert seen is not None
         out.seen = seen
         if seen.fresh:
             out.error = "this Open WebUI has no admin account yet, so it holds no settings to import"

@@ -4,7 +4,7 @@ Models on every node that was read are declared once; the others name their `nod
 whose /api/show names another installed model as its parent is declared `from` it, with only
 the parameters, system and template that differ from that base. A model pinned in memory on
 every node that holds it is `keep_loaded`. Open WebUI's settings and model entries are mapped
-back through the Open WebUI target's own tables (SETTINGS, PARAM_KEYS, DEFAULT_CAPABILITIES).
+back through the Open WebUI target's own tables (settings.file_fragment, PARAM_KEYS, DEFAULT_CAPABILITIES).
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from typing import Any
 from reconciler.config.checks import OPENWEBUI_EXTRA_PARAMS, valid_model_name
 from reconciler.config.params import INT_PARAMS, PARAMS, check_param
 from reconciler.config.runtime import v1_name
-from reconciler.importer_folder import Folders, match, overrides
-from reconciler.importer_read import NodeRead, OpenWebUIRead
-from reconciler.targets.ollama_api import ShowInfo, model_key, same_value
-from reconciler.targets.ollama_diff import PINNED_AFTER
-from reconciler.targets.openwebui_diff import DEFAULT_CAPABILITIES, PARAM_KEYS, SETTING, is_public
+from reconciler.importer.folder import Folders, match, overrides
+from reconciler.importer.read import NodeRead, OpenWebUIRead
+from reconciler.targets.same import same
+from reconciler.targets.ollama.facts import ShowInfo, model_key
+from reconciler.targets.ollama.diff import PINNED_AFTER
+from reconciler.targets.openwebui.diff import DEFAULT_CAPABILITIES, PARAM_KEYS, is_public
+from reconciler.targets.openwebui.settings import file_fragment, live
 
 FILE_PARAM = {stored: name for name, stored in PARAM_KEYS.items()}   # max_tokens → num_predict
 # meta keys of an entry that the file does not manage, and their values when nobody set them
@@ -99,7 +101,7 @@ def _definition(read: NodeRead, name: str, canonical: dict[str, str], warn: list
         return _from_folder(read, name, show, folders or {}, warn)
     params: dict[str, Any] = {}
     for key, value in sorted(show.parameters.items()):
-        if key in base_show.parameters and same_value(value, base_show.parameters[key]):
+        if key in base_show.parameters and same(value, base_show.parameters[key]):
             continue
         value = _param_value(key, value)
         if key not in PARAMS or check_param(key, value):
@@ -243,33 +245,23 @@ def _settings(ow: OpenWebUIRead, known_models: set[str], node_urls: dict[str, st
     groups = ow.seen.groups
 
     def get(path: str) -> Any:
-        s = SETTING[path]
-        return (groups.get(s.group) or {}).get(s.key)
+        return live(groups, path)
 
-    out: dict[str, Any] = {}
+    out = file_fragment(groups)       # every setting the file can hold, as Open WebUI holds it
     comments: list[str] = []
-    task = get("task_model")
-    if isinstance(task, str) and task:
-        if task in known_models:
-            out["task_model"] = task
-        else:
-            warn.append(f'Open WebUI\'s task model "{task}" is on no node that was read; task_model left out')
-    if isinstance(get("code_interpreter"), bool):
-        out["code_interpreter"] = get("code_interpreter")
-    enabled, engine = get("code_execution.enabled"), get("code_execution.engine")
-    if isinstance(enabled, bool) and engine in ("pyodide", "jupyter"):
-        out["code_execution"] = {"enabled": enabled, "engine": engine}
-    elif engine is not None:
+    task = out.get("task_model")
+    if task is not None and task not in known_models:
+        del out["task_model"]
+        warn.append(f'Open WebUI\'s task model "{task}" is on no node that was read; task_model left out')
+    execution = out.get("code_execution") or {}
+    if "code_execution" in out and set(execution) != {"enabled", "engine"}:
+        del out["code_execution"]     # the file holds both or neither
+    engine = get("code_execution.engine")
+    if engine is not None and "engine" not in execution:
         warn.append(f'Open WebUI runs code with the engine "{engine}", which the file cannot say; code_execution left out')
-    role = get("default_user_role")
-    if role in ("pending", "user", "admin"):
-        out["default_user_role"] = role
-    for path in ("enable_signup", "enable_api_keys", "openai_api"):
-        if isinstance(get(path), bool):
-            out[path] = get(path)
     if get("ollama_api") is False:
         warn.append("Open WebUI's Ollama API is turned off; the file always turns it on (plan will show it)")
-    urls = [str(u).rstrip("/") for u in get("ollama_urls") or []]
+    urls = out.pop("ollama_urls", None) or []
     public_url = None
     if len(urls) == 1:
         public_url = urls[0]

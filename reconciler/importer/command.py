@@ -31,9 +31,9 @@ import tomli_w
 
 from reconciler.config import load_text
 from reconciler.errors import ConfigError
-from reconciler.importer_build import Document, build
-from reconciler.importer_folder import index_folders
-from reconciler.importer_read import NodeRead, OpenWebUIRead, read_node, read_openwebui
+from reconciler.importer.build import Document, build
+from reconciler.importer.folder import index_folders
+from reconciler.importer.read import NodeRead, OpenWebUIRead, read_node, read_openwebui
 from reconciler.scrub import scrub
 
 __all__ = ["add_arguments", "cmd_import", "read_network", "render"]
