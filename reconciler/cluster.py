@@ -18,7 +18,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Generic
+from typing import Any
 
 from balancer.fleet import Fleet
 from balancer.shared import Shared
@@ -26,7 +26,7 @@ from reconciler.config.schema import Cluster
 from reconciler.daemon.loop import Daemon
 from reconciler.errors import OllafleetError, TargetError
 from reconciler.plan.changes import Change
-from reconciler.targets.base import AnyTarget, Disruption, Observed, Progress, Seen, Target, Work
+from reconciler.targets.base import AnyTarget, Progress, Seen, Target, Work, Wrapper
 
 log = logging.getLogger("ollafleet.cluster")
 
@@ -154,25 +154,12 @@ class Lease:
         self.valid_until, self._holding = 0.0, False
 
 
-class Fenced(Generic[Seen, Work]):
+class Fenced(Wrapper[Seen, Work]):
     """Wraps a target: each change is made only after the fencing check."""
 
     def __init__(self, inner: Target[Seen, Work], lease: Lease) -> None:
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.lease = lease
-
-    async def observe(self) -> Observed[Seen]:
-        return await self.inner.observe()
-
-    def diff(self, observed: Observed[Seen]) -> tuple[list[Change[Work]], list[str]]:
-        return self.inner.diff(observed)
-
-    def disrupts(self, change: Change[Work]) -> Disruption | None:
-        return self.inner.disrupts(change)
-
-    def abandonable(self, change: Change[Work]) -> bool:
-        return self.inner.abandonable(change)
 
     async def apply(self, change: Change[Work], progress: Progress) -> None:
         if not await self.lease.still_ours():
@@ -181,9 +168,6 @@ class Fenced(Generic[Seen, Work]):
             raise TargetError("not applied: this daemon no longer holds the leader lease",
                               target=change.target)
         await self.inner.apply(change, progress)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 class ClusterMember:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Generic
 
 from balancer import Balancer, NodeSpec, Settings
 from balancer.classify import normalize_model
@@ -13,7 +12,7 @@ from balancer.params import ModelParams
 from reconciler.config import DesiredState
 from reconciler.config.runtime import runtime_params
 from reconciler.plan.changes import Change
-from reconciler.targets.base import AnyTarget, Disruption, Observed, Progress, Seen, Target, Work
+from reconciler.targets.base import AnyTarget, Progress, Seen, Target, Work, Wrapper
 
 
 def balancer_settings(state: DesiredState) -> Settings:
@@ -43,28 +42,15 @@ def balancer_nodes(state: DesiredState) -> list[NodeSpec]:
                      capability=n.capability, speed=n.speed) for n in state.nodes]
 
 
-class Draining(Generic[Seen, Work]):
+class Draining(Wrapper[Seen, Work]):
     """Wraps a target: while one of its changes disrupts a model on a node (the target says
     which, e.g. an Ollama node re-creating or deleting it), the balancer sends no request for
     that model there. One node at a time rebuilds a given model, so the others keep serving it."""
 
     def __init__(self, inner: Target[Seen, Work], balancer: Balancer, model_locks: dict[str, asyncio.Lock]) -> None:
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.balancer = balancer
         self.model_locks = model_locks
-
-    async def observe(self) -> Observed[Seen]:
-        return await self.inner.observe()
-
-    def diff(self, observed: Observed[Seen]) -> tuple[list[Change[Work]], list[str]]:
-        return self.inner.diff(observed)
-
-    def disrupts(self, change: Change[Work]) -> Disruption | None:
-        return self.inner.disrupts(change)
-
-    def abandonable(self, change: Change[Work]) -> bool:
-        return self.inner.abandonable(change)
 
     async def apply(self, change: Change[Work], progress: Progress) -> None:
         hit = self.inner.disrupts(change)
@@ -78,9 +64,6 @@ class Draining(Generic[Seen, Work]):
             finally:
                 self.balancer.set_draining(hit.node, hit.model, False)
         await self.balancer.refresh()
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 def draining(balancer: Balancer) -> Callable[[Sequence[AnyTarget]], Sequence[AnyTarget]]:

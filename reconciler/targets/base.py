@@ -71,3 +71,30 @@ class Target(Protocol[Seen, Work]):
 
 
 AnyTarget = Target[Any, Any]    # a target of any kind, as the engine and the daemon hold them
+
+
+class Wrapper(Generic[Seen, Work]):
+    """A target around another one that changes only how `apply` runs (drains, fencing): every
+    other call goes to `inner`, so a wrapper never hides what the target says of its changes."""
+
+    def __init__(self, inner: Target[Seen, Work]) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    async def observe(self) -> Observed[Seen]:
+        return await self.inner.observe()
+
+    def diff(self, observed: Observed[Seen]) -> tuple[list[Change[Work]], list[str]]:
+        return self.inner.diff(observed)
+
+    async def apply(self, change: Change[Work], progress: Progress) -> None:
+        await self.inner.apply(change, progress)
+
+    def disrupts(self, change: Change[Work]) -> Disruption | None:
+        return self.inner.disrupts(change)
+
+    def abandonable(self, change: Change[Work]) -> bool:
+        return self.inner.abandonable(change)
+
+    async def close(self) -> None:
+        await self.inner.close()
