@@ -69,7 +69,12 @@ def test_one_decode_classifies_as_two(path: str, body: Any, mode: str,
     decodes: list[bytes] = []
     module = sys.modules["balancer.classify"]  # balancer.classify is also the function's name
     real = module._parse
-    monkeypatch.setattr(module, "_parse", lambda b: decodes.append(b) or real(b))
+    def counted(b: bytes) -> dict[str, Any]:
+        decodes.append(b)
+        parsed_again: dict[str, Any] = real(b)
+        return parsed_again
+
+    monkeypatch.setattr(module, "_parse", counted)
     assert classify("POST", path, out, parsed) == slow
     # a body params decoded as a JSON object is not decoded again
     assert decodes == ([] if parsed is not None else [out])
@@ -104,7 +109,7 @@ def _ended_the_long_way(k: Knowledge, key: int, name: str, final: dict[str, Any]
 
 
 def test_learned_rates_are_those_of_the_long_way() -> None:
-    finals = [{"load_duration": 8e9, "prompt_eval_duration": 2e8, "eval_count": 250,
+    finals: list[dict[str, Any]] = [{"load_duration": 8e9, "prompt_eval_duration": 2e8, "eval_count": 250,
                "eval_duration": 8e9},
               {"load_duration": 1e7, "prompt_eval_duration": 1e8, "eval_count": 40,
                "eval_duration": 1e9},
