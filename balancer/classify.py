@@ -87,7 +87,9 @@ def is_management(method: str, path: str) -> bool:
     return path.startswith("/api/blobs/") and method in ("POST", "PUT")
 
 
-def classify(method: str, path: str, body: bytes = b"") -> RequestInfo:
+def classify(method: str, path: str, body: bytes = b"",
+             parsed: dict[str, Any] | None = None) -> RequestInfo:
+    """`parsed`: the body's JSON object when the caller has decoded it already."""
     method = method.upper()
     if is_management(method, path):
         return RequestInfo("management", path)
@@ -97,10 +99,10 @@ def classify(method: str, path: str, body: bytes = b"") -> RequestInfo:
         name = path[len("/v1/models/"):]
         return RequestInfo("model_info", path, normalize_model(name), name)
     if method == "POST" and path == "/api/show":
-        sent = _model_of(_parse(body))
+        sent = _model_of(_parse(body) if parsed is None else parsed)
         return RequestInfo("model_info", path, sent and normalize_model(sent), sent)
     if method == "POST" and path in INFERENCE_PATHS:
-        data = _parse(body)
+        data = _parse(body) if parsed is None else parsed
         sent = _model_of(data)
         model = normalize_model(sent) if sent else None
         framing = INFERENCE_PATHS[path]

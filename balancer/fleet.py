@@ -153,6 +153,12 @@ class Fleet:
     def snapshot(self) -> Snapshot:
         return Snapshot(tuple(n.view() for n in self.nodes.values()))
 
+    def any_free(self) -> bool:
+        """Whether some fit node has a free slot: what `decide` needs to pick a request that
+        names no model. The check before every body is read, without building a snapshot."""
+        return any(n.unfit is None and n.in_flight + n.remote < n.spec.max_concurrent
+                   for n in self.nodes.values())
+
     def states(self) -> list[NodeState]:
         return [replace(n.state(), **self.knowledge.facts(n.name)) for n in self.nodes.values()]
 

@@ -143,22 +143,23 @@ class Knowledge:
         first = model not in k.rates  # a first sample replaces the defaults outright
         r = k.rates.get(model, DEFAULT_RATES)
         mix = (lambda old, sample: sample) if first else _mix
+        learned: dict[str, float] = {}  # one replace() at the end: this runs for every request
         load = _seconds(final.get("load_duration"))
         if load is not None and load >= MIN_LOAD:
-            r = replace(r, load=mix(r.load, load))
+            learned["load"] = mix(r.load, load)
         prefill = _seconds(final.get("prompt_eval_duration"))
         if prefill and run.estimate.uncached_tokens >= MIN_LEARN_TOKENS:
-            r = replace(r, prefill=mix(r.prefill, run.estimate.uncached_tokens / prefill))
+            learned["prefill"] = mix(r.prefill, run.estimate.uncached_tokens / prefill)
         count, gen = final.get("eval_count"), _seconds(final.get("eval_duration"))
         if gen is None and run.first_at is not None and isinstance(count, int) and count > 1:
             gen = self.now() - run.first_at  # /v1, Anthropic: no durations, our own clock
         if isinstance(count, int) and count > 0:
-            r = replace(r, answer=mix(r.answer, count))
+            learned["answer"] = mix(r.answer, count)
             if gen:
-                r = replace(r, gen=mix(r.gen, count / gen))
+                learned["gen"] = mix(r.gen, count / gen)
             if k.cached is run.job.conversation:
                 k.cached_tokens = run.job.tokens + count
-        k.rates[model] = r
+        k.rates[model] = replace(r, **learned) if learned else r
 
 
 def _seconds(ns: Any) -> float | None:

@@ -59,24 +59,31 @@ def apply_params(path: str, body: bytes, params: Mapping[str, ModelParams], mode
     """`body` with the declared parameters of its model applied; the same bytes when nothing
     changes (another path, an undeclared model, mode "off", a body that is not a JSON object).
     `params` is keyed by normalised model name; `has_model` says whether some node has a model."""
+    return applied(path, body, params, mode, has_model)[0]
+
+
+def applied(path: str, body: bytes, params: Mapping[str, ModelParams], mode: Mode,
+            has_model: Callable[[str], bool] = lambda _: True) -> tuple[bytes, dict[str, Any] | None]:
+    """apply_params, and the JSON object the returned body holds when it was decoded here
+    (None when it was not), so that the proxy does not decode every body twice."""
     if mode == "off" or not params or (path not in NATIVE and path not in V1_FIELDS):
-        return body
+        return body, None
     try:
         data = json.loads(body) if body else None
     except (ValueError, UnicodeDecodeError):
-        return body
+        return body, None
     if not isinstance(data, dict):
-        return body
+        return body, None
     name = data.get("model") or data.get("name")
     declared = params.get(normalize_model(name)) if isinstance(name, str) and name else None
     if declared is None:
-        return body
+        return body, data
     enforce = mode == "enforce" or declared.enforce
     if path in NATIVE:
         changed = _native(data, declared, enforce)
     else:
         changed = _v1(data, V1_FIELDS[path], declared, enforce, has_model)
-    return json.dumps(data, separators=(",", ":")).encode() if changed else body
+    return (json.dumps(data, separators=(",", ":")).encode() if changed else body), data
 
 
 def _native(data: dict[str, Any], p: ModelParams, enforce: bool) -> bool:

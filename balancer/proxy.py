@@ -23,7 +23,7 @@ from .config import Settings
 from .fleet import Fleet, Node
 from .fleetwide import FleetWide
 from .framing import EndChecker
-from .params import apply_params
+from .params import applied
 from .scheduling import Event, Pick, Reject, Wait, decide
 from .cost import Estimate, Job
 from .waitlist import TooLong, WaitList, job_of
@@ -116,7 +116,7 @@ class Proxy:
             if request.body_exists and (length is None or length > SMALL_BODY):
                 return await self.route(request, info, request.content)  # streamed as it comes
             return await self.route(request, info, await request.read())
-        if s.queue_timeout <= 0 and path in INFERENCE_PATHS:
+        if s.queue_timeout <= 0 and path in INFERENCE_PATHS and not self.fleet.any_free():
             # no node at all, every node busy or ruled out by the polls: 503 whatever the model
             blind = decide(self.fleet.snapshot(), RequestInfo("inference", path, uses_slot=True))
             if isinstance(blind, Reject) and blind.status == 503:
@@ -140,9 +140,10 @@ class Proxy:
                 return self._too_large(request)
             chunks.append(chunk)
         body = b"".join(chunks)
+        parsed = None
         if s.model_params:
-            body = apply_params(path, body, s.model_params, s.apply_model_params, self._has_model)
-        return await self.route(request, classify(method, path, body), body)
+            body, parsed = applied(path, body, s.model_params, s.apply_model_params, self._has_model)
+        return await self.route(request, classify(method, path, body, parsed), body)
 
     def _too_large(self, request: web.BaseRequest) -> web.Response:
         limit = self.settings.max_body

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .classify import RequestInfo
-from .cost import Entry, Estimate, Hold, Job, NodeCost, estimate, plan, priority, tokens_of
+from .cost import Entry, Estimate, Hold, Job, estimate, plan, priority, tokens_of
 from .fleet import Fleet
 from .knowledge import Knowledge
 from .scheduling import Pick, Reject
@@ -57,8 +57,8 @@ class WaitList:
         self._ids = itertools.count()
 
     def estimate_for(self, node: str, job: Job) -> Estimate:
-        view = self.fleet.nodes[node].view()
-        cost = self.knowledge.costs([view]).get(node, NodeCost())
+        n = self.fleet.nodes[node]  # what costs() reads of its view, without building one
+        cost = self.knowledge.cost(node, n.spec.max_concurrent, n.loaded, self.knowledge.now())
         return estimate(node, cost, job)
 
     async def place(self, info: RequestInfo, job: Job, user: str, tried: frozenset[str],

@@ -6,7 +6,12 @@ One run prints, for 1, 16 and 64 concurrent /api/chat streams: time to first tok
 process's CPU time per relayed chunk. The simulated nodes and the balancer each run in
 their own process, so the client's and the nodes' CPU don't count against the balancer.
 
-    .venv/bin/python scripts/bench_balancer.py [--quick]
+The model's parameters are those the repo's desired_state.toml declares for codestral:22b,
+as deployed: the client sends its Open WebUI params (as Open WebUI does), the balancer fills
+the rest (keep_alive -1 for a keep_loaded model), so every body is decoded and re-encoded.
+`--no-params`: a balancer with no declared parameters, bodies relayed as they come.
+
+    .venv/bin/python scripts/bench_balancer.py [--quick] [--no-params]
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -30,6 +36,18 @@ MODEL = "codestral:22b"
 TOKENS = 32
 TOKENS_PER_S = 100.0
 CLK = os.sysconf("SC_CLK_TCK")
+STATE = ROOT / "desired_state.toml"
+SENT: dict[str, object] = {}  # the model's Open WebUI params, sent with every request
+
+
+def declared() -> tuple[dict[str, Any], dict[str, Any]]:
+    """desired_state.toml's view of MODEL: (what Open WebUI sends, the balancer's params)."""
+    from reconciler.config import load
+    from reconciler.daemon.wiring import model_params
+
+    state = load(STATE, skip_env=True)
+    ui = state.models[MODEL].openwebui
+    return (dict(ui.params) if ui is not None else {}), dict(model_params(state))
 
 
 # -- child processes ----------------------------------------------------------------
@@ -53,7 +71,8 @@ async def serve_balancer(urls: list[str]) -> None:
         from balancer.cli import setup_logging
         setup_logging(open(os.environ["BENCH_LOG"], "a"))
 
-    b = Balancer(Settings(poll_interval=0.0),
+    params = {} if os.environ.get("BENCH_NO_PARAMS") else declared()[1]
+    b = Balancer(Settings(poll_interval=0.0, model_params=params),
                  [NodeSpec(f"n{i}", u, max_concurrent=SLOTS) for i, u in enumerate(urls)])
     await b.start("127.0.0.1", 0)
     profile_to = os.environ.get("BENCH_PROFILE")  # a path: write a cProfile of the balancer
@@ -92,7 +111,7 @@ def cpu_seconds(pid: int) -> float:
 async def one_stream(http: aiohttp.ClientSession, url: str, tokens: int = TOKENS
                      ) -> tuple[float, float, int]:
     body = {"model": MODEL, "messages": [{"role": "user", "content": "bench"}],
-            "options": {"num_predict": tokens}}
+            "options": {**SENT, "num_predict": tokens}}
     t0 = time.perf_counter()
     ttft = 0.0
     chunks = 0
@@ -225,6 +244,8 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--cpu", type=int, default=0, metavar="N",
                         help="only measure CPU per request and per chunk, N times")
+    parser.add_argument("--no-params", action="store_true",
+                        help="no declared model parameters (client and balancer)")
     parser.add_argument("--serve-nodes", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-balancer", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -237,4 +258,10 @@ if __name__ == "__main__":
             from balancer.cli import run  # as `python -m balancer` runs: uvloop if installed
             run(serve_balancer(args.serve_balancer))
     else:
+        if args.no_params:
+            os.environ["BENCH_NO_PARAMS"] = "1"  # the balancer process inherits it
+        else:
+            SENT.update(declared()[0])
+        print("model parameters: " + ("none" if args.no_params else
+              f"{MODEL} {SENT} from desired_state.toml; the balancer fills the rest"))
         asyncio.run(asyncio.wait_for(main(args.quick, args.cpu), 300))

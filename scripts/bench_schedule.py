@@ -19,11 +19,17 @@ Placements:
         ollafleet-handoff  (with --placements) the same, but a request whose best node is
                     busy with its model loaded goes to that node's Ollama queue at once
 
+Model parameters are those of a desired-state file (`--file`, default the repo's
+desired_state.toml), as in a deployment: every request carries the model's Open WebUI
+`params` as options (Open WebUI sends them on each chat, whichever placement), and the
+balancer gets the file's runtime parameters (a `keep_loaded` model is requested with
+keep_alive -1; num_ctx always the declared one). `--file ''`: no parameters at all.
+
 Prints per day and placement: mean / p90 time to first token (as users feel it, retries
 included), 503s, model loads (from load_duration) in all and on the busiest node, KV reuse
 (share of prompt tokens the nodes did not have to evaluate).
 
-    .venv/bin/python scripts/bench_schedule.py [--scale 0.1] [--days stable,shift,single]
+    .venv/bin/python scripts/bench_schedule.py [--scale 0.1] [--days stable,shift,single] [--file F]
 """
 from __future__ import annotations
 
@@ -44,6 +50,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from balancer import Balancer, NodeSpec, Settings  # noqa: E402
+from balancer.params import ModelParams  # noqa: E402
+from reconciler.config import load  # noqa: E402
+from reconciler.daemon.wiring import model_params  # noqa: E402
 from simulator import Simulator, Timing  # noqa: E402
 from simulator.timing import tokenize  # noqa: E402
 
@@ -55,6 +64,23 @@ PROMPT_TPS = 2000.0
 TIMING = Timing(load_delay=12.5, prompt_tps=PROMPT_TPS, gen_tps=30.0, warm_load=0.05)
 WORDS = ("def", "return", "self", "value", "list", "for", "in", "if", "else", "import", "class",
          "data", "result", "index", "count", "items", "key", "None", "True", "print", "range")
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What a desired-state file says about the models: what Open WebUI sends with each chat
+    (per model), and what the balancer puts into requests."""
+    sent: dict[str, dict[str, Any]] = field(default_factory=dict)
+    balancer: dict[str, ModelParams] = field(default_factory=dict)
+
+
+def declared(path: str) -> Declared:
+    if not path:
+        return Declared()
+    state = load(path, skip_env=True)
+    sent = {name: dict(m.openwebui.params) for name, m in state.models.items()
+            if m.openwebui is not None and m.openwebui.params}
+    return Declared(sent, model_params(state))
 
 
 @dataclass
@@ -110,14 +136,17 @@ class FirstFree:
 
 
 async def user(uid: int, chats: list[str], place: str, urls: list[str], peer: FirstFree | None,
-               session: aiohttp.ClientSession, scale: float, res: Result, day: str) -> None:
+               session: aiohttp.ClientSession, scale: float, res: Result, day: str,
+               decl: Declared) -> None:
     rng = random.Random(f"{day}-{uid}")
     await asyncio.sleep(rng.uniform(0, 30) * scale)
     for c, model in enumerate(chats):
         messages: list[dict[str, str]] = []
         for _turn in range(TURNS):
             messages.append({"role": "user", "content": code_paste(rng)})
-            body = {"model": model, "messages": messages, "stream": True}
+            body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
+            if model in decl.sent:
+                body["options"] = decl.sent[model]
             sent = time.monotonic()
             while True:
                 node: int | None = None
@@ -181,7 +210,7 @@ async def chat(session: aiohttp.ClientSession, url: str, body: dict[str, Any], u
     return answer
 
 
-async def run(day: str, place: str, scale: float) -> Result:
+async def run(day: str, place: str, scale: float, decl: Declared) -> Result:
     res = Result()
     plan = day_plan(day)
     async with Simulator() as sim:
@@ -192,7 +221,7 @@ async def run(day: str, place: str, scale: float) -> Result:
         balancer: Balancer | None = None
         if place.startswith("ollafleet"):
             balancer = Balancer(Settings(silence_timeout=120 * scale, queue_timeout=600 * scale,
-                                         poll_interval=5 * scale),
+                                         poll_interval=5 * scale, model_params=decl.balancer),
                                 [NodeSpec(n.name, n.url) for n in nodes])
             balancer.fleet.knowledge.scale = scale
             if place == "ollafleet-handoff":  # hand to a busy node's own queue instead
@@ -204,7 +233,7 @@ async def run(day: str, place: str, scale: float) -> Result:
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 await asyncio.gather(*(user(i, chats, place, urls, peer, session, scale, res,
-                                            day) for i, chats in enumerate(plan)))
+                                            day, decl) for i, chats in enumerate(plan)))
         finally:
             if balancer is not None:
                 await balancer.stop(drain_timeout=1.0)
@@ -220,7 +249,12 @@ async def main() -> None:
     ap.add_argument("--scale", type=float, default=0.1, help="real seconds per modelled second")
     ap.add_argument("--days", default="stable,shift,single")
     ap.add_argument("--placements", default="first-free,static,ollafleet")
+    ap.add_argument("--file", default=str(ROOT / "desired_state.toml"),
+                    help="desired-state file whose model parameters are used ('': none)")
     args = ap.parse_args()
+    decl = declared(args.file)
+    print("model parameters: " + (", ".join(f"{m} {o}" for m, o in decl.sent.items())
+                                  + f" (from {Path(args.file).name})" if args.file else "none"))
     print(f"scale {args.scale}: one modelled second takes {args.scale:g} s; times below are "
           "modelled seconds")
     print(f"{'day':8} {'placement':11} {'mean':>6} {'p90':>6} {'503s':>5} {'loads':>5} "
@@ -229,7 +263,7 @@ async def main() -> None:
         rows: dict[str, Result] = {}
         for place in args.placements.split(","):
             t0 = time.monotonic()
-            r = rows[place] = await run(day, place, args.scale)
+            r = rows[place] = await run(day, place, args.scale, decl)
             reuse = 1 - r.evaluated / r.prompt_tokens if r.prompt_tokens else 0.0
             print(f"{day:8} {place:11} {statistics.mean(r.ttft):6.1f} {p90(r.ttft):6.1f} "
                   f"{r.rejected:5d} {r.loads:5d} {max(r.node_loads.values(), default=0):8d} "
