@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from reconciler.daemon.activity import describe
@@ -70,21 +71,70 @@ def print_status(data: dict[str, Any], console: Console) -> None:
                          str(r.get("error")))
         console.print(held)
 
+    _print_cluster(data.get("cluster"), console)
+
     bal = data.get("balancer")
     if bal:
-        nodes = Table("node", "state", "in flight", "models", "loaded", title=f"Balancer {bal.get('url', '')}")
+        nodes = Table("node", "state", "in flight", "queued", "models", "loaded", "GPU holds",
+                      title=f"Balancer {bal.get('url', '')}")
         for n in bal.get("nodes", []):
             colour = "green" if n.get("reliability") == "Reliable" else "red"
-            reach = "" if n.get("reachable") is not False else " (unreachable)"
-            if n.get("last_error"):
-                reach += f" {n['last_error']}"
+            unfit, error = escape(n.get("unfit") or ""), escape(n.get("last_error") or "")
+            # unfit: why the polls keep requests away (it says "unreachable" when it is)
+            reach = (f" [red]no requests: it {unfit}[/]" if unfit
+                     else " (unreachable)" if n.get("reachable") is False else "")
+            if error and error not in unfit:
+                reach += f" {error}"
             nodes.add_row(n["name"], f"[{colour}]{n.get('reliability')}[/]{reach}",
-                          f"{n.get('in_flight', 0)}/{n.get('max_concurrent', 1)}",
-                          ", ".join(n.get("models") or []) or "-", ", ".join(n.get("loaded") or []) or "-")
+                          f"{n.get('in_flight', 0)}/{n.get('max_concurrent', 1)}", str(n.get("queued", 0)),
+                          ", ".join(n.get("models") or []) or "-", ", ".join(n.get("loaded") or []) or "-",
+                          _runner(n))
         console.print(nodes)
+        _print_learned(bal.get("nodes", []), console)
         m = bal.get("metrics", {})
         console.print(f"requests {m.get('requests_total', 0)}, failures {m.get('failures_total', 0)}, "
                       f"in flight {m.get('in_flight', 0)}, queued {m.get('queued', 0)}")
+
+
+def _runner(node: dict[str, Any]) -> str:
+    """The model the node's GPU holds (as the balancer last sent or polled) and its context."""
+    model = node.get("runner_model")
+    if not model:
+        return "-"
+    ctx = node.get("runner_num_ctx")
+    return escape(f"{model} (num_ctx {ctx if ctx else 'default'})")
+
+
+def _print_learned(nodes: list[dict[str, Any]], console: Console) -> None:
+    """The rates the balancer learned from each node's answers (its estimates use them)."""
+    rows = [(n["name"], model, r) for n in nodes for model, r in (n.get("learned") or {}).items()]
+    if not rows:
+        return
+    table = Table("node", "model", "load s", "prompt tokens/s", "tokens/s", "answer tokens",
+                  title="Learned from the nodes' answers")
+    for name, model, r in rows:
+        table.add_row(escape(name), escape(model), *(str(r.get(k, "-")) for k in
+                                     ("load_s", "prompt_tokens_per_s", "tokens_per_s", "answer_tokens")))
+    console.print(table)
+
+
+def _print_cluster(cluster: dict[str, Any] | None, console: Console) -> None:
+    """[cluster]: this daemon's role and whether it reaches Redis (the lease's and the balancer's view)."""
+    if not cluster:
+        return
+    role = ("[green]leader[/] (this daemon reconciles)" if cluster.get("role") == "leader"
+            else "[yellow]standby[/] (another daemon reconciles; its balancer serves)")
+    console.print(f"[bold]Cluster[/] {escape(str(cluster.get('name', '?')))}: {role}")
+    shared = cluster.get("balancer") or {}
+    down = [(since, err) for since, err in ((cluster.get("redis_down_since"), cluster.get("redis_error")),
+                                           (shared.get("redis_down_since"), shared.get("redis_error")))
+            if since]
+    if cluster.get("redis") == "down" or shared.get("redis") == "down":
+        since, err = min(down, key=lambda d: d[0]) if down else (None, None)
+        console.print(f"  [red]Redis unreachable[/] since {_when(since)}" + (f" ({escape(err)})" if err else "")
+                      + ": no pass applies; the balancer serves on its own knowledge")
+    else:
+        console.print("  Redis reachable: slots and caches shared with the other balancers")
 
 
 class _Console(Console):
