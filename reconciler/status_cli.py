@@ -75,8 +75,7 @@ def print_status(data: dict[str, Any], console: Console) -> None:
 
     bal = data.get("balancer")
     if bal:
-        nodes = Table("node", "state", "in flight", "queued", "models", "loaded", "GPU holds",
-                      title=f"Balancer {bal.get('url', '')}")
+        nodes = Table("node", "state", "in flight", "queued", "models", "loaded", title=f"Balancer {bal.get('url', '')}")
         for n in bal.get("nodes", []):
             colour = "green" if n.get("reliability") == "Reliable" else "red"
             unfit, error = escape(n.get("unfit") or ""), escape(n.get("last_error") or "")
@@ -87,34 +86,25 @@ def print_status(data: dict[str, Any], console: Console) -> None:
                 reach += f" {error}"
             nodes.add_row(n["name"], f"[{colour}]{n.get('reliability')}[/]{reach}",
                           f"{n.get('in_flight', 0)}/{n.get('max_concurrent', 1)}", str(n.get("queued", 0)),
-                          ", ".join(n.get("models") or []) or "-", ", ".join(n.get("loaded") or []) or "-",
-                          _runner(n))
+                          ", ".join(n.get("models") or []) or "-", ", ".join(n.get("loaded") or []) or "-")
         console.print(nodes)
-        _print_learned(bal.get("nodes", []), console)
+        _print_gpus(bal.get("nodes", []), console)
         m = bal.get("metrics", {})
         console.print(f"requests {m.get('requests_total', 0)}, failures {m.get('failures_total', 0)}, "
                       f"in flight {m.get('in_flight', 0)}, queued {m.get('queued', 0)}")
 
 
-def _runner(node: dict[str, Any]) -> str:
-    """The model the node's GPU holds (as the balancer last sent or polled) and its context."""
-    model = node.get("runner_model")
-    if not model:
-        return "-"
-    ctx = node.get("runner_num_ctx")
-    return escape(f"{model} (num_ctx {ctx if ctx else 'default'})")
-
-
-def _print_learned(nodes: list[dict[str, Any]], console: Console) -> None:
-    """The rates the balancer learned from each node's answers (its estimates use them)."""
-    rows = [(n["name"], model, r) for n in nodes for model, r in (n.get("learned") or {}).items()]
-    if not rows:
-        return
-    table = Table("node", "model", "load s", "prompt tokens/s", "tokens/s", "answer tokens",
-                  title="Learned from the nodes' answers")
-    for name, model, r in rows:
-        table.add_row(escape(name), escape(model), *(str(r.get(k, "-")) for k in
-                                     ("load_s", "prompt_tokens_per_s", "tokens_per_s", "answer_tokens")))
+def _print_gpus(nodes: list[dict[str, Any]], console: Console) -> None:
+    """What the balancer knows of each GPU: the model its runner holds (as the balancer last sent
+    it or a poll saw it) with its num_ctx, and the rates learned from the node's answers."""
+    table = Table("node", "GPU holds", "learned from its answers", title="GPUs as the balancer knows them")
+    for n in nodes:
+        model, ctx = n.get("runner_model"), n.get("runner_num_ctx")
+        holds = f"{model}\nnum_ctx {ctx or 'default'}" if model else "-"
+        learned = [f"{m}: load {r.get('load_s')} s, prompt {r.get('prompt_tokens_per_s')} tokens/s, "
+                   f"generation {r.get('tokens_per_s')} tokens/s, answers ~{r.get('answer_tokens')} tokens"
+                   for m, r in (n.get("learned") or {}).items()]
+        table.add_row(escape(n["name"]), escape(holds), escape("\n".join(learned)) or "-")
     console.print(table)
 
 
@@ -123,14 +113,12 @@ def _print_cluster(cluster: dict[str, Any] | None, console: Console) -> None:
     if not cluster:
         return
     role = ("[green]leader[/] (this daemon reconciles)" if cluster.get("role") == "leader"
-            else "[yellow]standby[/] (another daemon reconciles; its balancer serves)")
+            else "[yellow]standby[/] (it serves as a balancer; the leader reconciles)")
     console.print(f"[bold]Cluster[/] {escape(str(cluster.get('name', '?')))}: {role}")
     shared = cluster.get("balancer") or {}
-    down = [(since, err) for since, err in ((cluster.get("redis_down_since"), cluster.get("redis_error")),
-                                           (shared.get("redis_down_since"), shared.get("redis_error")))
-            if since]
     if cluster.get("redis") == "down" or shared.get("redis") == "down":
-        since, err = min(down, key=lambda d: d[0]) if down else (None, None)
+        since = min((t for t in (cluster.get("redis_down_since"), shared.get("redis_down_since")) if t), default=None)
+        err = cluster.get("redis_error") or shared.get("redis_error")
         console.print(f"  [red]Redis unreachable[/] since {_when(since)}" + (f" ({escape(err)})" if err else "")
                       + ": no pass applies; the balancer serves on its own knowledge")
     else:

@@ -87,7 +87,7 @@ def _cluster(data: dict[str, Any]) -> str:
     if not c:
         return ""
     role = ('<span class="ok">leader</span>: this daemon reconciles' if c.get("role") == "leader"
-            else '<span class="warn">standby</span>: another daemon reconciles; this one\'s balancer serves')
+            else '<span class="warn">standby</span>: it serves as a balancer; the leader reconciles')
     shared = c.get("balancer") or {}
     if c.get("redis") == "down" or shared.get("redis") == "down":
         since = min((t for t in (c.get("redis_down_since"), shared.get("redis_down_since")) if t), default=None)

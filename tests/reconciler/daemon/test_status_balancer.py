@@ -39,12 +39,19 @@ async def status_cli(url: str) -> tuple[int, str]:
 
 
 def row(out: str, first: str) -> list[str]:
-    """The cells of the table row whose first cell is `first`."""
+    """The cells of the first table row whose first cell is `first`, each cell's lines joined by "|"."""
+    found: list[list[str]] = []
     for line in out.splitlines():
         cells = [c.strip() for c in re.split(r"[│┃]", line)[1:-1]]
-        if cells and cells[0] == first:
-            return cells
-    raise AssertionError(f"no row {first!r} in:\n{out}")
+        if found and cells and cells[0] == "" and len(cells) == len(found[0]):
+            found.append(cells)        # the same row's next line
+        elif found:
+            break
+        elif cells and cells[0] == first:
+            found.append(cells)
+    if not found:
+        raise AssertionError(f"no row {first!r} in:\n{out}")
+    return ["|".join(filter(None, column)) for column in zip(*found)]
 
 
 async def test_status_shows_the_runner_queue_learned_rates_and_why_a_node_gets_nothing(
@@ -81,9 +88,11 @@ async def test_status_shows_the_runner_queue_learned_rates_and_why_a_node_gets_n
 
         gpu1, gpu2 = row(out, "gpu-1"), row(out, "gpu-2")
         head = row(out, "node")
-        assert head[:4] == ["node", "state", "in flight", "queued"] and "GPU holds" in head, head
+        assert head[:4] == ["node", "state", "in flight", "queued"], head
         assert gpu1[head.index("queued")] == "1", out
-        assert gpu1[head.index("GPU holds")] == "llama3.2:1b (num_ctx 4096)", out
+        gpus = out[out.index("GPUs as the balancer knows them"):]
+        assert row(gpus, "gpu-1")[1] == "llama3.2:1b|num_ctx 4096", out
+        assert row(gpus, "gpu-2")[1:] == ["-", "-"], out
         assert "no requests: it is unreachable by the last poll" in gpu2[1], out
         assert code == 1   # gpu-2 cannot be reconciled: unhealthy, as before
 
@@ -91,11 +100,12 @@ async def test_status_shows_the_runner_queue_learned_rates_and_why_a_node_gets_n
             return any(s.learned for s in svc.balancer.states())  # type: ignore[union-attr]
         await wait_until(learned)
         _, out = await status_cli(svc.status_url)
-        rates_table = out[out.index("Learned from the nodes' answers"):]
-        rates = row(rates_table, "gpu-1")
-        expected = svc.balancer.states()[0].learned["llama3.2:1b"]
-        assert rates[1] == "llama3.2:1b" and rates[4] == str(expected["tokens_per_s"]), rates_table
-        assert 2.5 <= float(rates[4]) <= 3.5, "learned from the simulated node's eval_count/eval_duration"
+        gpus = out[out.index("GPUs as the balancer knows them"):]
+        learned = row(gpus, "gpu-1")[2]
+        r = svc.balancer.states()[0].learned["llama3.2:1b"]
+        assert learned == (f"llama3.2:1b: load {r['load_s']} s, prompt {r['prompt_tokens_per_s']} tokens/s, "
+                           f"generation {r['tokens_per_s']} tokens/s, answers ~{r['answer_tokens']} tokens"), gpus
+        assert 2.5 <= r["tokens_per_s"] <= 3.5, "learned from the simulated node's eval_count/eval_duration"
         assert row(out, "gpu-1")[head.index("queued")] == "0"
     finally:
         await svc.stop()
