@@ -83,6 +83,7 @@ async def test_status_shows_the_runner_queue_learned_rates_and_why_a_node_gets_n
                 return any(s.queued for s in svc.balancer.states())  # type: ignore[union-attr]
             await wait_until(queued)
             code, out = await status_cli(svc.status_url)
+            html = (await client.get(svc.status_url + "/")).text
             answers = await asyncio.gather(first, second)
         assert [r.status_code for r in answers] == [200, 200]
 
@@ -95,6 +96,14 @@ async def test_status_shows_the_runner_queue_learned_rates_and_why_a_node_gets_n
         assert row(gpus, "gpu-2")[1:] == ["-", "-"], out
         assert "no requests: it is unreachable by the last poll" in gpu2[1], out
         assert code == 1   # gpu-2 cannot be reconciled: unhealthy, as before
+        # the status page shows the same per node
+        head_html = html[html.index("<h2>Nodes</h2>"):]
+        head_html = head_html[:head_html.index("</tr>")]
+        assert all(f"<th>{h}</th>" in head_html for h in ("queued", "runner model", "runner num ctx", "unfit")), head_html
+        page_row = html[html.index('<tr data-node="gpu-1">'):]
+        page_row = page_row[:page_row.index("</tr>")]
+        assert "<td>4096</td>" in page_row and "<td>1</td>" in page_row, page_row
+        assert "is unreachable by the last poll" in html[html.index('<tr data-node="gpu-2">'):]
 
         async def learned() -> bool:
             return any(s.learned for s in svc.balancer.states())  # type: ignore[union-attr]
