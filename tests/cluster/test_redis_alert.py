@@ -77,8 +77,9 @@ async def test_redis_down_is_shown_and_alerted_once_and_its_recovery_once(
 
             redis_server.stop()
 
-            async def seen_down() -> bool:
-                return "cluster:redis" in alerter.open
+            async def seen_down() -> bool:   # by the alerter, and the lease is gone (a renewal failed)
+                c = await cluster()
+                return "cluster:redis" in alerter.open and c["redis"] == "down" and c["role"] == "standby"
             await wait_until(seen_down)
             out = await status_cli(svc.status_url)
             assert "Cluster lb-1: standby" in out and "Redis unreachable since" in out, out
