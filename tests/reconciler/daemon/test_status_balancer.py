@@ -5,6 +5,7 @@ polls keep requests away from a node."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
 import sys
@@ -14,8 +15,10 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
+from rich.console import Console
 
 from reconciler.daemon.run import Service
+from reconciler.status_cli import fetch, healthy, print_status
 from simulator import Simulator, Timing
 from tests.cluster.conftest import free_port
 from tests.reconciler.daemon.test_service import network, wait_until
@@ -82,8 +85,12 @@ async def test_status_shows_the_runner_queue_learned_rates_and_why_a_node_gets_n
             async def queued() -> bool:
                 return any(s.queued for s in svc.balancer.states())  # type: ignore[union-attr]
             await wait_until(queued)
-            code, out = await status_cli(svc.status_url)
+            # read at once, in this process: a subprocess could start after the first answer ended
             html = (await client.get(svc.status_url + "/")).text
+            data = await fetch(svc.status_url)
+            shown = io.StringIO()
+            print_status(data, Console(file=shown, width=250))
+            code, out = (0 if healthy(data) else 1), shown.getvalue()
             answers = await asyncio.gather(first, second)
         assert [r.status_code for r in answers] == [200, 200]
 
