@@ -149,6 +149,7 @@ def _candidates(snapshot: Snapshot, entry: Entry) -> list[NodeView]:
     model = entry.request.model
     return [n for n in snapshot.nodes
             if n.reliability is Reliability.RELIABLE and n.name not in entry.tried
+            and n.unfit is None  # the polls found it unreachable or not Ollama
             and (model is None or n.models is None or model in n.models)
             and (model is None or model not in n.draining)]
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from reconciler.daemon.activity import describe
@@ -70,21 +71,58 @@ def print_status(data: dict[str, Any], console: Console) -> None:
                          str(r.get("error")))
         console.print(held)
 
+    _print_cluster(data.get("cluster"), console)
+
     bal = data.get("balancer")
     if bal:
-        nodes = Table("node", "state", "in flight", "models", "loaded", title=f"Balancer {bal.get('url', '')}")
+        nodes = Table("node", "state", "in flight", "queued", "models", "loaded", title=f"Balancer {bal.get('url', '')}")
         for n in bal.get("nodes", []):
             colour = "green" if n.get("reliability") == "Reliable" else "red"
-            reach = "" if n.get("reachable") is not False else " (unreachable)"
-            if n.get("last_error"):
-                reach += f" {n['last_error']}"
+            unfit, error = escape(n.get("unfit") or ""), escape(n.get("last_error") or "")
+            # unfit: why the polls keep requests away (it says "unreachable" when it is)
+            reach = (f" [red]no requests: it {unfit}[/]" if unfit
+                     else " (unreachable)" if n.get("reachable") is False else "")
+            if error and error not in unfit:
+                reach += f" {error}"
             nodes.add_row(n["name"], f"[{colour}]{n.get('reliability')}[/]{reach}",
-                          f"{n.get('in_flight', 0)}/{n.get('max_concurrent', 1)}",
+                          f"{n.get('in_flight', 0)}/{n.get('max_concurrent', 1)}", str(n.get("queued", 0)),
                           ", ".join(n.get("models") or []) or "-", ", ".join(n.get("loaded") or []) or "-")
         console.print(nodes)
+        _print_gpus(bal.get("nodes", []), console)
         m = bal.get("metrics", {})
         console.print(f"requests {m.get('requests_total', 0)}, failures {m.get('failures_total', 0)}, "
                       f"in flight {m.get('in_flight', 0)}, queued {m.get('queued', 0)}")
+
+
+def _print_gpus(nodes: list[dict[str, Any]], console: Console) -> None:
+    """What the balancer knows of each GPU: the model its runner holds (as the balancer last sent
+    it or a poll saw it) with its num_ctx, and the rates learned from the node's answers."""
+    table = Table("node", "GPU holds", "learned from its answers", title="GPUs as the balancer knows them")
+    for n in nodes:
+        model, ctx = n.get("runner_model"), n.get("runner_num_ctx")
+        holds = f"{model}\nnum_ctx {ctx or 'default'}" if model else "-"
+        learned = [f"{m}: load {r.get('load_s')} s, prompt {r.get('prompt_tokens_per_s')} tokens/s, "
+                   f"generation {r.get('tokens_per_s')} tokens/s, answers ~{r.get('answer_tokens')} tokens"
+                   for m, r in (n.get("learned") or {}).items()]
+        table.add_row(escape(n["name"]), escape(holds), escape("\n".join(learned)) or "-")
+    console.print(table)
+
+
+def _print_cluster(cluster: dict[str, Any] | None, console: Console) -> None:
+    """[cluster]: this daemon's role and whether it reaches Redis (the lease's and the balancer's view)."""
+    if not cluster:
+        return
+    role = ("[green]leader[/] (this daemon reconciles)" if cluster.get("role") == "leader"
+            else "[yellow]standby[/] (it serves as a balancer; the leader reconciles)")
+    console.print(f"[bold]Cluster[/] {escape(str(cluster.get('name', '?')))}: {role}")
+    shared = cluster.get("balancer") or {}
+    if cluster.get("redis") == "down" or shared.get("redis") == "down":
+        since = min((t for t in (cluster.get("redis_down_since"), shared.get("redis_down_since")) if t), default=None)
+        err = cluster.get("redis_error") or shared.get("redis_error")
+        console.print(f"  [red]Redis unreachable[/] since {_when(since)}" + (f" ({escape(err)})" if err else "")
+                      + ": no pass applies; the balancer serves on its own knowledge")
+    else:
+        console.print("  Redis reachable: slots and caches shared with the other balancers")
 
 
 class _Console(Console):

@@ -8,6 +8,7 @@ alert is sent once per key until that key clears, then one "recovered". Conditio
 - a target whose last passes failed (drift that cannot be corrected, a server that cannot be
   read), for `after`; not for a node already alerted as unreachable;
 - a pass that raised (a bug), for `after`;
+- with [cluster], Redis unreachable from this daemon (for its lease or its balancer), for `after`;
 - a rejected save of the file, at once.
 """
 
@@ -83,6 +84,9 @@ class Alerter:
                 down.add(node.name)
                 found[f"node:{node.name}"] = (f"node {node.name} is unreachable ({node.last_error or 'no answer'})",
                                               after)
+        redis = _redis_down(d.cluster_status() if d.cluster_status else None)
+        if redis is not None:
+            found["cluster:redis"] = (redis, after)
         for name, rec in d.targets.items():
             if rec.errors and name.removeprefix("ollama/") not in down:
                 what = "cannot correct drift on" if rec.failed else "cannot reconcile"
@@ -182,6 +186,18 @@ class Alerter:
             response = await client.post(url, json={"text": text})
         if response.status_code >= 300:
             raise RuntimeError(f"answered HTTP {response.status_code}")
+
+
+def _redis_down(cluster: dict[str, Any] | None) -> str | None:
+    """What to say when this daemon cannot reach Redis (the lease's or the balancer's view)."""
+    if not cluster:
+        return None
+    shared = cluster.get("balancer") or {}
+    if cluster.get("redis") != "down" and shared.get("redis") != "down":
+        return None
+    error = cluster.get("redis_error") or shared.get("redis_error") or "no answer"
+    return (f"daemon {cluster.get('name')} cannot reach Redis ({error}): no pass applies until it returns; "
+            "its balancer serves on its own knowledge")
 
 
 async def _run(command: list[str], text: str) -> None:

@@ -77,8 +77,42 @@ def page(data: dict[str, Any]) -> str:
 
 def main(data: dict[str, Any]) -> str:
     """The part that is swapped in place on every refresh."""
-    return "".join([_header(data), _running(data), _alerts(data), _nodes(data), _targets(data), _balancer(data),
-                    _passes(data)])
+    return "".join([_header(data), _cluster(data), _running(data), _alerts(data), _nodes(data), _targets(data),
+                    _retries(data), _balancer(data), _passes(data)])
+
+
+def _cluster(data: dict[str, Any]) -> str:
+    """[cluster]: whether this daemon reconciles, and whether it reaches Redis."""
+    c = data.get("cluster")
+    if not c:
+        return ""
+    role = ('<span class="ok">leader</span>: this daemon reconciles' if c.get("role") == "leader"
+            else '<span class="warn">standby</span>: it serves as a balancer; the leader reconciles')
+    shared = c.get("balancer") or {}
+    if c.get("redis") == "down" or shared.get("redis") == "down":
+        since = min((t for t in (c.get("redis_down_since"), shared.get("redis_down_since")) if t), default=None)
+        error = c.get("redis_error") or shared.get("redis_error")
+        redis = (f'<span class="bad">Redis unreachable</span> since {_when(since)}'
+                 + (f" ({_e(error)})" if error else "")
+                 + ": no pass applies; the balancer serves on its own knowledge")
+    else:
+        redis = '<span class="ok">Redis reachable</span>: slots and caches shared with the other balancers'
+    return (f'<h2>Cluster</h2><div class="box" id="cluster"><b>{_e(c.get("name"))}</b>: {role}<br>{redis}</div>')
+
+
+def _retries(data: dict[str, Any]) -> str:
+    """Items whose change failed: the last error, and when the daemon tries them again."""
+    items = data.get("retries") or []
+    if not items:
+        return ""
+    rows = []
+    for r in items:
+        kind = ('<span class="bad">permanent</span>: not retried for this file and state until'
+                if r.get("kind") == "permanent" else '<span class="warn">temporary</span>: next try')
+        rows.append(f"<tr><td>{_e(r.get('item'))}</td><td>{kind} {_when(r.get('next_retry'))}</td>"
+                    f"<td>{_e(r.get('failures'))}</td><td>{_list([r.get('error')], 'bad')}</td></tr>")
+    return ('<h2>Failed items, retried later</h2><table id="retries"><tr><th>item</th><th>next try</th>'
+            "<th>failures in a row</th><th>last error</th></tr>" + "".join(rows) + "</table>")
 
 
 def _alerts(data: dict[str, Any]) -> str:

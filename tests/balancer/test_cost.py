@@ -106,6 +106,15 @@ def test_tried_nodes_are_left_out() -> None:
     assert isinstance(d, Pick) and d.node == "b"
 
 
+def test_a_node_the_polls_found_unreachable_is_not_weighed() -> None:
+    # still Reliable (no request failed there yet) and free, but the last poll could not reach it
+    down = NodeView("a", 0, R.RELIABLE, 0, 1, BOTH, unfit="is unreachable by the last poll (refused)")
+    nodes = [down, view("b", 1, busy=1)]
+    costs = {"a": NodeCost((0.0,), CODE), "b": NodeCost((3.0,), CODE)}
+    d = choose_one(nodes, costs, req())
+    assert isinstance(d, Hold) and d.estimate.node == "b"
+
+
 # -- the plan: requests before count --------------------------------------------------------
 def test_queue_order_earlier_requests_claim_first() -> None:
     nodes = [view("a", 0), view("b", 1)]
