@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -103,8 +104,15 @@ async def test_forty_chats_through_two_balancers_never_overfill_a_node(
         assert max(peaks.peak.values()) <= 2, peaks.peak
         assert set(peaks.served) == {"gpu-1", "gpu-2"}
     finally:
-        await a.stop()
-        await b.stop()
+        try:  # a hang while stopping would otherwise end in pytest's timeout, with no clue
+            await asyncio.wait_for(_stop(a, b), 30)
+        except TimeoutError:
+            raise AssertionError(f"stopping hung: {_tasks()}")
+
+
+async def _stop(a: Service, b: Service) -> None:
+    await a.stop()
+    await b.stop()
 
 
 async def test_a_conversation_continued_through_the_other_balancer_reaches_its_cache(
@@ -310,8 +318,23 @@ async def _diagnose(a: Service, b: Service, peaks: Peaks) -> str:
                    f"{shared._loop}, held {shared.held}, nodes " + ", ".join(
                        f"{n.name} local {n.in_flight} remote {n.remote} draining {dict(n.draining)}"
                        for n in fleet.nodes.values()))
+    out.append(_tasks())
     client = a.cluster.shared.client  # type: ignore[union-attr]
     for name in ("gpu-1", "gpu-2"):
         out.append(f"{name}: {await client.zrange('ollafleet:slots:' + name, 0, -1, withscores=True)}"
                    f" at {await client.time()}")
+    return "\n".join(out)
+
+
+def _tasks() -> str:
+    """Where every unfinished task of the loop waits: its chain of awaits, innermost last."""
+    out = []
+    for task in asyncio.all_tasks():
+        chain, coro = [], task.get_coro()
+        while coro is not None and hasattr(coro, "cr_frame"):
+            frame = coro.cr_frame
+            if frame is not None:
+                chain.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+            coro = coro.cr_await
+        out.append(f"{task.get_name()}: " + " > ".join(chain) + f" > {coro!r}")
     return "\n".join(out)

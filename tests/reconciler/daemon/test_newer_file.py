@@ -74,12 +74,20 @@ async def test_a_change_under_way_finishes_and_status_shows_the_newer_file_waiti
     file.write_text('version = 1\n[models."m:1"]\n[models."n:1"]\n[models."o:1"]\n')
     have: dict[str, object] = {}
 
+    applying = asyncio.Event()
+
+    class Target(FakeTarget):
+        async def apply(self, change, progress):  # type: ignore[no-untyped-def]
+            applying.set()
+            await super().apply(change, progress)
+
     def factory(state: DesiredState) -> list[FakeTarget]:      # one change at a time, 0.5 s each
-        return [FakeTarget("fake", have, {name: 1 for name in state.models}, delay=0.5)]
+        return [Target("fake", have, {name: 1 for name in state.models}, delay=0.5)]
 
     daemon = Daemon(file, factory=factory)
     first = asyncio.create_task(daemon.run_pass("start"))
-    await asyncio.sleep(0.2)                          # m:1 is being applied
+    # m:1 is being applied (waited for: on a loaded machine the pass may start late)
+    await asyncio.wait_for(applying.wait(), 10)
     file.write_text('version = 1\n[models."m:1"]\n[models."p:1"]\n')
     await daemon.file_changed()
     assert status_json(daemon, None)["newer_file_waiting"] is True

@@ -16,8 +16,15 @@ def test_ctrl_c_during_apply_says_what_was_done(tmp_path: Path) -> None:
         file = tmp_path / "desired_state.toml"
         file.write_text(f'version = 1\n[[nodes]]\nname = "gpu-1"\nurl = "{node.url}"\n'
                         '[models."llama3.2:1b"]\n[models."qwq:32b"]\n[reconcile]\nmax_pulls_per_node = 1\n')
-        proc = subprocess.Popen([sys.executable, "-m", "reconciler", "apply", str(file)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # A CI runner may start pytest as a background job, with SIGINT ignored: a child would
+        # inherit that and never see the Ctrl-C. Only "ignored" is inherited across exec, so
+        # any handler here gives the child the default (KeyboardInterrupt) again.
+        before = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "reconciler", "apply", str(file)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        finally:
+            signal.signal(signal.SIGINT, before)
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("ok ") and "llama3.2:1b" in line:
