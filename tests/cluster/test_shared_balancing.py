@@ -186,7 +186,10 @@ async def test_redis_down_mid_load_no_request_fails_no_pass_applies_and_all_resu
             metrics = (await client.get(a.status_url + "/metrics")).text
             assert "ollafleet_cluster_redis_up 0.0" in metrics  # for an alert
             assert "ollafleet_cluster_leader 0.0" in metrics
-            answers = await load
+            try:  # a hang names where every task waits instead of running into pytest's timeout
+                answers = await asyncio.wait_for(load, 120)
+            except TimeoutError:
+                raise AssertionError(f"chats hung with Redis down: {_tasks()}")
             assert [r.status_code for r in answers] == [200] * 40
             # nobody held the lease: nothing was applied while Redis was down
             assert [s.daemon.counters.changes_applied for s in (a, b)] == applied
@@ -205,8 +208,10 @@ async def test_redis_down_mid_load_no_request_fails_no_pass_applies_and_all_resu
             r = await chat(client, a.balancer.url, [{"role": "user", "content": "again"}])
             assert r.status_code == 200
     finally:
-        await a.stop()
-        await b.stop()
+        try:
+            await asyncio.wait_for(_stop(a, b), 30)
+        except TimeoutError:
+            raise AssertionError(f"stopping hung: {_tasks()}")
 
 
 async def _status(client: httpx.AsyncClient, svc: Service) -> dict[str, Any]:
