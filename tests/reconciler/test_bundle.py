@@ -25,6 +25,12 @@ def run(*cmd: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout:
     return done.stdout + done.stderr
 
 
+def _build_leftovers() -> dict[str, float]:
+    """What a wheel build in the checkout would leave: build/ and *.egg-info, with their mtimes."""
+    found = [ROOT / "build", *ROOT.glob("*.egg-info")]
+    return {p.name: p.stat().st_mtime for p in found if p.exists()}
+
+
 @pytest.fixture(scope="module")
 def index_reachable(tmp_path_factory: pytest.TempPathFactory) -> None:
     probe = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest",
@@ -38,11 +44,12 @@ def index_reachable(tmp_path_factory: pytest.TempPathFactory) -> None:
 def test_the_bundle_installs_with_no_index_and_ollafleet_validates(index_reachable: None, tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    before = _build_leftovers()   # an editable install (scripts/setup.sh) leaves its own egg-info
     run(sys.executable, "-m", "reconciler", "bundle", "-o", out, "--platform", "linux", "--python", python, cwd=ROOT)
     wheels = sorted(p.name for p in out.glob("*.whl"))
     assert any(w.startswith("ollafleet-") for w in wheels) and any(w.startswith("pydantic_core-") for w in wheels)
     assert "--no-index --find-links" in (out / "INSTALL.txt").read_text()
-    assert not (ROOT / "build").exists() and not list(ROOT.glob("*.egg-info"))   # the checkout stays clean
+    assert _build_leftovers() == before   # the checkout stays as it was: bundle builds in a copy
 
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv, cwd=tmp_path, env=offline_env())
