@@ -158,7 +158,8 @@ class Proxy:
         return resp
 
     def _has_model(self, model: str) -> bool:
-        return any(n.models is not None and model in n.models for n in self.fleet.snapshot().nodes)
+        # the nodes' own `models`, not a snapshot: this runs for every /v1 request it rewrites
+        return any(n.models is not None and model in n.models for n in self.fleet.nodes.values())
 
     async def route(self, request: web.BaseRequest, info: RequestInfo,
                     data: Any) -> web.StreamResponse:
