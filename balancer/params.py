@@ -24,7 +24,6 @@ from typing import Any, Literal
 from .classify import normalize_model
 
 Mode = Literal["fill", "enforce", "off"]
-MODES: tuple[Mode, ...] = ("fill", "enforce", "off")
 
 
 @dataclass(frozen=True)

@@ -158,7 +158,8 @@ class Proxy:
         return resp
 
     def _has_model(self, model: str) -> bool:
-        return any(n.models is not None and model in n.models for n in self.fleet.snapshot().nodes)
+        # the nodes' own `models`, not a snapshot: this runs for every /v1 request it rewrites
+        return any(n.models is not None and model in n.models for n in self.fleet.nodes.values())
 
     async def route(self, request: web.BaseRequest, info: RequestInfo,
                     data: Any) -> web.StreamResponse:
@@ -168,6 +169,8 @@ class Proxy:
         tried: set[str] = set()
         last_error: errors.UpstreamError | None = None
         deadline = time.monotonic() + self.settings.queue_timeout
+        job = job_of(info, data, self.runner_of) \
+            if info.kind == "inference" and isinstance(data, bytes) else None
         if self.fleet.shared is not None and info.uses_slot:
             await self.fleet.shared.refresh()  # the other balancers' slots and caches
         while True:
@@ -183,14 +186,9 @@ class Proxy:
             if isinstance(decision, Reject):
                 metrics.rejected_total += 1
                 return self._reject(request, info, decision, last_error)
-            if not await self._take_shared(info, decision):
+            result = await self._send(request, info, decision, data, tried, job, None)
+            if result is None:
                 continue
-            node = self.fleet.reserve(decision, info.uses_slot, info.conversation, info)
-            tried.add(node.name)
-            if info.kind == "inference" and isinstance(data, bytes):
-                job = job_of(info, data, self.runner_of)
-                self._started(info, node, job, self.waitlist.estimate_for(node.name, job))
-            result = await self._attempt(request, info, node, data, tried)
             if isinstance(result, web.StreamResponse):
                 return result
             last_error = result
@@ -238,17 +236,29 @@ class Proxy:
             if isinstance(decision, Reject):
                 metrics.rejected_total += 1
                 return self._reject(request, info, decision, last_error)
-            if not await self._take_shared(info, decision):
-                continue
-            node = self.fleet.reserve(decision, info.uses_slot, info.conversation, info)
-            tried.add(node.name)
             assert est is not None
-            self._started(info, node, job, est)
-            result = await self._attempt(request, info, node, data, tried)
+            result = await self._send(request, info, decision, data, tried, job, est)
+            if result is None:
+                continue
             if isinstance(result, web.StreamResponse):
                 return result
             last_error = result
             metrics.retries_total += 1
+
+    async def _send(self, request: web.BaseRequest, info: RequestInfo, pick: Pick, data: Any,
+                    tried: set[str], job: Job | None, est: Estimate | None
+                    ) -> web.StreamResponse | errors.UpstreamError | None:
+        """Reserve `pick`'s slot and serve from it (route and route_by_cost alike); None when
+        another balancer of the cluster filled that slot first. `est`: the queue's estimate,
+        else one is made here for an inference `job`."""
+        if not await self._take_shared(info, pick):
+            return None
+        node = self.fleet.reserve(pick, info.uses_slot, info.conversation, info)
+        tried.add(node.name)
+        if job is not None:
+            self._started(info, node, job,
+                          est if est is not None else self.waitlist.estimate_for(node.name, job))
+        return await self._attempt(request, info, node, data, tried)
 
     async def _take_shared(self, info: RequestInfo, pick: Pick) -> bool:
         """[cluster]: take the slot in Redis too; False when another balancer filled it."""

@@ -4,7 +4,8 @@ Every waiting request is re-planned (cost.plan) whenever the fleet changes: a no
 a request arrives or leaves, a poll changes a node. A request goes out when its cheapest
 node is free now; until then it waits here, so the choice stays open (another node may
 free first) and no node's silence timer counts the wait. A request whose wait alone would
-exceed the queue timeout is answered 503 with Retry-After at once.
+exceed the queue timeout is answered 503 with Retry-After at once, when that estimate comes
+from the node's learned rates (defaults are not trusted to refuse).
 """
 from __future__ import annotations
 
