@@ -8,10 +8,10 @@ seconds and swap the content in place, so the page changes without reloading.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from html import escape
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from reconciler.daemon.activity import describe
 
@@ -45,14 +45,14 @@ def _when(ts: Any) -> str:
 
 
 def _no_userinfo(url: Any) -> str:
-    """A URL without a user:password part, should one be written in the file."""
+    """A URL without a user:password part, should one be written in the file. Text, not a URL
+    parser: a password already scrubbed to [REDACTED] is no valid URL any more."""
     if not isinstance(url, str):
         return _e(url)
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        parts = parts._replace(netloc=host + (f":{parts.port}" if parts.port else ""))
-    return _e(urlunsplit(parts))
+    return _e(_USERINFO.sub(r"\1", url))
+
+
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@]*@")
 
 
 def _cls(good: bool | None) -> str:
