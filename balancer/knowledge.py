@@ -151,7 +151,8 @@ class Knowledge:
         if prefill and run.estimate.uncached_tokens >= MIN_LEARN_TOKENS:
             learned["prefill"] = mix(r.prefill, run.estimate.uncached_tokens / prefill)
         count, gen = final.get("eval_count"), _seconds(final.get("eval_duration"))
-        if gen is None and run.first_at is not None and isinstance(count, int) and count > 1:
+        if gen is None and run.first_at is not None and isinstance(count, int) and count > 1 \
+                and final.get("streamed", True):
             gen = self.now() - run.first_at  # /v1, Anthropic: no durations, our own clock
         if isinstance(count, int) and count > 0:
             learned["answer"] = mix(r.answer, count)

@@ -337,7 +337,7 @@ class Proxy:
                     resp.headers["Content-Length"] = length  # describes the GET body
                 else:
                     resp.content_length = int(length)
-            checker = EndChecker(info.framing, ctype)
+            checker = EndChecker(info.framing, ctype, info.kind == "inference")
             checker.feed(first)
             await resp.prepare(request)
             sent = True

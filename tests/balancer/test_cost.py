@@ -255,3 +255,22 @@ def test_a_v1_model_is_costed_as_its_base_models_runner() -> None:
     loaded = NodeCost(model="codestral:22b")
     assert estimate("gpu-1", loaded, job).load == 0
     assert estimate("gpu-1", loaded, job_of(info, body)).load > 0
+
+
+def test_a_non_streamed_answer_is_kept_for_learning() -> None:
+    from balancer.framing import EndChecker
+
+    c = EndChecker("none", "application/json; charset=utf-8", answer=True)
+    c.feed(b'{"message":{"content":"a b"},"done":true,')
+    assert c.complete and c.final is None  # not all of it yet
+    c.feed(b'"eval_count":7,"eval_duration":100}')
+    assert c.final == {"done": True, "eval_count": 7, "eval_duration": 100}
+    o = EndChecker("none", "application/json", answer=True)
+    o.feed(b'{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":12}}')
+    assert o.final == {"eval_count": 12, "streamed": False}
+    e = EndChecker("none", "application/json", answer=True)
+    e.feed(b'{"error":"model not found"}')
+    assert e.final is None
+    listing = EndChecker("none", "application/json")  # not an answer: nothing kept
+    listing.feed(b'{"done":true,"eval_count":3}')
+    assert listing.final is None
