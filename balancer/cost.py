@@ -21,6 +21,10 @@ from .conversation import Conversation
 from .scheduling import NodeView, Pick, Reject, Reliability, Snapshot, Wait, decide
 
 CHARS_PER_TOKEN = 4.0
+# Estimates this close (seconds) are a tie for the request: it goes where it overwrites no
+# cached conversation, or the least recently used one (overwrite_rank).
+TIE = 0.5
+STALE = 300.0  # seconds: a cached conversation idle this long is taken as left
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class NodeCost:
     cached_tokens: int = 0  # that conversation's prompt + answer tokens
     rates: tuple[tuple[str, Rates], ...] = ()  # learned per model
     also_loaded: frozenset[str] = frozenset()  # other models its GPU holds (small ones fit)
+    cached_idle: float = 0.0  # seconds since that conversation last ran (0: running now)
 
     def rates_for(self, model: str | None) -> Rates:
         return self.learned_rates(model) or DEFAULT_RATES
@@ -121,7 +126,17 @@ def after(cost: NodeCost, job: Job, est: Estimate) -> NodeCost:
     return replace(cost, slots_free_in=tuple(slots), model=job.model or cost.model,
                    num_ctx=job.num_ctx if job.model else cost.num_ctx,
                    cached=job.conversation, cached_tokens=job.tokens + int(rates.answer),
-                   also_loaded=also)
+                   also_loaded=also, cached_idle=0.0)
+
+
+def overwrite_rank(cost: NodeCost, est: Estimate) -> tuple[int, float]:
+    """Which of tied nodes a request should take, lowest first: one where it continues its
+    own conversation or overwrites none (an empty slot, or a conversation idle past STALE),
+    then the one whose cached conversation ran least recently (as Ollama picks a slot), so
+    that the conversation most likely to go on keeps its cache."""
+    if cost.cached is None or est.cached_tokens > 0 or cost.cached_idle > STALE:
+        return (0, 0.0)
+    return (1, -cost.cached_idle)
 
 
 @dataclass(frozen=True)
@@ -166,14 +181,11 @@ def choose(snapshot: Snapshot, costs: dict[str, NodeCost], entry: Entry,
     views = _candidates(snapshot, entry)
     if not views:
         return base  # no Reliable node can serve: the peer's second chance, or wait
-    best: tuple[float, int, Estimate, NodeView] | None = None
-    for v in views:
-        est = estimate(v.name, costs.get(v.name, NodeCost()), entry.job)
-        key = (est.ttft, v.order)
-        if best is None or key < best[:2]:
-            best = (est.ttft, v.order, est, v)
-    assert best is not None
-    est, view = best[2], best[3]
+    ests = [(estimate(v.name, costs.get(v.name, NodeCost()), entry.job), v) for v in views]
+    soonest = min(e.ttft for e, _ in ests)
+    est, view = min(((e, v) for e, v in ests if e.ttft <= soonest + TIE),
+                    key=lambda ev: (overwrite_rank(costs.get(ev[1].name, NodeCost()), ev[0]),
+                                    ev[0].ttft, ev[1].order))
     free_now = view.in_flight + taken.get(view.name, 0) < view.max_concurrent
     if est.start <= 0 and free_now:
         why = "lowest estimate"

@@ -12,6 +12,7 @@ import re
 
 from .classify import Framing
 
+WHOLE_MAX = 4 * 2**20  # bytes of a non-streamed answer kept to read its timings
 _DONE_TRUE = re.compile(rb'"done"\s*:\s*true')
 _SSE_ENDS: dict[str, tuple[bytes, ...]] = {
     "openai": (b"data: [DONE]", b"data:[DONE]"),
@@ -23,15 +24,20 @@ _SSE_ENDS: dict[str, tuple[bytes, ...]] = {
 class EndChecker:
     """Feed response chunks in order; `complete` tells whether the end marker was seen."""
 
-    __slots__ = ("framing", "complete", "final", "_tail")
+    __slots__ = ("framing", "complete", "final", "_tail", "_body")
 
-    def __init__(self, framing: Framing, content_type: str = "") -> None:
+    def __init__(self, framing: Framing, content_type: str = "", answer: bool = False) -> None:
+        """`answer`: the request asked a model (inference), so a JSON body is its answer."""
         ctype = content_type.split(";", 1)[0].strip().lower()
         # A non-streaming answer (JSON body, an error) carries no end marker.
+        # A JSON answer to a chat request ("stream": false) is kept whole, up to WHOLE_MAX,
+        # so that its timings (or usage) are learned like a stream's last chunk.
+        whole = answer and ctype == "application/json"
         if framing == "ndjson" and ctype != "application/x-ndjson":
             framing = "none"
         elif framing in _SSE_ENDS and ctype != "text/event-stream":
             framing = "none"
+        self._body: bytearray | None = bytearray() if whole else None
         self.framing: Framing = framing
         self.complete = framing == "none"
         # Ollama's timings from the "done" line; for /v1 and Anthropic streams only the
@@ -40,6 +46,8 @@ class EndChecker:
         self._tail = b""
 
     def feed(self, chunk: bytes) -> None:
+        if self._body is not None and chunk:
+            self._whole(chunk)
         if self.framing == "none" or not chunk:
             return
         data = self._tail + chunk
@@ -52,6 +60,33 @@ class EndChecker:
             self._feed_ndjson(lines)
         else:
             self._feed_sse(lines)
+
+    def _whole(self, chunk: bytes) -> None:
+        """A non-streamed answer: parse it once it is a whole JSON object."""
+        assert self._body is not None
+        self._body += chunk
+        if len(self._body) > WHOLE_MAX:
+            self._body = None  # too large to keep for a few numbers
+            return
+        if not self._body.rstrip().endswith(b"}"):
+            return  # not all of it yet (spares a parse per chunk of a long answer)
+        try:
+            obj = json.loads(self._body)
+        except ValueError:
+            return  # not all of it yet
+        self._body = None
+        if not isinstance(obj, dict) or "error" in obj:
+            return
+        if obj.get("done") is True:  # Ollama's native answer: the timings are in it
+            self.final = {k: v for k, v in obj.items() if k not in ("message", "response",
+                                                                    "context")}
+            return
+        usage = obj.get("usage")
+        if isinstance(usage, dict):  # /v1, Anthropic: only the answer's length
+            count = usage.get("completion_tokens", usage.get("output_tokens"))
+            if isinstance(count, int) and count > 0:
+                # all of it came at once: no generation time can be read from our clock
+                self.final = {"eval_count": count, "streamed": False}
 
     def _feed_ndjson(self, lines: bytes) -> None:
         if _DONE_TRUE.search(lines) is None:

@@ -42,6 +42,7 @@ class NodeKnowledge:
     num_ctx: int | None = None
     cached: Conversation | None = None
     cached_tokens: int = 0
+    cached_at: float = 0.0  # on the cost clock, when that conversation last ran
     rates: dict[str, Rates] = field(default_factory=dict)
     also_loaded: frozenset[str] = frozenset()  # what the last poll listed besides `model`
     running: dict[int, Running] = field(default_factory=dict)
@@ -82,7 +83,8 @@ class Knowledge:
         if model is None and loaded:
             model = min(loaded)  # polled, never sent: assume the default num_ctx
         return NodeCost(tuple(free), model, ctx, k.cached, k.cached_tokens,
-                        tuple(k.rates.items()), k.also_loaded - {model or ""})
+                        tuple(k.rates.items()), k.also_loaded - {model or ""},
+                        0.0 if k.running else max(0.0, now - k.cached_at))
 
     def costs(self, views: Any) -> dict[str, NodeCost]:
         now = self.now()
@@ -121,6 +123,7 @@ class Knowledge:
             k.model, k.num_ctx = job.model, job.num_ctx
         rates = k.rates.get(job.model or "", DEFAULT_RATES)
         k.cached, k.cached_tokens = job.conversation, job.tokens + int(rates.answer)
+        k.cached_at = self.now()
         k.running[key] = Running(name, job, est, self.now() + est.busy_for, arrived)
 
     def first_byte(self, key: int, name: str) -> float | None:
@@ -137,6 +140,8 @@ class Knowledge:
     def ended(self, key: int, name: str, final: dict[str, Any] | None) -> None:
         k = self.node(name)
         run = k.running.pop(key, None)
+        if run is not None and k.cached is run.job.conversation:
+            k.cached_at = self.now()
         if run is None or final is None or run.job.model is None:
             return
         model = run.job.model
@@ -151,7 +156,8 @@ class Knowledge:
         if prefill and run.estimate.uncached_tokens >= MIN_LEARN_TOKENS:
             learned["prefill"] = mix(r.prefill, run.estimate.uncached_tokens / prefill)
         count, gen = final.get("eval_count"), _seconds(final.get("eval_duration"))
-        if gen is None and run.first_at is not None and isinstance(count, int) and count > 1:
+        if gen is None and run.first_at is not None and isinstance(count, int) and count > 1 \
+                and final.get("streamed", True):
             gen = self.now() - run.first_at  # /v1, Anthropic: no durations, our own clock
         if isinstance(count, int) and count > 0:
             learned["answer"] = mix(r.answer, count)

@@ -163,38 +163,64 @@ class Proxy:
 
     async def route(self, request: web.BaseRequest, info: RequestInfo,
                     data: Any) -> web.StreamResponse:
-        if self.settings.queue_timeout > 0 and info.kind == "inference" and isinstance(data, bytes):
-            return await self.route_by_cost(request, info, data)
+        """Choose a node, serve from it; a failure before the first byte tries the next one.
+        In queueing mode an inference request waits in the balancer's queue for the node with
+        the soonest first token (waitlist.py); otherwise the peer's rule decides (decide())."""
+        by_cost = (self.settings.queue_timeout > 0 and info.kind == "inference"
+                   and isinstance(data, bytes))
         metrics = self.fleet.metrics
         tried: set[str] = set()
         last_error: errors.UpstreamError | None = None
         deadline = time.monotonic() + self.settings.queue_timeout
         job = job_of(info, data, self.runner_of) \
             if info.kind == "inference" and isinstance(data, bytes) else None
-        if self.fleet.shared is not None and info.uses_slot:
+        if self.fleet.shared is not None and (info.uses_slot or by_cost):
             await self.fleet.shared.refresh()  # the other balancers' slots and caches
+        user = (request.headers.get("X-OpenWebUI-User-Id")
+                or request.headers.get("X-OpenWebUI-User-Email") or request.remote or "")
         while True:
-            remaining = deadline - time.monotonic()
-            decision = decide(self.fleet.snapshot(), info, frozenset(tried), can_wait=remaining > 0)
-            if isinstance(decision, Wait):
-                metrics.queued += 1
-                try:
-                    await self.fleet.wait_changed(remaining)
-                finally:
-                    metrics.queued -= 1
-                continue
+            est: Estimate | None = None
+            if by_cost:
+                assert job is not None
+                decision, est = await self.waitlist.place(info, job, user, frozenset(tried),
+                                                          deadline)
+            else:
+                decision = await self._decide(info, tried, deadline)
+            if isinstance(decision, TooLong):
+                metrics.rejected_total += 1
+                resp = json_response(request, 503, decision.message)
+                resp.headers["Retry-After"] = str(decision.retry_after)
+                return resp
             if isinstance(decision, Reject):
                 metrics.rejected_total += 1
                 return self._reject(request, info, decision, last_error)
-            result = await self._send(request, info, decision, data, tried, job, None)
-            if result is None:
+            if not await self._take_shared(info, decision):
                 continue
+            node = self.fleet.reserve(decision, info.uses_slot, info.conversation, info)
+            tried.add(node.name)
+            if job is not None:
+                self._started(info, node, job, est or self.waitlist.estimate_for(node.name, job))
+            result = await self._attempt(request, info, node, data, tried)
             if isinstance(result, web.StreamResponse):
                 return result
             last_error = result
             if data is request.content:  # an upload stream cannot be replayed
                 return json_response(request, 502, str(last_error))
             metrics.retries_total += 1
+
+    async def _decide(self, info: RequestInfo, tried: set[str], deadline: float
+                      ) -> Pick | Reject:
+        """The peer's rule: a free node now, else wait for a change until the deadline."""
+        while True:
+            remaining = deadline - time.monotonic()
+            decision = decide(self.fleet.snapshot(), info, frozenset(tried), can_wait=remaining > 0)
+            if not isinstance(decision, Wait):
+                return decision
+            self.fleet.metrics.queued += 1
+            try:
+                await self.fleet.wait_changed(remaining)
+            finally:
+                self.fleet.metrics.queued -= 1
 
     def _timeout_for(self, info: RequestInfo, node: Node) -> aiohttp.ClientTimeout:
         """In queueing mode an expected wait before the first byte (a model load, Ollama's
@@ -212,53 +238,6 @@ class Proxy:
         self.fleet.knowledge.started(id(info), node.name, job, est, time.monotonic())
         if est.load > 0:
             self.fleet.metrics.model_loads_caused += 1
-
-    async def route_by_cost(self, request: web.BaseRequest, info: RequestInfo,
-                            data: bytes) -> web.StreamResponse:
-        """Queueing mode: wait in the balancer's queue for the node with the soonest first
-        token (waitlist.py), then serve as usual; a failure before the first byte re-queues."""
-        metrics = self.fleet.metrics
-        tried: set[str] = set()
-        last_error: errors.UpstreamError | None = None
-        deadline = time.monotonic() + self.settings.queue_timeout
-        job = job_of(info, data, self.runner_of)
-        if self.fleet.shared is not None:
-            await self.fleet.shared.refresh()  # the other balancers' slots and caches
-        user = (request.headers.get("X-OpenWebUI-User-Id")
-                or request.headers.get("X-OpenWebUI-User-Email") or request.remote or "")
-        while True:
-            decision, est = await self.waitlist.place(info, job, user, frozenset(tried), deadline)
-            if isinstance(decision, TooLong):
-                metrics.rejected_total += 1
-                resp = json_response(request, 503, decision.message)
-                resp.headers["Retry-After"] = str(decision.retry_after)
-                return resp
-            if isinstance(decision, Reject):
-                metrics.rejected_total += 1
-                return self._reject(request, info, decision, last_error)
-            assert est is not None
-            result = await self._send(request, info, decision, data, tried, job, est)
-            if result is None:
-                continue
-            if isinstance(result, web.StreamResponse):
-                return result
-            last_error = result
-            metrics.retries_total += 1
-
-    async def _send(self, request: web.BaseRequest, info: RequestInfo, pick: Pick, data: Any,
-                    tried: set[str], job: Job | None, est: Estimate | None
-                    ) -> web.StreamResponse | errors.UpstreamError | None:
-        """Reserve `pick`'s slot and serve from it (route and route_by_cost alike); None when
-        another balancer of the cluster filled that slot first. `est`: the queue's estimate,
-        else one is made here for an inference `job`."""
-        if not await self._take_shared(info, pick):
-            return None
-        node = self.fleet.reserve(pick, info.uses_slot, info.conversation, info)
-        tried.add(node.name)
-        if job is not None:
-            self._started(info, node, job,
-                          est if est is not None else self.waitlist.estimate_for(node.name, job))
-        return await self._attempt(request, info, node, data, tried)
 
     async def _take_shared(self, info: RequestInfo, pick: Pick) -> bool:
         """[cluster]: take the slot in Redis too; False when another balancer filled it."""
@@ -347,7 +326,7 @@ class Proxy:
                     resp.headers["Content-Length"] = length  # describes the GET body
                 else:
                     resp.content_length = int(length)
-            checker = EndChecker(info.framing, ctype)
+            checker = EndChecker(info.framing, ctype, info.kind == "inference")
             checker.feed(first)
             await resp.prepare(request)
             sent = True

@@ -189,6 +189,7 @@ class Shared:
         if not k.running:
             k.model, k.num_ctx = data.get("model"), data.get("num_ctx")
             k.cached, k.cached_tokens = node.conversation, int(data.get("cached_tokens") or 0)
+            k.cached_at = self.fleet.knowledge.now()  # it ended about now, on another balancer
         for model, r in (data.get("rates") or {}).items():
             if isinstance(r, list) and len(r) == 4:  # the latest learner's: one shared average
                 k.rates[model] = Rates(*(float(x) for x in r))

@@ -5,8 +5,8 @@ import pytest
 
 from balancer.classify import RequestInfo
 from balancer.conversation import Conversation
-from balancer.cost import (Entry, Hold, Job, NodeCost, Rates, cached_prefix, estimate, plan,
-                           priority)
+from balancer.cost import (STALE, Entry, Hold, Job, NodeCost, Rates, cached_prefix, estimate,
+                           plan, priority)
 from balancer.knowledge import Knowledge
 from balancer.scheduling import NodeView, Pick, Reliability as R, Snapshot
 
@@ -84,6 +84,47 @@ def test_cached_conversation_beats_an_empty_node() -> None:
     costs = {"a": NodeCost((0.0,), CODE), "b": NodeCost((0.0,), CODE, None, TURN2, 3000)}
     d = choose_one(nodes, costs, req(conv=TURN3))
     assert isinstance(d, Pick) and d.node == "b" and "cached conversation" in d.reason
+
+
+OTHER = Conversation(TURN2.key, (77, 78, 79))  # another user's chat on the same model
+
+
+@pytest.mark.parametrize("why, a, b, goes_to", [
+    # a request that continues no cached conversation: both nodes give the same estimate
+    ("an empty slot before a cached conversation",
+     NodeCost((0.0,), CODE, None, OTHER, 3000, cached_idle=40.0), NodeCost((0.0,), CODE), "b"),
+    ("the least recently used conversation is overwritten, the fresh one kept",
+     NodeCost((0.0,), CODE, None, OTHER, 3000, cached_idle=2.0),
+     NodeCost((0.0,), CODE, None, TURN2, 3000, cached_idle=60.0), "b"),
+    ("a conversation idle past STALE counts as none",
+     NodeCost((0.0,), CODE, None, OTHER, 3000, cached_idle=5.0),
+     NodeCost((0.0,), CODE, None, TURN2, 3000, cached_idle=STALE + 1), "b"),
+    ("a near tie (0.2 s) still spares the fresh conversation",
+     NodeCost((0.0,), CODE, None, OTHER, 3000, cached_idle=2.0),
+     NodeCost((0.2,), CODE, None, TURN2, 3000, cached_idle=60.0), "b"),
+    ("a clear difference (3 s) is not a tie",
+     NodeCost((0.0,), CODE, None, OTHER, 3000, cached_idle=2.0),
+     NodeCost((3.0,), CODE, None, TURN2, 3000, cached_idle=60.0), "a"),
+])
+def test_a_tie_overwrites_the_cache_least_likely_to_be_continued(why: str, a: NodeCost,
+                                                                b: NodeCost, goes_to: str) -> None:
+    nodes = [view("a", 0), view("b", 1, busy=1 if b.slots_free_in[0] else 0)]
+    d = choose_one(nodes, {"a": a, "b": b}, req(conv=Conversation(TURN2.key, (1, 2, 3))))
+    node = d.node if isinstance(d, Pick) else d.estimate.node if isinstance(d, Hold) else None
+    assert node == goes_to, why
+
+
+def test_knowledge_tells_how_long_a_cached_conversation_has_been_idle() -> None:
+    k = Knowledge()
+    clock = [100.0]
+    k.now = lambda: clock[0]  # type: ignore[method-assign]
+    job = Job(CODE, None, 1000, TURN2)
+    k.started(1, "n", job, estimate("n", NodeCost((0.0,), CODE), job), 0.0)
+    clock[0] = 110.0
+    assert k.cost("n", 1, frozenset(), clock[0]).cached_idle == 0.0  # running
+    k.ended(1, "n", None)
+    clock[0] = 125.0
+    assert k.cost("n", 1, frozenset(), clock[0]).cached_idle == pytest.approx(15.0)
 
 
 def test_unreliable_nodes_are_not_weighed_while_a_reliable_one_can_serve() -> None:
@@ -255,3 +296,22 @@ def test_a_v1_model_is_costed_as_its_base_models_runner() -> None:
     loaded = NodeCost(model="codestral:22b")
     assert estimate("gpu-1", loaded, job).load == 0
     assert estimate("gpu-1", loaded, job_of(info, body)).load > 0
+
+
+def test_a_non_streamed_answer_is_kept_for_learning() -> None:
+    from balancer.framing import EndChecker
+
+    c = EndChecker("none", "application/json; charset=utf-8", answer=True)
+    c.feed(b'{"message":{"content":"a b"},"done":true,')
+    assert c.complete and c.final is None  # not all of it yet
+    c.feed(b'"eval_count":7,"eval_duration":100}')
+    assert c.final == {"done": True, "eval_count": 7, "eval_duration": 100}
+    o = EndChecker("none", "application/json", answer=True)
+    o.feed(b'{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":12}}')
+    assert o.final == {"eval_count": 12, "streamed": False}
+    e = EndChecker("none", "application/json", answer=True)
+    e.feed(b'{"error":"model not found"}')
+    assert e.final is None
+    listing = EndChecker("none", "application/json")  # not an answer: nothing kept
+    listing.feed(b'{"done":true,"eval_count":3}')
+    assert listing.final is None

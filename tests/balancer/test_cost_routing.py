@@ -89,3 +89,27 @@ async def test_an_expected_model_load_is_not_silence(sim, make_balancer, http) -
     assert status == 200 and broke is None and lines[-1]["done"] is True
     assert lines[-1]["load_duration"] >= 7e9 and b.metrics.failures_total == 0
     assert state(b, "gpu-0").reliability == "Reliable"
+
+
+async def test_rates_are_learned_from_answers_that_are_not_streamed(sim, make_balancer,
+                                                                    http) -> None:
+    """"stream": false (Open WebUI's title and tag requests, scripts) teaches the rates too."""
+    node = await sim.add_node(name="gpu-0", models=[CODE], timing=TIMING, reply_tokens=30)
+    b = await make_balancer([node], queue_timeout=600 * SCALE, silence_timeout=120 * SCALE)
+    b.fleet.knowledge.scale = SCALE
+    body = {"model": CODE, "stream": False,
+            "messages": [{"role": "user", "content": "code " * 400}]}
+    async with http.post(b.url + "/api/chat", json=body) as r:
+        assert r.status == 200 and r.content_type == "application/json"
+        answer = await r.json()
+    assert answer["done"] is True and answer["eval_count"] == 30
+    learned = await until(lambda: state(b, "gpu-0").learned.get(CODE))  # ends after the answer
+    assert learned["answer_tokens"] == 30  # not the default 250
+    assert learned["load_s"] > 5 and 20 < learned["tokens_per_s"] < 40
+    # /v1 without streaming: only the answer's length (no clock can time its generation)
+    async with http.post(b.url + "/v1/chat/completions", json={**body, "max_tokens": 10}) as r:
+        assert r.status == 200 and (await r.json())["usage"]["completion_tokens"] == 10
+    await until(lambda: state(b, "gpu-0").learned[CODE]["answer_tokens"] != 30)
+    learned = state(b, "gpu-0").learned[CODE]
+    assert learned["answer_tokens"] == round(30 + 0.3 * (10 - 30))
+    assert 20 < learned["tokens_per_s"] < 40
