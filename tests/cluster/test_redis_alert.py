@@ -10,11 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiohttp import web
 
 from reconciler.daemon.run import Service
 from simulator import Simulator, Timing
-from tests.reconciler.daemon.test_alerts import Clock, Receiver
+from tests.reconciler.daemon.test_alerts import Clock, Receiver, serve_receiver
 
 from .conftest import RedisServer, wait_until
 
@@ -24,13 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
     rec = Receiver()
-    app = web.Application()
-    app.router.add_post("/hooks/secret-token", rec.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield rec, f"http://127.0.0.1:{runner.addresses[0][1]}/hooks/secret-token"
-    await runner.cleanup()
+    async with serve_receiver(rec) as url:
+        yield rec, url
 
 
 async def status_cli(url: str) -> str:

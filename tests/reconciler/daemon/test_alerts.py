@@ -4,6 +4,7 @@ rejected save, none for a healthy hour (compressed by a fake clock); a failed de
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -44,16 +45,25 @@ class Receiver:
         return web.Response(text="ok")
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
-    rec = Receiver(fail_first=1)
+@contextlib.asynccontextmanager
+async def serve_receiver(rec: Receiver) -> AsyncIterator[str]:
+    """A local incoming webhook on a free port; yields its URL (with a token in the path)."""
     app = web.Application()
     app.router.add_post("/hooks/secret-token", rec.handle)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield rec, f"http://127.0.0.1:{runner.addresses[0][1]}/hooks/secret-token"
-    await runner.cleanup()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/hooks/secret-token"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    rec = Receiver(fail_first=1)
+    async with serve_receiver(rec) as url:
+        yield rec, url
 
 
 @pytest.fixture
