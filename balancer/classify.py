@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .conversation import Conversation, conversation_of
+from .tasks import TaskIdent, task_kind
 
 Kind = Literal["inference", "model_info", "listing", "management", "other"]
 Framing = Literal["ndjson", "openai", "responses", "anthropic", "none"]
@@ -25,6 +26,7 @@ INFERENCE_PATHS: dict[str, Framing] = {
     "/v1/responses": "responses",
     "/v1/messages": "anthropic",
 }
+CHAT_PATHS = frozenset({"/api/chat", "/v1/chat/completions"})  # where Open WebUI sends tasks
 LISTING_PATHS = frozenset({"/api/tags", "/api/ps", "/v1/models"})
 MANAGEMENT_PATHS = frozenset({"/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete"})
 
@@ -39,6 +41,11 @@ class RequestInfo:
     framing: Framing = "none"
     stream: bool = False
     conversation: Conversation | None = None  # for KV-cache affinity
+    task: str | None = None  # an Open WebUI background task (tasks.py): its kind
+
+    @property
+    def person(self) -> bool:
+        return self.task is None
 
     def __str__(self) -> str:  # for log lines
         return f"{self.path} {self.model_as_sent}" if self.model_as_sent else self.path
@@ -88,8 +95,9 @@ def is_management(method: str, path: str) -> bool:
 
 
 def classify(method: str, path: str, body: bytes = b"",
-             parsed: dict[str, Any] | None = None) -> RequestInfo:
-    """`parsed`: the body's JSON object when the caller has decoded it already."""
+             parsed: dict[str, Any] | None = None, tasks: TaskIdent | None = None) -> RequestInfo:
+    """`parsed`: the body's JSON object when the caller has decoded it already; `tasks`: how
+    to tell Open WebUI's task requests (None: every request is a person's)."""
     method = method.upper()
     if is_management(method, path):
         return RequestInfo("management", path)
@@ -111,6 +119,7 @@ def classify(method: str, path: str, body: bytes = b"",
             "inference", path, model, sent, uses_slot=True,
             framing=framing if stream else "none", stream=stream,
             conversation=conversation_of(path, model, data),
+            task=task_kind(tasks, model, data) if tasks is not None and path in CHAT_PATHS else None,
         )
     # Anything else passes through; an unknown POST may start GPU work, so it takes a slot.
     return RequestInfo("other", path, uses_slot=method not in ("GET", "HEAD", "OPTIONS"))

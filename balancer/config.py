@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .params import Mode, ModelParams
+from .tasks import TaskIdent
 
 DEFAULT_MANAGEMENT_MESSAGE = (
     "model management is disabled on this balancer: the fleet's models are managed by "
@@ -31,6 +32,10 @@ class Settings:
     # Largest request body the balancer reads to route it: a chat with a long code context and
     # several full-size photos (base64 adds a third) fits; Ollama itself sets no limit.
     max_body: int = 64 * 1024 * 1024
+    # Open WebUI's background task requests (title, tags, follow-ups...): how to tell them
+    # (None: every request is a person's), and how long one waits behind people at most.
+    tasks: TaskIdent | None = None
+    task_timeout: float = 60.0
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,10 @@ def choose(snapshot: Snapshot, costs: dict[str, NodeCost], entry: Entry,
     if not views:
         return base  # no Reliable node can serve: the peer's second chance, or wait
     ests = [(estimate(v.name, costs.get(v.name, NodeCost()), entry.job), v) for v in views]
+    if entry.request.task is not None:
+        # an Open WebUI task waits for a node that holds its model rather than load it
+        warm = [(e, v) for e, v in ests if e.load == 0]
+        ests = warm or ests
     soonest = min(e.ttft for e, _ in ests)
     est, view = min(((e, v) for e, v in ests if e.ttft <= soonest + TIE),
                     key=lambda ev: (overwrite_rank(costs.get(ev[1].name, NodeCost()), ev[0]),

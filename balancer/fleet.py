@@ -43,6 +43,19 @@ class NodeState:
 
 
 @dataclass
+class TaskMetrics:
+    """Open WebUI's background task requests (tasks.py), counted apart from people's."""
+    queued: int = 0  # waiting in the balancer now
+    served_total: int = 0  # sent to a node
+    timed_out_total: int = 0  # answered 503 after task_timeout in the queue
+    model_loads_caused: int = 0  # sent where the estimate counted a model load: should be 0
+    wait_seconds: Histogram = field(default_factory=Histogram)
+
+    def as_dict(self) -> dict[str, object]:
+        return {k: v.as_dict() if isinstance(v, Histogram) else v for k, v in self.__dict__.items()}
+
+
+@dataclass
 class Metrics:
     requests_total: int = 0
     failures_total: int = 0
@@ -59,9 +72,11 @@ class Metrics:
     model_loads_caused: int = 0  # requests sent where the estimate counted a model (re)load
     queue_wait_seconds: Histogram = field(default_factory=Histogram)
     first_token_seconds: Histogram = field(default_factory=Histogram)
+    tasks: TaskMetrics = field(default_factory=TaskMetrics)  # a share of the counts above
 
     def as_dict(self) -> dict[str, object]:
-        return {k: v.as_dict() if isinstance(v, Histogram) else v for k, v in self.__dict__.items()}
+        return {k: v.as_dict() if isinstance(v, (Histogram, TaskMetrics)) else v
+                for k, v in self.__dict__.items()}
 
     def observe_queue_wait(self, seconds: float) -> None:
         self.queue_wait_seconds.observe(seconds)

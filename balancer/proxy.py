@@ -79,6 +79,12 @@ def upstream_error(node: str, exc: BaseException, silence: float, when: str,
     return errors.StreamBroken(node, text)
 
 
+def _gone(request: web.BaseRequest) -> bool:
+    """The client closed its connection (a queued request must not run for no one)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 class Proxy:
     def __init__(self, fleet: Fleet, settings: Settings, session: aiohttp.ClientSession,
                  fleetwide: FleetWide) -> None:
@@ -143,7 +149,7 @@ class Proxy:
         parsed = None
         if s.model_params:
             body, parsed = applied(path, body, s.model_params, s.apply_model_params, self._has_model)
-        return await self.route(request, classify(method, path, body, parsed), body)
+        return await self.route(request, classify(method, path, body, parsed, s.tasks), body)
 
     def _too_large(self, request: web.BaseRequest) -> web.Response:
         limit = self.settings.max_body
@@ -182,8 +188,9 @@ class Proxy:
             est: Estimate | None = None
             if by_cost:
                 assert job is not None
-                decision, est = await self.waitlist.place(info, job, user, frozenset(tried),
-                                                          deadline)
+                decision, est = await self.waitlist.place(
+                    info, job, user, frozenset(tried), deadline, self.settings.task_timeout,
+                    lambda: _gone(request))
             else:
                 decision = await self._decide(info, tried, deadline)
             if isinstance(decision, TooLong):
@@ -192,7 +199,8 @@ class Proxy:
                 resp.headers["Retry-After"] = str(decision.retry_after)
                 return resp
             if isinstance(decision, Reject):
-                metrics.rejected_total += 1
+                if decision.code != "gone":
+                    metrics.rejected_total += 1
                 return self._reject(request, info, decision, last_error)
             if not await self._take_shared(info, decision):
                 continue
@@ -236,8 +244,15 @@ class Proxy:
 
     def _started(self, info: RequestInfo, node: Node, job: Job, est: Estimate) -> None:
         self.fleet.knowledge.started(id(info), node.name, job, est, time.monotonic())
+        tasks = self.fleet.metrics.tasks
+        if info.task is not None:
+            tasks.served_total += 1
         if est.load > 0:
             self.fleet.metrics.model_loads_caused += 1
+            if info.task is not None:
+                tasks.model_loads_caused += 1
+                log.info("%s task on %s causes a model load (no node holds %s)",
+                         info.task, node.name, info.model)
 
     async def _take_shared(self, info: RequestInfo, pick: Pick) -> bool:
         """[cluster]: take the slot in Redis too; False when another balancer filled it."""

@@ -6,6 +6,18 @@ node is free now; until then it waits here, so the choice stays open (another no
 free first) and no node's silence timer counts the wait. A request whose wait alone would
 exceed the queue timeout is answered 503 with Retry-After at once, when that estimate comes
 from the node's learned rates (defaults are not trusted to refuse).
+
+Order (a user's place is in the queue, not on a node):
+- people before Open WebUI's task requests (tasks.py): a task is planned only on what the
+  people waiting leave, never on a node a person is planned on;
+- among each, a fair queue by user (start-time fair queuing): a request's tag is one past
+  the later of the user's previous request and the last tag served, so a user with many
+  requests waiting takes turns with one who just arrived instead of going first;
+- a free node goes to the first request in that order that can run there without a model
+  load, even when it planned to wait for another node: a later request never takes it.
+A task runs only where the task model is loaded while some node holds it (no load for a
+title), and waits at most task_timeout (then 503: Open WebUI drops the title, tags or
+follow-ups, as for any failed task). A waiting request whose client has gone is dropped.
 """
 from __future__ import annotations
 
@@ -14,17 +26,22 @@ from collections import Counter
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .classify import RequestInfo
-from .cost import Entry, Estimate, Hold, Job, estimate, plan, priority, tokens_of
+from .cost import Entry, Estimate, Hold, Job, NodeCost, _candidates, estimate, plan, tokens_of
 from .fleet import Fleet
 from .knowledge import Knowledge
-from .scheduling import Pick, Reject
+from .scheduling import Pick, Reject, Snapshot, Wait
 
 _NUM_CTX = re.compile(rb'"num_ctx"\s*:\s*(\d+)')
 REPLAN = 2.0  # seconds: re-plan at least this often while waiting (estimates age)
+GONE_CHECK = 0.5  # seconds: how soon a queued request notices that its client left
+
+
+def _never() -> bool:
+    return False
 
 
 def job_of(info: RequestInfo, body: bytes, runner_of: Mapping[str, str] = {}) -> Job:
@@ -50,12 +67,67 @@ class TooLong:
                 f"queue timeout; retry later")
 
 
+@dataclass(frozen=True)
+class Waiting:
+    user: str
+    tag: int  # fair-queue tag: lower goes first
+    entry: Entry
+
+    @property
+    def task(self) -> bool:
+        return self.entry.request.task is not None
+
+
+def order(waiting: list[Waiting]) -> list[Entry]:
+    """People first, then tasks; each by fair tag, then arrival."""
+    return [w.entry for w in sorted(waiting, key=lambda w: (w.task, w.tag, w.entry.id))]
+
+
+Decision = Pick | Hold | Reject | Wait
+
+
+def no_overtaking(snap: Snapshot, costs: dict[str, NodeCost], entries: list[Entry],
+                  decisions: dict[int, Decision]) -> dict[int, Decision]:
+    """A node free now goes to the earliest entry that can run there without a model load,
+    even one that planned to wait for another node (its estimate may be off: a later request
+    taking each node as it frees would keep it waiting for good)."""
+    out = dict(decisions)
+    held: list[Entry] = []
+    for e in entries:
+        d = out[e.id]
+        if isinstance(d, Hold):
+            held.append(e)
+        elif isinstance(d, Pick) and not d.second_chance and held:
+            cost = costs.get(d.node, NodeCost())
+            for h in held:
+                if d.node in {v.name for v in _candidates(snap, h)} \
+                        and estimate(d.node, cost, h.job).load == 0:
+                    out[h.id] = Pick(d.node, "first in the queue that can run here")
+                    out[e.id] = Hold(estimate(d.node, cost, e.job))
+                    held.remove(h)
+                    held.append(e)
+                    break
+    return out
+
+
 class WaitList:
     def __init__(self, fleet: Fleet, knowledge: Knowledge) -> None:
         self.fleet = fleet
         self.knowledge = knowledge
-        self.waiting: dict[int, tuple[str, int, Entry]] = {}
+        self.waiting: dict[int, Waiting] = {}
         self._ids = itertools.count()
+        self._served = 0  # the tag of the last request that left the queue for a node
+        self._last: dict[str, int] = {}  # user -> tag of their latest request
+
+    def _tag(self, user: str) -> int:
+        tag = max(self._served, self._last.get(user, 0)) + 1
+        self._last[user] = tag
+        return tag
+
+    def _served_up_to(self, tag: int) -> None:
+        self._served = max(self._served, tag)
+        if len(self._last) > 1000:  # users with nothing left behind the served tag
+            self._last = {u: t for u, t in self._last.items() if t > self._served}
 
     def estimate_for(self, node: str, job: Job) -> Estimate:
         n = self.fleet.nodes[node]  # what costs() reads of its view, without building one
@@ -63,24 +135,38 @@ class WaitList:
         return estimate(node, cost, job)
 
     async def place(self, info: RequestInfo, job: Job, user: str, tried: frozenset[str],
-                    deadline: float) -> tuple[Pick | Reject | TooLong, Estimate | None]:
-        """Wait until this request's best node is free; the caller reserves it at once."""
+                    deadline: float, task_timeout: float = 0.0, gone: Callable[[], bool] = _never
+                    ) -> tuple[Pick | Reject | TooLong, Estimate | None]:
+        """Wait until this request's best node is free; the caller reserves it at once.
+        A task waits at most `task_timeout` s (0: as long as a person); `gone()` says that
+        the client disconnected: the request leaves the queue (Reject 499)."""
         eid = next(self._ids)
-        self.waiting[eid] = (user, eid, Entry(eid, info, job, tried))
+        tag = self._tag(user)
+        self.waiting[eid] = Waiting(user, tag, Entry(eid, info, job, tried))
         metrics = self.fleet.metrics
+        task = info.task is not None
+        if task and task_timeout > 0:
+            deadline = min(deadline, time.monotonic() + task_timeout)
         since = time.monotonic()
         first, counted = True, False
         try:
             while True:
+                if gone():
+                    metrics.client_cancelled_total += 1
+                    return Reject(499, "gone", "the client disconnected while queued"), None
                 snap = self.fleet.snapshot()
                 costs = self.knowledge.costs(snap.nodes)
-                decisions = plan(snap, costs, priority(list(self.waiting.values())))
+                entries = order(list(self.waiting.values()))
+                decisions = no_overtaking(snap, costs, entries, plan(snap, costs, entries))
                 self.knowledge.queued = Counter(
                     x.estimate.node for x in decisions.values() if isinstance(x, Hold))
                 d = decisions[eid]
-                if self.knowledge.hand_off and isinstance(d, Hold) and d.estimate.load == 0:
+                if self.knowledge.hand_off and not task and isinstance(d, Hold) \
+                        and d.estimate.load == 0:
+                    self._served_up_to(tag)
                     return Pick(d.estimate.node, "handed to its queue (model loaded)"), d.estimate
                 if isinstance(d, Pick):
+                    self._served_up_to(tag)
                     return d, estimate(d.node, costs[d.node], job)
                 if isinstance(d, Reject):
                     return d, None
@@ -90,20 +176,33 @@ class WaitList:
                     if isinstance(d, Hold) and d.estimate.learned else 0.0
                 if first and wait > remaining:
                     return TooLong(wait), None
+                if remaining <= 0 and task:
+                    metrics.tasks.timed_out_total += 1
+                    return Reject(503, "task_timeout", f"no available servers: Open WebUI's "
+                                  f"{info.task} task waited {time.monotonic() - since:.0f} s "
+                                  f"behind people's requests (task_timeout)"), None
                 if remaining <= 0:
                     return Reject(503, "all_busy", "no available servers: every node is busy"
                                   " (queue timeout reached)"), None
                 if not counted:
                     metrics.queued += 1
+                    if task:
+                        metrics.tasks.queued += 1
                     counted = True
                 first = False
-                await self.fleet.wait_changed(min(remaining, REPLAN * self.knowledge.scale))
+                await self.fleet.wait_changed(
+                    min(remaining, REPLAN * self.knowledge.scale, GONE_CHECK))
         finally:
             del self.waiting[eid]
             if not self.waiting:
                 self.knowledge.queued = {}
+            waited = time.monotonic() - since
             if counted:
                 metrics.queued -= 1
-            metrics.observe_queue_wait(time.monotonic() - since)
+                if task:
+                    metrics.tasks.queued -= 1
+            metrics.observe_queue_wait(waited)
+            if task:
+                metrics.tasks.wait_seconds.observe(waited)
             self.fleet.notify()  # the others' plans counted on this one
 
