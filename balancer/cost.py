@@ -129,6 +129,12 @@ def after(cost: NodeCost, job: Job, est: Estimate) -> NodeCost:
                    also_loaded=also, cached_idle=0.0)
 
 
+def holds(cost: NodeCost, view: NodeView, model: str | None) -> bool:
+    """Does the node's GPU hold `model` (as sent last, or as the last poll listed)?"""
+    return model is not None and (cost.model == model or model in cost.also_loaded
+                                  or model in view.loaded)
+
+
 def overwrite_rank(cost: NodeCost, est: Estimate) -> tuple[int, float]:
     """Which of tied nodes a request should take, lowest first: one where it continues its
     own conversation or overwrites none (an empty slot, or a conversation idle past STALE),
@@ -184,7 +190,7 @@ def choose(snapshot: Snapshot, costs: dict[str, NodeCost], entry: Entry,
     ests = [(estimate(v.name, costs.get(v.name, NodeCost()), entry.job), v) for v in views]
     if entry.request.task is not None:
         # an Open WebUI task waits for a node that holds its model rather than load it
-        warm = [(e, v) for e, v in ests if e.load == 0]
+        warm = [(e, v) for e, v in ests if holds(costs.get(v.name, NodeCost()), v, entry.job.model)]
         ests = warm or ests
     soonest = min(e.ttft for e, _ in ests)
     est, view = min(((e, v) for e, v in ests if e.ttft <= soonest + TIE),

@@ -48,7 +48,7 @@ class TaskMetrics:
     queued: int = 0  # waiting in the balancer now
     served_total: int = 0  # sent to a node
     timed_out_total: int = 0  # answered 503 after task_timeout in the queue
-    model_loads_caused: int = 0  # sent where the estimate counted a model load: should be 0
+    model_loads_caused: int = 0  # sent to a node that did not hold the task model: should be 0
     wait_seconds: Histogram = field(default_factory=Histogram)
 
     def as_dict(self) -> dict[str, object]:

@@ -243,16 +243,18 @@ class Proxy:
                                      sock_read=self.settings.silence_timeout + allowance)
 
     def _started(self, info: RequestInfo, node: Node, job: Job, est: Estimate) -> None:
-        self.fleet.knowledge.started(id(info), node.name, job, est, time.monotonic())
+        knowledge = self.fleet.knowledge
+        held = job.model in node.loaded or knowledge.node(node.name).model == job.model
+        knowledge.started(id(info), node.name, job, est, time.monotonic())
         tasks = self.fleet.metrics.tasks
         if info.task is not None:
             tasks.served_total += 1
+            if not held:
+                tasks.model_loads_caused += 1
+                log.info("%s task on %s loads %s (no node that holds it was free in time)",
+                         info.task, node.name, job.model)
         if est.load > 0:
             self.fleet.metrics.model_loads_caused += 1
-            if info.task is not None:
-                tasks.model_loads_caused += 1
-                log.info("%s task on %s causes a model load (no node holds %s)",
-                         info.task, node.name, info.model)
 
     async def _take_shared(self, info: RequestInfo, pick: Pick) -> bool:
         """[cluster]: take the slot in Redis too; False when another balancer filled it."""

@@ -32,6 +32,7 @@ class Balancer(Strict):
     idle_timeout: Duration = 30.0         # close a client connection with no request (or half a header) this long
     max_connections: int = Field(0, ge=0)  # open client connections at most (0: from the open-files limit)
     max_body_mb: int = Field(64, ge=1)    # largest request body read to route it (chat with images)
+    task_timeout: Duration = 60.0         # an Open WebUI task request waits behind people this long at most
 
 
 class Reconcile(Strict):
@@ -118,6 +119,15 @@ class CodeExecution(Strict):
     engine: Literal["pyodide", "jupyter"] = "pyodide"
 
 
+class Tasks(Strict):
+    """Open WebUI's background requests to the task model, each on or off (None: left as is)."""
+    follow_ups: bool | None = None        # after every answer: 3-5 suggested next questions
+    title: bool | None = None             # after a new chat's first answer
+    tags: bool | None = None              # after a new chat's first answer
+    search_query: bool | None = None      # before an answer, when web search is on
+    autocomplete: bool | None = None      # while a person types: one request per pause
+
+
 class OpenWebUI(Strict):
     url: Url
     api_key: SecretRef | None = None
@@ -132,6 +142,7 @@ class OpenWebUI(Strict):
     enable_api_keys: bool | None = None
     ollama_urls: list[Url] | None = None  # default: the balancer's public URL
     openai_api: bool | None = None
+    tasks: Tasks | None = None
 
 
 class Alerts(Strict):

@@ -9,6 +9,7 @@ import signal
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -63,6 +64,7 @@ class Service:
         self._stopping: asyncio.Task[None] | None = None
         self._forced = False
         self.cluster: ClusterMember | None = None
+        self.task_config: dict[str, Any] = {}       # Open WebUI's task settings, as last read
 
     async def start(self) -> bool:
         if not await self.daemon.reload():
@@ -87,7 +89,7 @@ class Service:
         self.daemon.listening = listening(state)
         log.info("balancer listening on %s", self.balancer.url)
         self.daemon.on_new_state = self._new_state
-        self.daemon.wrap = draining(self.balancer)
+        self.daemon.wrap = draining(self.balancer, self._task_config)
         if self.cluster is not None:
             self.daemon.wrap = self.cluster.fence(self.daemon.wrap)
         self.daemon.on_pass_failed = self._schedule_retry
@@ -120,7 +122,7 @@ class Service:
         assert self.balancer is not None
         self.balancer.replace_nodes(balancer_nodes(state))
         self.alerter.configure(state.alerts)
-        self.balancer.update_settings(balancer_settings(state))
+        self.balancer.update_settings(balancer_settings(state, self.task_config))
         assert self._started is not None
         restart = needs_restart(self._started, state)
         if restart != self.daemon.needs_restart:
@@ -131,6 +133,14 @@ class Service:
             log.warning("[cluster] changed: restart the daemon to use the new settings")
         if self.scheduler.running:
             self.scheduler.reschedule_job("interval", trigger="interval", seconds=state.reconcile.interval)
+
+    def _task_config(self, config: dict[str, Any]) -> None:
+        """Open WebUI's task settings as a pass read them: its templates tell the balancer its
+        task requests."""
+        if config == self.task_config or self.daemon.state is None or self.balancer is None:
+            return
+        self.task_config = config
+        self.balancer.update_settings(balancer_settings(self.daemon.state, config))
 
     def _schedule_retry(self) -> None:
         state = self.daemon.state

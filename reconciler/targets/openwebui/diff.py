@@ -65,7 +65,9 @@ class Wanted:
     read_all: bool = False                    # read every settings group (the importer), not only the declared
 
     def groups(self) -> list[str]:
-        return sorted({s.group for s in SETTINGS} if self.read_all else {SETTING[p].group for p in self.settings})
+        # "task" always: its prompt templates tell the balancer Open WebUI's task requests
+        return sorted({s.group for s in SETTINGS} if self.read_all
+                      else {SETTING[p].group for p in self.settings} | {"task"})
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from balancer.tasks import KINDS
 from reconciler.config.schema import DesiredState
 
 ROLES = ("pending", "user", "admin")
@@ -39,6 +40,13 @@ def _urls(value: Any) -> list[str] | None:
 
 def _never(value: Any) -> None:
     return None
+
+
+def _task_switch(kind: str) -> Callable[[DesiredState], Any]:
+    def declared(state: DesiredState) -> Any:
+        tasks = _ow(state).tasks
+        return getattr(tasks, kind) if tasks is not None else None
+    return declared
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,7 @@ SETTINGS = (
             lambda s: list(_ow(s).ollama_urls) if _ow(s).ollama_urls is not None else [s.balancer_public_url()],
             _urls),
     Setting("openai_api", "openai", "ENABLE_OPENAI_API", lambda s: _ow(s).openai_api),
+    *(Setting(f"tasks.{kind}", "task", switch, _task_switch(kind)) for kind, (switch, _, _) in KINDS.items()),
 )
 SETTING = {s.path: s for s in SETTINGS}
 GROUPS = tuple(sorted({s.group for s in SETTINGS}))

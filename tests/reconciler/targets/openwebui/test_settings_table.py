@@ -37,6 +37,12 @@ ollama_urls = ["http://127.0.0.1:11434"]
 [openwebui.code_execution]
 enabled = true
 engine = "jupyter"
+[openwebui.tasks]
+follow_ups = false
+title = true
+tags = false
+search_query = false
+autocomplete = false
 [models."llama3.2:1b"]
 """
 
