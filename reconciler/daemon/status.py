@@ -124,8 +124,20 @@ class _Collector:
         yield reliable
         yield CounterMetricFamily("ollafleet_balancer_model_loads", "Requests sent where a model (re)load was expected",
                                   value=m.model_loads_caused)
+        t = m.tasks      # Open WebUI's background task requests, a share of the counts above
+        yield GaugeMetricFamily("ollafleet_balancer_task_queued", "Open WebUI task requests waiting behind people",
+                                value=t.queued)
+        yield CounterMetricFamily("ollafleet_balancer_task_served", "Open WebUI task requests sent to a node",
+                                  value=t.served_total)
+        yield CounterMetricFamily("ollafleet_balancer_task_timed_out",
+                                  "Open WebUI task requests answered 503 after task_timeout", value=t.timed_out_total)
+        yield CounterMetricFamily("ollafleet_balancer_task_model_loads",
+                                  "Open WebUI task requests sent to a node that did not hold the task model",
+                                  value=t.model_loads_caused)
         for name, h, text in (("ollafleet_balancer_queue_wait_seconds", m.queue_wait_seconds,
                                "Time requests waited in the balancer's queue"),
+                              ("ollafleet_balancer_task_wait_seconds", t.wait_seconds,
+                               "Time Open WebUI task requests waited in the balancer's queue"),
                               ("ollafleet_balancer_first_token_seconds", m.first_token_seconds,
                                "Time from arrival to the first byte of the answer")):
             yield HistogramMetricFamily(name, text, buckets=[(le, float(n)) for le, n in h.buckets()],

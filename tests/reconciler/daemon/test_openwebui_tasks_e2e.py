@@ -133,3 +133,10 @@ async def _check(svc: Service, nodes: list[Any], owui: OpenWebUI) -> None:
     tasks = svc.balancer.metrics.tasks
     assert tasks.served_total == 3 and tasks.model_loads_caused == 0 and tasks.timed_out_total == 0
     assert json.dumps(sent[0][1]).count("### Task:") == 1
+    # counted apart from people's on /status and /metrics
+    async with httpx.AsyncClient(base_url=svc.status_url, timeout=10) as status:
+        shown = (await status.get("/status")).json()["balancer"]["metrics"]["tasks"]
+        assert (shown["served_total"], shown["model_loads_caused"], shown["queued"]) == (3, 0, 0)
+        metrics = (await status.get("/metrics")).text
+        assert "ollafleet_balancer_task_served_total 3.0" in metrics
+        assert "ollafleet_balancer_task_model_loads_total 0.0" in metrics
