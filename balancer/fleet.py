@@ -161,6 +161,7 @@ class Fleet:
         self.knowledge = Knowledge()
         self.table = _Described(self)
         self._changed = asyncio.Event()
+        self.changes = 0  # notify() calls: a plan made since the last one still holds
         self.shared: Shared | None = None  # [cluster]: slots and caches shared through Redis
         self.replace(specs)
 
@@ -303,11 +304,14 @@ class Fleet:
 
     # -- waiting -------------------------------------------------------------------
     def notify(self) -> None:
+        self.changes += 1
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def wait_changed(self, timeout: float) -> None:
+    async def wait_changed(self, timeout: float) -> bool:
+        """Wait for the next change, at most `timeout` s; False: none came."""
         try:
             await asyncio.wait_for(self._changed.wait(), timeout)
         except TimeoutError:
-            pass
+            return False
+        return True

@@ -38,6 +38,7 @@ from .scheduling import Pick, Reject, Snapshot, Wait
 _NUM_CTX = re.compile(rb'"num_ctx"\s*:\s*(\d+)')
 REPLAN = 2.0  # seconds: re-plan at least this often while waiting (estimates age)
 GONE_CHECK = 0.5  # seconds: how soon a queued request notices that its client left
+FRESH = 0.02  # seconds: a plan this young is shared by every waiter (estimates age slowly)
 
 
 def _never() -> bool:
@@ -118,6 +119,33 @@ class WaitList:
         self._ids = itertools.count()
         self._served = 0  # the tag of the last request that left the queue for a node
         self._last: dict[str, int] = {}  # user -> tag of their latest request
+        self._version = 0  # changes to `waiting`
+        self._cache: tuple[tuple[int, int], float, dict[str, NodeCost],
+                           dict[int, Decision]] | None = None
+
+    def _decisions(self) -> tuple[dict[str, NodeCost], dict[int, Decision]]:
+        """One plan for every waiting request, made again only after a change (a node, a
+        request in or out) or once it is FRESH old: many waiters cost one plan, not one each."""
+        key = (self.fleet.changes, self._version)
+        now = time.monotonic()
+        if self._cache is not None and self._cache[0] == key and now - self._cache[1] < FRESH:
+            return self._cache[2], self._cache[3]
+        snap = self.fleet.snapshot()
+        costs = self.knowledge.costs(snap.nodes)
+        entries = order(list(self.waiting.values()))
+        decisions = no_overtaking(snap, costs, entries, plan(snap, costs, entries))
+        self.knowledge.queued = Counter(
+            x.estimate.node for x in decisions.values() if isinstance(x, Hold))
+        self._cache = (key, now, costs, decisions)
+        return costs, decisions
+
+    async def _wait(self, remaining: float, gone: Callable[[], bool]) -> None:
+        """Until a change, the re-plan interval or the deadline; leave early if the client went."""
+        end = time.monotonic() + min(remaining, REPLAN * self.knowledge.scale)
+        while not gone():
+            left = end - time.monotonic()
+            if left <= 0 or await self.fleet.wait_changed(min(left, GONE_CHECK)):
+                return
 
     def _tag(self, user: str) -> int:
         tag = max(self._served, self._last.get(user, 0)) + 1
@@ -143,6 +171,7 @@ class WaitList:
         eid = next(self._ids)
         tag = self._tag(user)
         self.waiting[eid] = Waiting(user, tag, Entry(eid, info, job, tried))
+        self._version += 1
         metrics = self.fleet.metrics
         task = info.task is not None
         if task and task_timeout > 0:
@@ -154,12 +183,7 @@ class WaitList:
                 if gone():
                     metrics.client_cancelled_total += 1
                     return Reject(499, "gone", "the client disconnected while queued"), None
-                snap = self.fleet.snapshot()
-                costs = self.knowledge.costs(snap.nodes)
-                entries = order(list(self.waiting.values()))
-                decisions = no_overtaking(snap, costs, entries, plan(snap, costs, entries))
-                self.knowledge.queued = Counter(
-                    x.estimate.node for x in decisions.values() if isinstance(x, Hold))
+                costs, decisions = self._decisions()
                 d = decisions[eid]
                 if self.knowledge.hand_off and not task and isinstance(d, Hold) \
                         and d.estimate.load == 0:
@@ -190,10 +214,10 @@ class WaitList:
                         metrics.tasks.queued += 1
                     counted = True
                 first = False
-                await self.fleet.wait_changed(
-                    min(remaining, REPLAN * self.knowledge.scale, GONE_CHECK))
+                await self._wait(remaining, gone)
         finally:
             del self.waiting[eid]
+            self._version += 1
             if not self.waiting:
                 self.knowledge.queued = {}
             waited = time.monotonic() - since

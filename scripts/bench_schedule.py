@@ -29,7 +29,18 @@ Prints per day and placement: mean / p90 time to first token (as users feel it, 
 included), 503s, model loads (from load_duration) in all and on the busiest node, KV reuse
 (share of prompt tokens the nodes did not have to evaluate).
 
+`--tasks on` (or `both`: off, then on) adds Open WebUI 0.12.4's default background tasks: after
+every answer a follow-up request to the task model (codestral:22b), after a new chat's first
+answer a title and a tags request; each one user message shaped like Open WebUI's default
+templates (a `### Task:` heading, instructions, the JSON answer key, the chat's last 6
+messages in a <chat_history> block), short answers, sent one after the other in the background
+while the user reads, as Open WebUI does. People's times and loads are then people's only;
+the extra columns give the tasks' mean / p90 latency (send to last byte) and their loads. Where
+tasks go: static, to a codestral node (the user's own for codestral users); first-free, like
+any request; ollafleet, through the balancer, which knows them (balancer/tasks.py).
+
     .venv/bin/python scripts/bench_schedule.py [--scale 0.1] [--days stable,shift,single] [--file F]
+                                               [--tasks off|on|both]
 """
 from __future__ import annotations
 
@@ -92,6 +103,9 @@ class Result:
     prompt_tokens: int = 0
     evaluated: float = 0.0
     failed: int = 0
+    task_latency: list[float] = field(default_factory=list)  # --tasks on: send to last byte
+    task_loads: int = 0
+    task_failed: int = 0
 
 
 def code_paste(rng: random.Random, words: int = 300) -> str:
@@ -137,7 +151,7 @@ class FirstFree:
 
 async def user(uid: int, chats: list[str], place: str, urls: list[str], peer: FirstFree | None,
                session: aiohttp.ClientSession, scale: float, res: Result, day: str,
-               decl: Declared) -> None:
+               decl: Declared, tasks: OpenWebUITasks | None = None) -> None:
     rng = random.Random(f"{day}-{uid}")
     await asyncio.sleep(rng.uniform(0, 30) * scale)
     for c, model in enumerate(chats):
@@ -177,6 +191,8 @@ async def user(uid: int, chats: list[str], place: str, urls: list[str], peer: Fi
                 break
             res.prompt_tokens += rendered_tokens(messages)
             messages.append({"role": "assistant", "content": answer})
+            if tasks is not None:
+                tasks.after_answer(uid, model, messages, first=len(messages) == 2)
             await asyncio.sleep(rng.uniform(10, 30) * scale)
 
 
@@ -210,7 +226,8 @@ async def chat(session: aiohttp.ClientSession, url: str, body: dict[str, Any], u
     return answer
 
 
-async def run(day: str, place: str, scale: float, decl: Declared) -> Result:
+async def run(day: str, place: str, scale: float, decl: Declared, with_tasks: bool = False
+              ) -> Result:
     res = Result()
     plan = day_plan(day)
     async with Simulator() as sim:
@@ -221,7 +238,8 @@ async def run(day: str, place: str, scale: float, decl: Declared) -> Result:
         balancer: Balancer | None = None
         if place.startswith("ollafleet"):
             balancer = Balancer(Settings(silence_timeout=120 * scale, queue_timeout=600 * scale,
-                                         poll_interval=5 * scale, model_params=decl.balancer),
+                                         poll_interval=5 * scale, model_params=decl.balancer,
+                                         **task_settings(with_tasks, scale)),
                                 [NodeSpec(n.name, n.url) for n in nodes])
             balancer.fleet.knowledge.scale = scale
             if place == "ollafleet-handoff":  # hand to a busy node's own queue instead
@@ -232,12 +250,123 @@ async def run(day: str, place: str, scale: float, decl: Declared) -> Result:
         timeout = aiohttp.ClientTimeout(total=None)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
+                tasks = OpenWebUITasks(place, urls, peer, session, scale, res, decl, day) \
+                    if with_tasks else None
                 await asyncio.gather(*(user(i, chats, place, urls, peer, session, scale, res,
-                                            day, decl) for i, chats in enumerate(plan)))
+                                            day, decl, tasks) for i, chats in enumerate(plan)))
+                if tasks is not None:
+                    await tasks.drain()
         finally:
             if balancer is not None:
                 await balancer.stop(drain_timeout=1.0)
     return res
+
+
+# -- Open WebUI's background tasks (--tasks) --------------------------------------------------
+
+TASK_KEYS = {"follow_ups": '{ "follow_ups": ["a question", "another"] }',
+             "title": '{ "title": "a short title" }', "tags": '{ "tags": ["a", "b"] }'}
+TASK_ANSWER = 40  # tokens: a short JSON answer
+TASK_WORDS = 180  # instruction words around the chat: about the size of Open WebUI's defaults
+
+
+def task_prompt(kind: str, messages: list[dict[str, str]]) -> str:
+    """A prompt shaped like Open WebUI's default task templates (not their text): heading,
+    instructions, the JSON answer key, then the chat's last 6 messages."""
+    rng = random.Random(kind)
+    words = " ".join(rng.choice(("keep", "the", "answer", "short", "and", "relevant", "use",
+                                 "chat", "language", "json", "only", "no", "extra", "text"))
+                     for _ in range(TASK_WORDS))
+    history = "\n".join(f"{m['role'].upper()}: {m['content']}" for m in messages[-6:])
+    return (f"### Task:\nBackground job: {kind}.\n### Guidelines:\n{words}\n### Output:\n"
+            f"JSON format: {TASK_KEYS[kind]}\n### Chat History:\n<chat_history>\n{history}\n"
+            "</chat_history>")
+
+
+def task_settings(with_tasks: bool, scale: float) -> dict[str, Any]:
+    from balancer.tasks import TaskIdent
+    return {"tasks": TaskIdent(model=CODE), "task_timeout": 60 * scale} if with_tasks else {}
+
+
+class OpenWebUITasks:
+    """What Open WebUI 0.12.4 sends after an answer with its defaults: follow-ups after every
+    answer, then title and tags after a new chat's first; one after the other, in the background."""
+
+    def __init__(self, place: str, urls: list[str], peer: FirstFree | None,
+                 session: aiohttp.ClientSession, scale: float, res: Result, decl: Declared,
+                 day: str) -> None:
+        self.place, self.urls, self.peer, self.session, self.day = place, urls, peer, session, day
+        self.scale, self.res, self.decl = scale, res, decl
+        self.running: list[asyncio.Task[None]] = []
+
+    def after_answer(self, uid: int, model: str, messages: list[dict[str, str]], first: bool) -> None:
+        kinds = ["follow_ups"] + (["title", "tags"] if first else [])
+        self.running.append(asyncio.create_task(self._send(uid, model, list(messages), kinds)))
+
+    async def drain(self) -> None:
+        await asyncio.gather(*self.running)
+
+    def _url(self, uid: int) -> str:
+        if self.place == "static":  # a codestral node: the user's own when it is one
+            return self.urls[uid % NODES] if self.day == "single" else self.urls[uid % 2]
+        return self.urls[0]
+
+    async def _send(self, uid: int, model: str, messages: list[dict[str, str]],
+                    kinds: list[str]) -> None:
+        for kind in kinds:
+            options = {**self.decl.sent.get(CODE, {}), "num_predict": TASK_ANSWER}
+            body = {"model": CODE, "stream": False, "options": options,
+                    "messages": [{"role": "user", "content": task_prompt(kind, messages)}]}
+            sent = time.monotonic()
+            while True:
+                node = None
+                url = self._url(uid)
+                if self.place == "first-free":
+                    assert self.peer is not None
+                    node = self.peer.take()
+                    if node is None:
+                        await asyncio.sleep(2.0 * self.scale)
+                        continue
+                    url = self.urls[node]
+                try:
+                    async with self.session.post(url + "/api/chat", json=body, headers={
+                            "X-OpenWebUI-User-Id": f"user-{uid}"}) as r:
+                        data = await r.read()
+                finally:
+                    if node is not None and self.peer is not None:
+                        self.peer.busy[node] = False
+                if r.status == 503 and self.place == "first-free":
+                    await asyncio.sleep(2.0 * self.scale)
+                    continue
+                break
+            if r.status != 200:
+                self.res.task_failed += 1  # Open WebUI drops that title / tags / follow-ups
+                continue
+            self.res.task_latency.append((time.monotonic() - sent) / self.scale)
+            if json.loads(data).get("load_duration", 0) >= 1e9:
+                self.res.task_loads += 1
+
+
+async def main_tasks(args: argparse.Namespace, decl: Declared) -> None:
+    """--tasks on|both: people's mean / p90 time to first token and loads, tasks off and on,
+    with the tasks' latency and loads."""
+    modes = [False, True] if args.tasks == "both" else [True]
+    print(f"scale {args.scale}: times are modelled seconds; tasks: Open WebUI's defaults "
+          "(follow-ups after every answer, title and tags after a chat's first)")
+    print(f"{'day':8} {'placement':11} {'tasks':5} {'mean':>6} {'p90':>6} {'503s':>5} "
+          f"{'loads':>5} {'KV reuse':>8} {'tasks':>5} {'t mean':>6} {'t p90':>6} {'t loads':>7} "
+          f"{'t fail':>6}")
+    for day in args.days.split(","):
+        for place in args.placements.split(","):
+            for on in modes:
+                r = await run(day, place, args.scale, decl, with_tasks=on)
+                reuse = 1 - r.evaluated / r.prompt_tokens if r.prompt_tokens else 0.0
+                lat = r.task_latency
+                print(f"{day:8} {place:11} {'on' if on else 'off':5} {statistics.mean(r.ttft):6.2f} "
+                      f"{p90(r.ttft):6.1f} {r.rejected:5d} {r.loads:5d} {reuse:8.0%} "
+                      f"{len(lat):5d} {statistics.mean(lat) if lat else 0:6.1f} "
+                      f"{p90(lat) if lat else 0:6.1f} {r.task_loads:7d} {r.task_failed:6d}",
+                      flush=True)
 
 
 def p90(values: list[float]) -> float:
@@ -251,7 +380,12 @@ async def main() -> None:
     ap.add_argument("--placements", default="first-free,static,ollafleet")
     ap.add_argument("--file", default=str(ROOT / "desired_state.toml"),
                     help="desired-state file whose model parameters are used ('': none)")
+    ap.add_argument("--tasks", choices=("off", "on", "both"), default="off",
+                    help="Open WebUI's default background tasks (title, tags, follow-ups)")
     args = ap.parse_args()
+    if args.tasks != "off":
+        await main_tasks(args, declared(args.file))
+        return
     decl = declared(args.file)
     print("model parameters: " + (", ".join(f"{m} {o}" for m, o in decl.sent.items())
                                   + f" (from {Path(args.file).name})" if args.file else "none"))
