@@ -49,6 +49,7 @@ class TaskMetrics:
     served_total: int = 0  # sent to a node
     timed_out_total: int = 0  # answered 503 after task_timeout in the queue
     model_loads_caused: int = 0  # sent to a node that did not hold the task model: should be 0
+    preempted_total: int = 0  # stopped before its answer began, for a person; queued again
     wait_seconds: Histogram = field(default_factory=Histogram)
 
     def as_dict(self) -> dict[str, object]:

@@ -92,6 +92,11 @@ class Proxy:
         self.session = session
         self.fleetwide = fleetwide
         self.waitlist = WaitList(fleet, fleet.knowledge)
+        # Open WebUI task requests under way per node, stoppable for a person (waitlist.py)
+        self.tasks_running: dict[str, dict[int, asyncio.Task[Any]]] = {}
+        self.preempted: set[int] = set()
+        self.waitlist.tasks_on = self._tasks_on
+        self.waitlist.preempt = self._preempt
         self.use(settings)
 
     def use(self, settings: Settings) -> None:
@@ -178,6 +183,8 @@ class Proxy:
         tried: set[str] = set()
         last_error: errors.UpstreamError | None = None
         deadline = time.monotonic() + self.settings.queue_timeout
+        if info.task is not None and self.settings.task_timeout > 0:
+            deadline = min(deadline, time.monotonic() + self.settings.task_timeout)
         job = job_of(info, data, self.runner_of) \
             if info.kind == "inference" and isinstance(data, bytes) else None
         if self.fleet.shared is not None and (info.uses_slot or by_cost):
@@ -189,8 +196,7 @@ class Proxy:
             if by_cost:
                 assert job is not None
                 decision, est = await self.waitlist.place(
-                    info, job, user, frozenset(tried), deadline, self.settings.task_timeout,
-                    lambda: _gone(request))
+                    info, job, user, frozenset(tried), deadline, lambda: _gone(request))
             else:
                 decision = await self._decide(info, tried, deadline)
             if isinstance(decision, TooLong):
@@ -208,13 +214,57 @@ class Proxy:
             tried.add(node.name)
             if job is not None:
                 self._started(info, node, job, est or self.waitlist.estimate_for(node.name, job))
-            result = await self._attempt(request, info, node, data, tried)
+            if info.task is not None and by_cost:
+                result = await self._task_attempt(request, info, node, data, tried)
+                if result is None:  # stopped for a person: back to the queue
+                    tried.discard(node.name)
+                    continue
+            else:
+                result = await self._attempt(request, info, node, data, tried)
             if isinstance(result, web.StreamResponse):
                 return result
             last_error = result
             if data is request.content:  # an upload stream cannot be replayed
                 return json_response(request, 502, str(last_error))
             metrics.retries_total += 1
+
+    async def _task_attempt(self, request: web.BaseRequest, info: RequestInfo, node: Node,
+                            data: Any, tried: set[str]
+                            ) -> web.StreamResponse | errors.UpstreamError | None:
+        """An Open WebUI task on `node`, stoppable for a person (None: it was stopped before
+        its answer began; the node saw a disconnect and stopped)."""
+        me = asyncio.current_task()
+        assert me is not None
+        running = self.tasks_running.setdefault(node.name, {})
+        running[id(info)] = me
+        try:
+            return await self._attempt(request, info, node, data, tried)
+        except asyncio.CancelledError:
+            if id(info) in self.preempted and me.uncancel() == 0:
+                self.fleet.metrics.tasks.preempted_total += 1
+                return None
+            raise
+        finally:
+            running.pop(id(info), None)
+            self.preempted.discard(id(info))
+
+    def _tasks_on(self, node: str) -> int:
+        return len(self.tasks_running.get(node, ()))
+
+    def _preempt(self, node: str) -> None:
+        """Stop one task on `node` whose answer has not begun (one at a time per node)."""
+        running = self.tasks_running.get(node) or {}
+        if any(key in self.preempted for key in running):
+            return
+        started = self.fleet.knowledge.node(node).running
+        for key, task in running.items():
+            run = started.get(key)
+            if run is not None and run.first_at is not None:
+                continue  # its answer is coming: let it end
+            self.preempted.add(key)
+            task.cancel()
+            log.info("an Open WebUI task on %s makes way for a person", node)
+            return
 
     async def _decide(self, info: RequestInfo, tried: set[str], deadline: float
                       ) -> Pick | Reject:

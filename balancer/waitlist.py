@@ -120,6 +120,9 @@ class WaitList:
         self._served = 0  # the tag of the last request that left the queue for a node
         self._last: dict[str, int] = {}  # user -> tag of their latest request
         self._version = 0  # changes to `waiting`
+        # the proxy's: how many task requests run on a node, and stop one of them there
+        self.tasks_on: Callable[[str], int] = lambda node: 0
+        self.preempt: Callable[[str], None] = lambda node: None
         self._cache: tuple[tuple[int, int], float, dict[str, NodeCost],
                            dict[int, Decision]] | None = None
 
@@ -137,7 +140,21 @@ class WaitList:
         self.knowledge.queued = Counter(
             x.estimate.node for x in decisions.values() if isinstance(x, Hold))
         self._cache = (key, now, costs, decisions)
+        self._make_way(entries, decisions)
         return costs, decisions
+
+    def _make_way(self, entries: list[Entry], decisions: dict[int, Decision]) -> None:
+        """A person waiting for a node that only Open WebUI tasks keep busy: stop one of them
+        (it goes back to the queue), so that no task delays a person who could start now."""
+        wanted: set[str] = set()
+        for e in entries:
+            d = decisions[e.id]
+            if e.request.task is None and isinstance(d, Hold) and d.estimate.load == 0:
+                wanted.add(d.estimate.node)
+        for name in wanted:
+            node = self.fleet.nodes.get(name)
+            if node is not None and node.in_flight + node.remote <= self.tasks_on(name):
+                self.preempt(name)
 
     async def _wait(self, remaining: float, gone: Callable[[], bool]) -> None:
         """Until a change, the re-plan interval or the deadline; leave early if the client went."""
@@ -163,19 +180,17 @@ class WaitList:
         return estimate(node, cost, job)
 
     async def place(self, info: RequestInfo, job: Job, user: str, tried: frozenset[str],
-                    deadline: float, task_timeout: float = 0.0, gone: Callable[[], bool] = _never
+                    deadline: float, gone: Callable[[], bool] = _never
                     ) -> tuple[Pick | Reject | TooLong, Estimate | None]:
         """Wait until this request's best node is free; the caller reserves it at once.
-        A task waits at most `task_timeout` s (0: as long as a person); `gone()` says that
-        the client disconnected: the request leaves the queue (Reject 499)."""
+        A task's `deadline` is its task_timeout's; `gone()` says that the client disconnected:
+        the request leaves the queue (Reject 499)."""
         eid = next(self._ids)
         tag = self._tag(user)
         self.waiting[eid] = Waiting(user, tag, Entry(eid, info, job, tried))
         self._version += 1
         metrics = self.fleet.metrics
         task = info.task is not None
-        if task and task_timeout > 0:
-            deadline = min(deadline, time.monotonic() + task_timeout)
         since = time.monotonic()
         first, counted = True, False
         try:

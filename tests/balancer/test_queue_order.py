@@ -144,3 +144,24 @@ async def test_a_task_that_waits_past_task_timeout_is_answered_as_failed(sim, ma
     assert time.monotonic() - started < 1.0
     assert b.metrics.tasks.timed_out_total == 1 and b.metrics.tasks.queued == 0
     assert (await busy)[0] == 200
+
+
+async def test_a_task_under_way_makes_way_for_a_person(sim, make_balancer, http) -> None:
+    node = await sim.add_node(name="gpu-1", models=[CODE], timing=Timing.instant())
+    b = await make_balancer([node], queue_timeout=120.0, tasks=TaskIdent(model=CODE),
+                            silence_timeout=30.0)  # a non-streamed answer sends nothing until done
+    assert (await post(http, b, person(CODE, "warm up")))[0] == 200
+    node.set_fault(Fault.SLOW_TOKENS, delay=0.3)  # 12 tokens: ~4 s an answer
+    task = asyncio.create_task(post(http, b, task_body("title"), "t"))
+    await until(lambda: b.metrics.in_flight == 1)
+    started = time.monotonic()
+    async with http.post(b.url + "/api/chat", json={**person(CODE, "now"), "stream": True},
+                         headers={"X-OpenWebUI-User-Id": "p"}) as r:
+        await r.content.readline()  # the person's first token
+        waited = time.monotonic() - started
+        await r.read()
+    assert waited < 2.0, f"the person waited {waited:.1f} s behind a title"
+    status, _ = await task  # the task ran again after the person, and was answered
+    assert status == 200
+    assert b.metrics.tasks.preempted_total == 1 and b.metrics.tasks.served_total == 2
+    assert node.cancelled_generations >= 1
