@@ -189,13 +189,17 @@ def choose(snapshot: Snapshot, costs: dict[str, NodeCost], entry: Entry,
         return base  # no Reliable node can serve: the peer's second chance, or wait
     ests = [(estimate(v.name, costs.get(v.name, NodeCost()), entry.job), v) for v in views]
     if entry.request.task is not None:
-        # an Open WebUI task waits for a node that holds its model rather than load it
+        # an Open WebUI task waits for a node that holds its model rather than load it, and
+        # takes a free one whose cached conversation is least likely to continue
         warm = [(e, v) for e, v in ests if holds(costs.get(v.name, NodeCost()), v, entry.job.model)]
-        ests = warm or ests
-    soonest = min(e.ttft for e, _ in ests)
-    est, view = min(((e, v) for e, v in ests if e.ttft <= soonest + TIE),
-                    key=lambda ev: (overwrite_rank(costs.get(ev[1].name, NodeCost()), ev[0]),
-                                    ev[0].ttft, ev[1].order))
+        est, view = min(warm or ests, key=lambda ev: (
+            ev[0].start > 0, overwrite_rank(costs.get(ev[1].name, NodeCost()), ev[0]),
+            ev[0].ttft, ev[1].order))
+    else:
+        soonest = min(e.ttft for e, _ in ests)
+        est, view = min(((e, v) for e, v in ests if e.ttft <= soonest + TIE),
+                        key=lambda ev: (overwrite_rank(costs.get(ev[1].name, NodeCost()), ev[0]),
+                                        ev[0].ttft, ev[1].order))
     free_now = view.in_flight + taken.get(view.name, 0) < view.max_concurrent
     if est.start <= 0 and free_now:
         why = "lowest estimate"
