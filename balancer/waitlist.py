@@ -17,7 +17,9 @@ Order (a user's place is in the queue, not on a node):
   load, even when it planned to wait for another node: a later request never takes it.
 A task runs only where the task model is loaded while some node holds it (no load for a
 title), and waits at most task_timeout (then 503: Open WebUI drops the title, tags or
-follow-ups, as for any failed task). A waiting request whose client has gone is dropped.
+follow-ups, as for any failed task). A person waiting for a node that only tasks keep busy
+stops one of them (the proxy's preempt; the task queues again). A waiting request whose
+client has gone is dropped. All waiters share one plan until something changes.
 """
 from __future__ import annotations
 
