@@ -92,6 +92,12 @@ def print_status(data: dict[str, Any], console: Console) -> None:
         m = bal.get("metrics", {})
         console.print(f"requests {m.get('requests_total', 0)}, failures {m.get('failures_total', 0)}, "
                       f"in flight {m.get('in_flight', 0)}, queued {m.get('queued', 0)}")
+        t = m.get("tasks") or {}
+        if t.get("served_total") or t.get("queued") or t.get("timed_out_total"):
+            console.print(f"Open WebUI tasks (of those): queued {t.get('queued', 0)}, served "
+                          f"{t.get('served_total', 0)}, timed out {t.get('timed_out_total', 0)}, "
+                          f"stopped for people {t.get('preempted_total', 0)}, "
+                          f"model loads {t.get('model_loads_caused', 0)}")
 
 
 def _print_gpus(nodes: list[dict[str, Any]], console: Console) -> None:

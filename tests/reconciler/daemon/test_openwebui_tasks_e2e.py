@@ -6,6 +6,7 @@ on a node that holds it, and load no model."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,8 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
+from rich.console import Console
 
 from reconciler.daemon.run import Service
+from reconciler.status_cli import print_status
 from simulator import Simulator, Timing
 from tests.openwebui_harness import OpenWebUI, free_port, start_openwebui
 
@@ -135,8 +138,12 @@ async def _check(svc: Service, nodes: list[Any], owui: OpenWebUI) -> None:
     assert json.dumps(sent[0][1]).count("### Task:") == 1
     # counted apart from people's on /status and /metrics
     async with httpx.AsyncClient(base_url=svc.status_url, timeout=10) as status:
-        shown = (await status.get("/status")).json()["balancer"]["metrics"]["tasks"]
+        data = (await status.get("/status")).json()
+        shown = data["balancer"]["metrics"]["tasks"]
         assert (shown["served_total"], shown["model_loads_caused"], shown["queued"]) == (3, 0, 0)
+        printed = io.StringIO()
+        print_status(data, Console(file=printed, width=250))
+        assert "Open WebUI tasks (of those): queued 0, served 3, timed out 0" in printed.getvalue()
         metrics = (await status.get("/metrics")).text
         assert "ollafleet_balancer_task_served_total 3.0" in metrics
         assert "ollafleet_balancer_task_model_loads_total 0.0" in metrics
