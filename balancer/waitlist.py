@@ -10,9 +10,10 @@ from the node's learned rates (defaults are not trusted to refuse).
 Order (a user's place is in the queue, not on a node):
 - people before Open WebUI's task requests (tasks.py): a task is planned only on what the
   people waiting leave, never on a node a person is planned on;
-- among each, a fair queue by user (start-time fair queuing): a request's tag is one past
+- people in a fair queue by user (start-time fair queuing): a request's tag is one past
   the later of the user's previous request and the last tag served, so a user with many
-  requests waiting takes turns with one who just arrived instead of going first;
+  requests waiting takes turns with one who just arrived instead of going first; tasks in
+  arrival order (they take no turn of their user's);
 - a free node goes to the first request in that order that can run there without a model
   load, even when it planned to wait for another node: a later request never takes it.
 A task runs only where the task model is loaded while some node holds it (no load for a
@@ -172,6 +173,8 @@ class WaitList:
         return tag
 
     def _served_up_to(self, tag: int) -> None:
+        if tag == 0:  # a task
+            return
         self._served = max(self._served, tag)
         if len(self._last) > 1000:  # users with nothing left behind the served tag
             self._last = {u: t for u, t in self._last.items() if t > self._served}
@@ -188,11 +191,12 @@ class WaitList:
         A task's `deadline` is its task_timeout's; `gone()` says that the client disconnected:
         the request leaves the queue (Reject 499)."""
         eid = next(self._ids)
-        tag = self._tag(user)
+        task = info.task is not None
+        # tasks queue in arrival order behind people: they take no turn of their user's
+        tag = 0 if task else self._tag(user)
         self.waiting[eid] = Waiting(user, tag, Entry(eid, info, job, tried))
         self._version += 1
         metrics = self.fleet.metrics
-        task = info.task is not None
         since = time.monotonic()
         first, counted = True, False
         try:
