@@ -139,7 +139,17 @@ class WaitList:
         snap = self.fleet.snapshot()
         costs = self.knowledge.costs(snap.nodes)
         entries = order(list(self.waiting.values()))
-        decisions = no_overtaking(snap, costs, entries, plan(snap, costs, entries))
+        # tasks behind the first few wait behind those in any plan: they are not weighed
+        tasks = [e for e in entries if e.request.task is not None]
+        planned = entries[:len(entries) - len(tasks) + len(snap.nodes)]
+        decisions = plan(snap, costs, planned)
+        if len(planned) < len(entries):
+            last = decisions[planned[-1].id]
+            node = last.estimate.node if isinstance(last, Hold) else getattr(last, "node", None)
+            for e in entries[len(planned):]:
+                decisions[e.id] = Hold(estimate(node, costs[node], e.job)) \
+                    if node in costs else Wait("behind other tasks")
+        decisions = no_overtaking(snap, costs, entries, decisions)
         self.knowledge.queued = Counter(
             x.estimate.node for x in decisions.values() if isinstance(x, Hold))
         self._cache = (key, now, costs, decisions)
