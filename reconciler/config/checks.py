@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from balancer.classify import normalize_model
 from reconciler.config.params import PARAMS, check_param
 from reconciler.config.problems import Problem, did_you_mean
 from reconciler.config.runtime import v1_name
@@ -54,9 +55,9 @@ def check(file: str, state: DesiredState) -> list[Problem]:
         at = ("models", name)
         if not valid_model_name(name):
             problem(at, f'"{name}" is not a valid Ollama model name (expected [host/][namespace/]model[:tag])')
-        key = name.lower() if ":" in name else name.lower() + ":latest"
+        key = normalize_model(name)
         if key in lowered:
-            problem(at, f'"{name}" is the same model as "{lowered[key]}" (Ollama names ignore case; no tag means :latest)')
+            problem(at, f'"{name}" is the same model as "{lowered[key]}" (Ollama names ignore case; no tag means :latest, the default registry and namespace can be left out)')
         lowered.setdefault(key, name)
         sources = [s for s in ("pull", "gguf", "ollama_dir", "from") if getattr(model, "from_" if s == "from" else s) is not None]
         if len(sources) > 1:

@@ -74,6 +74,7 @@ class Node(Strict):
     speed: int = Field(0, ge=0)           # tier: higher is preferred among equals
     max_concurrent: int = Field(1, ge=1)  # OLLAMA_NUM_PARALLEL on that node
     models: list[str] | None = None       # default: every model that does not name its nodes
+    gpu_memory_gb: float | None = Field(None, gt=0)   # for plan's check that keep_loaded models fit
 
 
 class ModelOpenWebUI(Strict):

@@ -4,7 +4,10 @@ through the REST API only (reference: ollama-api.md §13 recipes).
     node_targets(state, *, base_dir=None, timeout=10.0, stream_timeout=600.0) -> list[OllamaNode]
     OllamaNode.observe() -> Observed(data=NodeView) | Observed(error="unreachable: ...")
     OllamaNode.diff(observed) -> (changes, notes)      pure, see diff.diff_node
-    OllamaNode.apply(change, progress)                 one pull / create / upload+create / load / delete
+    OllamaNode.apply(change, progress)                 one pull / create / upload+create / delete
+
+Loading models is not a pass's work (a load waits behind people's generations): the daemon's
+balancer pins keep_loaded models when a node is idle.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from reconciler.plan.changes import Change
 from reconciler.targets.base import Disruption, Observed, Progress
 from reconciler.targets.ollama import folder as ollama_dir
 from reconciler.targets.ollama.client import OllamaClient
-from reconciler.targets.ollama.facts import PullProgress, ShowInfo, model_key, to_wire
+from reconciler.targets.ollama.facts import PullProgress, model_key, to_wire
 from reconciler.targets.ollama.hashing import file_sha256
 from reconciler.targets.ollama.diff import (NodeView, Wanted, WantedModel, Work, diff_node, needs_show,
                                             rewrites_gguf, settings_note, wanted_for)
@@ -83,14 +86,12 @@ class OllamaNode:
             version, models, loaded = await asyncio.gather(self.api.version(), self.api.tags(), self.api.ps())
             view = NodeView(version, tuple(models), tuple(loaded))
             names = needs_show(self.wanted, view)
-            pinning = any(w.keep_loaded for w in self.wanted.models)   # runners may share weights
-            loaded_names = [e.name for e in loaded if pinning and e.name not in names and view.present(e.name)]
-            shows = await asyncio.gather(*(self.api.show(n) for n in [*names, *loaded_names]))
+            shows = await asyncio.gather(*(self.api.show(n) for n in names))
         except TargetError as exc:
             return Observed(self.name, error=str(exc))
         self.effective = await self._read_folders()
         files = await self._file_digests(view)
-        view = replace(view, shows={model_key(n): s for n, s in zip([*names, *loaded_names], shows)}, files=files)
+        view = replace(view, shows={model_key(n): s for n, s in zip(names, shows)}, files=files)
         return Observed(self.name, view)
 
     async def _read_folders(self) -> Wanted:
@@ -154,8 +155,6 @@ class OllamaNode:
                     return       # another drifted value of the same model: already re-created
                 await self._create(model, progress)
                 self._built.add(model.key)
-            elif work.kind == "load":
-                await self._load(model)
             else:
                 raise PermanentError(f"unknown change kind {work.kind!r}")
 
@@ -236,12 +235,6 @@ class OllamaNode:
                 raise
             progress.done(task, "uploaded")
         return digest
-
-    async def _load(self, model: WantedModel) -> None:
-        info: ShowInfo | None = await self.api.show(model.name)
-        if info is None:
-            raise TemporaryError(f"{model.name} is not on the node, cannot load it")
-        await self.api.load(model.name, embedding="embedding" in info.capabilities, options=model.load_options)
 
 
 def node_targets(state: DesiredState, *, base_dir: Path | None = None, timeout: float = 10.0,

@@ -184,6 +184,9 @@ class OpenWebUIClient:
     async def update_model(self, body: dict[str, Any]) -> dict[str, Any]:
         return dict(await self._call("POST", "/api/v1/models/model/update", json=body))
 
+    async def delete_model(self, model_id: str) -> None:
+        await self._call("POST", "/api/v1/models/model/delete", json={"id": model_id})
+
     async def set_model_access(self, model_id: str, name: str, grants: list[dict[str, Any]]) -> dict[str, Any]:
         """Replace all access grants of a model entry."""
         return dict(await self._call("POST", "/api/v1/models/model/access/update",
