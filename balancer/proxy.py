@@ -112,7 +112,7 @@ class Proxy:
         if not looks_inside:
             info = classify(method, path)
             if info.kind == "listing":
-                return await self.fleetwide.answer(request, info)
+                return await self.fleetwide.answer(request, info, frozenset(self.runner_of))
             if request.body_exists and (length is None or length > SMALL_BODY):
                 return await self.route(request, info, request.content)  # streamed as it comes
             return await self.route(request, info, await request.read())

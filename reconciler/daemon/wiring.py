@@ -1,5 +1,6 @@
-"""What the daemon feeds the balancer: its settings and node list from the file, and a drain
-around every change that rebuilds or removes a model on a node."""
+"""What the daemon feeds the balancer: its settings and node list from the file, a drain
+around every change that rebuilds or removes a model on a node, and a poll after every change
+to a node's models, so the balancer routes to a new model as soon as the pass reports it."""
 
 from __future__ import annotations
 
@@ -56,14 +57,20 @@ class Draining(Wrapper[Seen, Work]):
         hit = self.inner.disrupts(change)
         if hit is None:
             await self.inner.apply(change, progress)
-            return
-        async with self.model_locks.setdefault(hit.model, asyncio.Lock()):
-            self.balancer.set_draining(hit.node, hit.model, True)
-            try:
-                await self.inner.apply(change, progress)
-            finally:
-                self.balancer.set_draining(hit.node, hit.model, False)
-        await self.balancer.refresh()
+        else:
+            async with self.model_locks.setdefault(hit.model, asyncio.Lock()):
+                self.balancer.set_draining(hit.node, hit.model, True)
+                try:
+                    await self.inner.apply(change, progress)
+                finally:
+                    self.balancer.set_draining(hit.node, hit.model, False)
+        if hit is not None or changes_models(change):
+            await self.balancer.refresh()     # the balancer knows the new model set before the pass says ok
+
+
+def changes_models(change: Change[object]) -> bool:
+    """A change that pulls, creates or deletes a model on an Ollama node (not Open WebUI's entries)."""
+    return change.target.startswith("ollama/") and change.path[:1] == ("models",)
 
 
 def draining(balancer: Balancer) -> Callable[[Sequence[AnyTarget]], Sequence[AnyTarget]]:
