@@ -49,6 +49,8 @@ def status_json(daemon: Daemon, balancer: Balancer | None, alerter: Alerter | No
         "cluster": daemon.cluster_status() if daemon.cluster_status else None,
         "balancer": None if balancer is None else {
             "url": balancer.url,
+            # the file's [balancer] in force, as the file writes it (ollafleet import --daemon reads it)
+            "settings": daemon.state.balancer.model_dump(mode="json", exclude_none=True) if daemon.state else None,
             "nodes": [_node_json(daemon, s) for s in balancer.states()],
             "metrics": balancer.metrics.as_dict(),
         },
