@@ -170,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_status)
 
+    from reconciler import verify
+
+    p = sub.add_parser("verify", help="check the network as people use it: an employee's model list in "
+                       "Open WebUI, the balancer's, and with --chat one chat per model")
+    verify.add_arguments(p)
+    p.set_defaults(run=verify.cmd_verify)
+
     from reconciler import importer
 
     p = sub.add_parser("import", help="read a running network and write the file that describes it")

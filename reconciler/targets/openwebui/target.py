@@ -91,6 +91,11 @@ class OpenWebUITarget:
             return f"the account in {c.email} is not allowed to change settings: {exc.detail}"
         return f"Open WebUI refused the admin sign-in with {c.email} and {c.password}: wrong email or password"
 
+    async def sign_in(self) -> None:
+        """Sign in as the file's admin (API key, else email and password), once."""
+        if not self._signed_in:
+            await self._sign_in()
+
     async def _sign_in(self) -> None:
         c = self.creds
         if c.api_key is not None:

@@ -10,16 +10,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from reconciler import cli
 from reconciler.daemon.run import Service
 from simulator import Simulator, Timing
+from tests.openwebui_harness import free_port
 
 SMALL = "all-minilm:22m"
 
 
-def text(urls: list[str], models: str, poll: str = "30s") -> str:
-    out = (f'version = 1\n[balancer]\nlisten = "127.0.0.1:0"\npoll_interval = "{poll}"\nqueue_timeout = "5s"\n'
+def text(urls: list[str], models: str, poll: str = "30s", port: int = 0) -> str:
+    out = (f'version = 1\n[balancer]\nlisten = "127.0.0.1:{port}"\npoll_interval = "{poll}"\nqueue_timeout = "5s"\n'
            '[reconcile]\ninterval = "60s"\nstatus_listen = "127.0.0.1:0"\n')
     out += "".join(f'[[nodes]]\nname = "gpu-{i}"\nurl = "{u}"\n' for i, u in enumerate(urls, 1))
     return out + models
@@ -87,5 +89,27 @@ async def test_traffic_that_evicts_a_pinned_model_is_not_drift(tmp_path: Path) -
             assert report is not None and report.plan.changes == () and report.ok
             assert [r for n in nodes for r in n.requests if r.is_load_call() or r.path in ("/api/chat", "/api/generate")] == []
             assert await asyncio.to_thread(cli.main, ["plan", "--detailed-exitcode", str(file)]) == 0
+        finally:
+            await svc.stop()
+
+
+async def test_verify_names_a_declared_model_the_balancer_does_not_serve(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async with Simulator() as sim:
+        node = await sim.add_node("gpu-1", timing=Timing.instant())
+        file = tmp_path / "desired_state.toml"
+        file.write_text(text([node.url], PINNED, poll="0.5s", port=free_port()))
+        svc = Service(file, drain_timeout=1)
+        assert await svc.start()
+        try:
+            await until(lambda: converged(svc))
+            assert await asyncio.to_thread(cli.main, ["verify", str(file), "--chat"]) == 0
+            assert "verify: ok" in capsys.readouterr().out
+            other = tmp_path / "other.toml"     # the same network, one model more than it serves
+            other.write_text(file.read_text() + '[models."gemma3:1b"]\n')
+            assert await asyncio.to_thread(cli.main, ["verify", str(other)]) == 1
+            out = capsys.readouterr().out
+            assert out.splitlines() == ['models."gemma3:1b": the balancer (' + svc.daemon.state.balancer_public_url()
+                                        + ") lists it on no node"]
         finally:
             await svc.stop()
