@@ -1,6 +1,5 @@
-"""One declaration of runtime parameters: the pinned model is preloaded at the declared num_ctx,
-the model that serves /v1 requests is built, and a runner reloaded by a user at the declared
-context is not drift."""
+"""One declaration of runtime parameters: the model that serves /v1 requests is built, a pass
+loads nothing (pins are the balancer's), and a runner a user reloaded at another context is not drift."""
 
 from __future__ import annotations
 
