@@ -42,6 +42,7 @@ class Reconcile(Strict):
     max_pulls_per_node: int = Field(1, ge=1)
     upload_concurrency: int = Field(2, ge=1)   # nodes receiving blobs at once (GGUF files, ollama_dir)
     status_listen: Listen = "127.0.0.1:11435"
+    verify: bool = False                  # after a pass that changed Open WebUI or models: `ollafleet verify`'s listing check
 
 
 def parse_redis_url(value: Any) -> str:

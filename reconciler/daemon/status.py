@@ -46,6 +46,7 @@ def status_json(daemon: Daemon, balancer: Balancer | None, alerter: Alerter | No
         "listening": daemon.listening,
         "counters": dataclasses.asdict(daemon.counters),
         "alerts": alerter.view() if alerter else None,
+        "verify": daemon.verified,        # [reconcile] verify: what an employee sees, after the last pass that changed it
         "cluster": daemon.cluster_status() if daemon.cluster_status else None,
         "balancer": None if balancer is None else {
             "url": balancer.url,

@@ -28,7 +28,7 @@ ADMIN = ("admin@example.com", "Adm1n-pass!")
 ENV = {"E2E_OWUI_EMAIL": ADMIN[0], "E2E_OWUI_PASSWORD": ADMIN[1]}
 
 
-def network_file(nodes: list[str], owui: str, models: str, poll: str = "0.5s") -> str:
+def network_file(nodes: list[str], owui: str, models: str, poll: str = "0.5s", verify: bool = False) -> str:
     text = f"""version = 1
 [balancer]
 listen = "127.0.0.1:{free_port()}"
@@ -38,6 +38,7 @@ queue_timeout = "30s"
 interval = "60s"
 retry_interval = "1s"
 status_listen = "127.0.0.1:{free_port()}"
+verify = {"true" if verify else "false"}
 """
     for i, url in enumerate(nodes, 1):
         text += f'[[nodes]]\nname = "gpu-{i}"\nurl = "{url}"\n'
@@ -125,12 +126,21 @@ async def test_an_employee_sees_and_chats_with_every_declared_model(
     async with Simulator() as sim:
         nodes = [await sim.add_node(f"gpu-{i}", timing=Timing.instant()) for i in (1, 2, 3)]
         file = tmp_path / "desired_state.toml"
-        file.write_text(network_file([n.url for n in nodes], owui.url, MODELS))
+        file.write_text(network_file([n.url for n in nodes], owui.url, MODELS, verify=True))
         svc = Service(file, drain_timeout=2)
         assert await svc.start()
         assert svc.balancer is not None
         try:
             await converged(svc)
+            # [reconcile] verify: after the pass that changed models and Open WebUI, an employee's view
+            status_url = "http://" + tomllib.loads(file.read_text())["reconcile"]["status_listen"] + "/status"
+            async with httpx.AsyncClient(timeout=10) as plain:
+                async def verified() -> bool:
+                    return (await plain.get(status_url)).json()["verify"] is not None
+                await eventually(verified, 60)
+                shown = (await plain.get(status_url)).json()["verify"]
+            assert shown["ok"] and shown["problems"] == [], shown
+            assert "3 public models listed for a test employee" in shown["checked"]
             async with httpx.AsyncClient(base_url=owui.url, timeout=60) as client:
                 headers = await employee(client, "Erin")
                 models = (await client.get("/api/models", headers=headers)).json()["data"]
