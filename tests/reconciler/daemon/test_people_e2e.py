@@ -123,6 +123,12 @@ async def test_an_employee_sees_and_chats_with_every_declared_model(
         owui: OpenWebUI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in ENV.items():
         monkeypatch.setenv(key, value)
+    async with httpx.AsyncClient(base_url=owui.url, timeout=30) as admin:   # as an older ollafleet left it
+        token = (await admin.post("/api/v1/auths/signin", json={"email": ADMIN[0], "password": ADMIN[1]})).json()
+        admin.headers["Authorization"] = f"Bearer {token['token']}"
+        r = await admin.post("/api/v1/models/create", json={"id": "codestral-30k", "name": "codestral-30k",
+                                                            "meta": {}, "params": {}, "access_grants": []})
+        assert r.status_code == 200, r.text
     async with Simulator() as sim:
         nodes = [await sim.add_node(f"gpu-{i}", timing=Timing.instant()) for i in (1, 2, 3)]
         file = tmp_path / "desired_state.toml"
@@ -142,6 +148,9 @@ async def test_an_employee_sees_and_chats_with_every_declared_model(
             assert shown["ok"] and shown["problems"] == [], shown
             assert "3 public models listed for a test employee" in shown["checked"]
             async with httpx.AsyncClient(base_url=owui.url, timeout=60) as client:
+                stray = await client.get("/api/v1/models/model", params={"id": "codestral-30k"},
+                                         headers={"Authorization": f"Bearer {token['token']}"})
+                assert stray.status_code == 404          # the entry nobody could use is gone
                 headers = await employee(client, "Erin")
                 models = (await client.get("/api/models", headers=headers)).json()["data"]
                 assert sorted(m["id"] for m in models) == IDS       # no -v1 helper among them
