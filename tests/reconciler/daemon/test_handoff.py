@@ -113,3 +113,28 @@ async def test_verify_names_a_declared_model_the_balancer_does_not_serve(
                                         + ") lists it on no node"]
         finally:
             await svc.stop()
+
+
+async def test_plan_says_where_the_running_daemon_balances_otherwise_than_the_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async with Simulator() as sim:
+        node = await sim.add_node("gpu-1", timing=Timing.instant())
+        file = tmp_path / "desired_state.toml"
+        status = f"127.0.0.1:{free_port()}"
+        file.write_text(text([node.url], '[models."qwq:32b"]\n').replace(
+            'status_listen = "127.0.0.1:0"', f'status_listen = "{status}"'))
+        svc = Service(file, drain_timeout=1)
+        assert await svc.start()
+        try:
+            await until(lambda: converged(svc))
+            other = tmp_path / "imported.toml"     # as `import` without --daemon writes it
+            other.write_text(file.read_text().replace('queue_timeout = "5s"', 'queue_timeout = "0s"\n'
+                                                      'apply_model_params = "off"'))
+            assert await asyncio.to_thread(cli.main, ["plan", "--detailed-exitcode", str(other)]) == 0
+            out = capsys.readouterr().out
+            assert f"the running daemon ({status}) uses [balancer] queue_timeout = '5s', this file says '0ms'" in out
+            assert "apply_model_params = 'fill', this file says 'off'" in out
+            assert await asyncio.to_thread(cli.main, ["plan", str(file)]) == 0
+            assert "the running daemon" not in capsys.readouterr().out
+        finally:
+            await svc.stop()
