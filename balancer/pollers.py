@@ -158,6 +158,16 @@ class Pollers:
             await asyncio.wait(stale, timeout=self.connect_timeout)
         return [self.cache.get((n.name, path)) for n in nodes]
 
+    async def recheck(self, timeout: float) -> bool:
+        """Ask every node the polls found unreachable again now, waiting up to `timeout` s
+        (for a request nothing else can serve); True when one of them is a candidate again.
+        A node that answers but not like Ollama stays out: only unreachable ones are asked."""
+        dead = [n for n in self.fleet.nodes.values() if n.reachable is False]
+        if not dead:
+            return False
+        await asyncio.wait([self.live(n, "/api/tags") for n in dead], timeout=timeout)
+        return any(n.unfit is None for n in dead)
+
     def forget(self, name: str) -> None:
         """Drop what a removed node last said."""
         for key in [k for k in self.cache if k[0] == name]:

@@ -86,6 +86,7 @@ class Proxy:
         self.session = session
         self.fleetwide = fleetwide
         self.waitlist = WaitList(fleet, fleet.knowledge)
+        self.ready = asyncio.Event()  # set once the first polls are in (server.py)
         self.use(settings)
 
     def use(self, settings: Settings) -> None:
@@ -102,6 +103,8 @@ class Proxy:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Refuse what can be refused before reading the body; read only a body the route
         must look into (its model), up to max_body; stream any other large body."""
+        if not self.ready.is_set():
+            await self.ready.wait()  # the port opened before the first polls: bounded wait
         self.fleet.metrics.requests_total += 1
         method, path = request.method, request.path
         s = self.settings
@@ -119,7 +122,7 @@ class Proxy:
         if s.queue_timeout <= 0 and path in INFERENCE_PATHS and not self.fleet.any_free():
             # no node at all, every node busy or ruled out by the polls: 503 whatever the model
             blind = decide(self.fleet.snapshot(), RequestInfo("inference", path, uses_slot=True))
-            if isinstance(blind, Reject) and blind.status == 503:
+            if isinstance(blind, Reject) and blind.status == 503 and not await self._revived():
                 self.fleet.metrics.rejected_total += 1
                 return json_response(request, 503, blind.message)
         if length is not None and length > s.max_body:
@@ -157,6 +160,12 @@ class Proxy:
         resp.force_close()  # the unread rest of the body must not be taken for a next request
         return resp
 
+    async def _revived(self) -> bool:
+        """Nothing can serve a request: before a 503, ask the nodes the polls found unreachable
+        again, for at most the connect timeout, so a network that came back is served at once
+        instead of after the next poll. True when one of them is a candidate again."""
+        return await self.fleetwide.pollers.recheck(self.settings.connect_timeout)
+
     def _has_model(self, model: str) -> bool:
         # the nodes' own `models`, not a snapshot: this runs for every /v1 request it rewrites
         return any(n.models is not None and model in n.models for n in self.fleet.nodes.values())
@@ -170,6 +179,7 @@ class Proxy:
                    and isinstance(data, bytes))
         metrics = self.fleet.metrics
         tried: set[str] = set()
+        rechecked = False
         last_error: errors.UpstreamError | None = None
         deadline = time.monotonic() + self.settings.queue_timeout
         job = job_of(info, data, self.runner_of) \
@@ -192,6 +202,10 @@ class Proxy:
                 resp.headers["Retry-After"] = str(decision.retry_after)
                 return resp
             if isinstance(decision, Reject):
+                if decision.status == 503 and not rechecked:
+                    rechecked = True
+                    if await self._revived():
+                        continue
                 metrics.rejected_total += 1
                 return self._reject(request, info, decision, last_error)
             if not await self._take_shared(info, decision):
