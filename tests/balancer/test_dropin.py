@@ -38,13 +38,14 @@ async def served(http: aiohttp.ClientSession, url: str, stream: bool) -> tuple[i
     return r.status, bool(lines) and lines[-1].get("done") is True
 
 
-async def test_every_node_refused_at_start_then_all_back(sim) -> None:
+@pytest.mark.parametrize("queue", [[], ["--queue-timeout=600"]], ids=["peer-rule", "queueing"])
+async def test_every_node_refused_at_start_then_all_back(sim, queue: list[str]) -> None:
     """The peer's second-chance scenario: the balancer starts while every node refuses
     connections, one chat fails, every node is fixed, five chats follow one after another:
-    at least 4 of them are served (the peer's own bar)."""
+    at least 4 of them are served (the peer's own bar). Also with a queue, as the daemon runs."""
     nodes = [await sim.add_node(name=f"Server{i}", models=["codestral:22b"]) for i in (1, 2, 3)]
     args = build_parser().parse_args(
-        ["--timeout=5", *(f"--server={n.url}={n.name}" for n in nodes)])
+        ["--timeout=5", *queue, *(f"--server={n.url}={n.name}" for n in nodes)])
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
         for run in range(RUNS):
             for n in nodes:
