@@ -159,14 +159,14 @@ class Pollers:
         return [self.cache.get((n.name, path)) for n in nodes]
 
     async def recheck(self, timeout: float) -> bool:
-        """Ask every node the polls found unreachable again now, waiting up to `timeout` s
-        (for a request nothing else can serve); True when one of them is a candidate again.
-        A node that answers but not like Ollama stays out: only unreachable ones are asked."""
-        dead = [n for n in self.fleet.nodes.values() if n.reachable is False]
-        if not dead:
+        """Ask every node the polls ruled out again now, waiting up to `timeout` s (for a
+        request nothing else can serve); True when one of them is a candidate again. A node
+        that still answers unlike Ollama (a web server's page) stays out, as the poll rules."""
+        unfit = [n for n in self.fleet.nodes.values() if n.unfit is not None]
+        if not unfit:
             return False
-        await asyncio.wait([self.live(n, "/api/tags") for n in dead], timeout=timeout)
-        return any(n.unfit is None for n in dead)
+        await asyncio.wait([self.live(n, "/api/tags") for n in unfit], timeout=timeout)
+        return any(n.unfit is None for n in unfit)
 
     def forget(self, name: str) -> None:
         """Drop what a removed node last said."""

@@ -161,9 +161,9 @@ class Proxy:
         return resp
 
     async def _revived(self) -> bool:
-        """Nothing can serve a request: before a 503, ask the nodes the polls found unreachable
-        again, for at most the connect timeout, so a network that came back is served at once
-        instead of after the next poll. True when one of them is a candidate again."""
+        """Nothing can serve a request: before a 503, ask the nodes the polls ruled out again,
+        for at most the connect timeout, so a network that came back is served at once instead
+        of after the next poll. True when one of them is a candidate again."""
         return await self.fleetwide.pollers.recheck(self.settings.connect_timeout)
 
     def _has_model(self, model: str) -> bool:

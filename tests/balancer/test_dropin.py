@@ -9,16 +9,18 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from balancer import Balancer, NodeSpec
 from balancer.cli import build_parser, settings_from
 from simulator import Fault
 
 from .conftest import CHAT
-from .test_hardening import fake, nginx  # noqa: F401  (fake is a fixture)
+from .test_hardening import fake, json_chat, nginx  # noqa: F401  (fake is a fixture)
 
 RUNS = 20
 pytestmark = pytest.mark.timeout(240)
@@ -44,19 +46,47 @@ async def test_every_node_refused_at_start_then_all_back(sim, queue: list[str]) 
     connections, one chat fails, every node is fixed, five chats follow one after another:
     at least 4 of them are served (the peer's own bar). Also with a queue, as the daemon runs."""
     nodes = [await sim.add_node(name=f"Server{i}", models=["codestral:22b"]) for i in (1, 2, 3)]
+
+    def refuse(on: bool) -> None:
+        for n in nodes:
+            n.set_fault(Fault.REFUSE) if on else n.clear_fault()
+
+    await replay([n.url for n in nodes], queue, refuse)
+
+
+async def test_every_node_refusing_the_peer_simulators_way_then_all_back(fake) -> None:
+    """The same, with nodes that refuse as the peer's own simulator does: each request is
+    answered 503 "Connection refused" as plain text, with no Content-Type, and the connection
+    closed. Such a node is not Ollama's while it does so; once fixed it is asked again."""
+    refusing = [True]
+
+    async def answer(request: web.BaseRequest, body: bytes) -> web.StreamResponse:
+        if refusing[0]:
+            resp = web.Response(status=503, body=b"Connection refused")
+            resp.force_close()
+            return resp
+        return await json_chat(request, body)
+
+    nodes = [await fake(answer) for _ in range(3)]
+
+    def refuse(on: bool) -> None:
+        refusing[0] = on
+
+    await replay([n.url for n in nodes], [], refuse)
+
+
+async def replay(urls: list[str], extra: list[str], refuse: Callable[[bool], None]) -> None:
     args = build_parser().parse_args(
-        ["--timeout=5", *queue, *(f"--server={n.url}={n.name}" for n in nodes)])
+        ["--timeout=5", *extra, *(f"--server={u}=Server{i}" for i, u in enumerate(urls))])
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
         for run in range(RUNS):
-            for n in nodes:
-                n.set_fault(Fault.REFUSE)
+            refuse(True)
             b = Balancer(settings_from(args), args.server)
             await b.start("127.0.0.1", 0)
             try:
                 status, ok = await served(http, b.url, stream=False)
                 assert status in (502, 503) and not ok, run
-                for n in nodes:
-                    n.clear_fault()
+                refuse(False)
                 results = [await served(http, b.url, stream=False) for _ in range(5)]
                 assert sum(ok for _, ok in results) >= 4, (run, results)
             finally:
