@@ -1,0 +1,121 @@
+"""Issue 25 (items 4, 7, 8): no way around a guard by key case, reliability only on node faults,
+malformed or hostile bodies answered cleanly. Simulated nodes on 127.0.0.1; the simulator
+reads JSON as Ollama's Go handlers do (keys case-insensitive, the later one wins)."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from balancer.params import ModelParams
+
+from .conftest import CHAT, state
+
+pytestmark = pytest.mark.timeout(30)
+
+DECLARED = {"num_ctx": 30000, "temperature": 0.1}
+ENFORCED = {"codestral:22b": ModelParams(DECLARED, enforce=True)}
+
+
+async def _run(http: Any, url: str, body: bytes) -> int:
+    async with http.post(url + "/api/chat", data=body,
+                         headers={"Content-Type": "application/json"}) as r:
+        await r.read()
+        return r.status
+
+
+# -- item 4: canonical JSON as Go reads it -------------------------------------------------
+@pytest.mark.parametrize("body", [
+    # a second "Options" beside "options": Go merges both, the later keys win
+    b'{"model":"codestral:22b","messages":[{"role":"user","content":"hi"}],"stream":false,'
+    b'"options":{"temperature":0.1},"Options":{"temperature":1.9,"num_ctx":99999}}',
+    # the long s folds to "s" (and the Kelvin sign to "k"): "option\\u017f" is options for Go
+    b'{"model":"codestral:22b","messages":[{"role":"user","content":"hi"}],"stream":false,'
+    b'"options":{"temperature":0.1},"option\\u017f":{"temperature":1.9,"num_ctx":99999}}',
+    # "options" twice, exactly: Go merges the two maps (Python kept the last one already)
+    b'{"model":"codestral:22b","messages":[{"role":"user","content":"hi"}],"stream":false,'
+    b'"options":{"temperature":1.9,"num_ctx":99999},"options":{"temperature":0.1}}',
+])
+async def test_enforced_params_cannot_be_bypassed_by_key_spelling(sim, make_balancer, http,
+                                                                   body: bytes) -> None:
+    node = await sim.add_node("gpu-1", models=["codestral:22b"])
+    b = await make_balancer([node], apply_model_params="enforce", model_params=ENFORCED)
+    assert await _run(http, b.url, body) == 200
+    assert node.last_options.get("temperature") == 0.1
+    [runner] = node.state.runners.values()
+    assert runner.num_ctx == 30000
+
+
+async def test_a_second_model_key_cannot_change_the_model(sim, make_balancer, http) -> None:
+    """The balancer routes and applies parameters by the model the node will run."""
+    node = await sim.add_node("gpu-1", models=["codestral:22b", "qwq:32b"])
+    b = await make_balancer([node], apply_model_params="enforce", model_params=ENFORCED)
+    body = (b'{"model":"qwq:32b","Model":"codestral:22b","stream":false,'
+            b'"messages":[{"role":"user","content":"hi"}],"options":{"temperature":1.9}}')
+    assert await _run(http, b.url, body) == 200
+    [runner] = node.state.runners.values()
+    assert runner.model.name.model == "codestral"
+    assert node.last_options.get("temperature") == 0.1 and runner.num_ctx == 30000
+
+
+# -- item 7: one client's bad request is not the nodes' fault -------------------------------
+async def test_a_bad_option_fails_alike_everywhere_and_marks_no_node(sim, make_balancer,
+                                                                     http) -> None:
+    nodes = [await sim.add_node(name=f"gpu-{i}", models=["codestral:22b"]) for i in (1, 2, 3)]
+    b = await make_balancer(nodes)
+    bad = {**CHAT, "options": {"temperature": "hot"}}
+    async with http.post(b.url + "/api/chat", json=bad) as r:
+        assert r.status == 500
+        assert (await r.json())["error"] == 'option "temperature" must be of type float32'
+    assert [state(b, n.name).reliability for n in nodes] == ["Reliable"] * 3
+    assert b.metrics.failures_total == 0
+    async with http.post(b.url + "/api/chat", json={**CHAT, "stream": False}) as r:
+        assert r.status == 200
+
+
+async def test_an_error_only_one_node_gives_still_counts_against_it(sim, make_balancer,
+                                                                    http) -> None:
+    from simulator import Fault
+
+    nodes = [await sim.add_node(name=f"gpu-{i}", models=["codestral:22b"]) for i in (1, 2)]
+    nodes[0].set_fault(Fault.HTTP_500)
+    b = await make_balancer(nodes)
+    async with http.post(b.url + "/api/chat", json={**CHAT, "stream": False}) as r:
+        assert r.status == 200
+    assert state(b, "gpu-1").reliability == "Unreliable"
+    assert state(b, "gpu-2").reliability == "Reliable"
+
+
+# -- item 8: a deeply nested body --------------------------------------------------------
+async def test_deeply_nested_json_is_a_clean_400(sim, make_balancer, http, caplog) -> None:
+    node = await sim.add_node("gpu-1", models=["codestral:22b"])
+    b = await make_balancer([node], apply_model_params="enforce", model_params=ENFORCED)
+    caplog.set_level(logging.INFO)
+    for path in ("/api/chat", "/v1/chat/completions", "/api/show"):
+        async with http.post(b.url + path, data=b"[" * 100_000,
+                             headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 400, path
+            text = await r.text()
+            assert "nested too deeply" in text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not [q for q in node.requests if q.path in ("/api/chat", "/v1/chat/completions")]
+
+
+# -- item 8: a node whose polls answer 500 -------------------------------------------------
+async def test_node_whose_polls_answer_500_is_no_candidate(sim, make_balancer, http) -> None:
+    from simulator import Fault
+
+    bad = await sim.add_node(name="bad", models=["codestral:22b"])
+    ok = await sim.add_node(name="ok", models=["codestral:22b"])
+    bad.set_fault(Fault.HTTP_500, paths=("/api/",))
+    b = await make_balancer([bad, ok])
+    assert "HTTP 500" in (state(b, "bad").unfit or "")
+    for _ in range(2):
+        async with http.post(b.url + "/api/chat", json={**CHAT, "stream": False}) as r:
+            assert r.status == 200
+    assert not [q for q in bad.requests if q.path == "/api/chat"]
+    assert b.metrics.failures_total == 0
+    bad.clear_fault()
+    await b.refresh()
+    assert state(b, "bad").unfit is None
