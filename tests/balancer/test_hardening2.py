@@ -119,3 +119,63 @@ async def test_node_whose_polls_answer_500_is_no_candidate(sim, make_balancer, h
     bad.clear_fault()
     await b.refresh()
     assert state(b, "bad").unfit is None
+
+
+# -- item 8: a newline in a node's error text cannot forge a log line ----------------------
+FORGED = "2026-01-01 00:00:00,000 ERROR forged"
+
+
+async def test_a_newline_in_a_nodes_error_cannot_forge_a_log_line() -> None:
+    import asyncio
+    import os
+    import socket
+    import sys
+
+    from aiohttp import web
+
+    async def broken(request: web.BaseRequest) -> web.Response:
+        # its error text as is, not JSON-escaped: a real newline and a terminal escape
+        return web.Response(status=500, text=f"boom\n{FORGED}\r\x1b[2J",
+                            content_type="application/json")
+
+    runner = web.ServerRunner(web.Server(broken), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    node_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "balancer", "--server", f"{node_url}=gpu-1",
+        "--bind", f"127.0.0.1:{port}", stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stderr is not None
+        lines: list[bytes] = []
+        while not lines or b"listening" not in lines[-1]:
+            lines.append(await asyncio.wait_for(proc.stderr.readline(), 10))
+        text = b"".join(lines).decode()
+        assert "boom\\n" + FORGED + "\\r\\x1b[2J" in text  # shown, escaped, on its line
+        assert not [ln for ln in text.splitlines() if ln.startswith(FORGED)]
+        assert "\x1b" not in text
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
+        await runner.cleanup()
+
+
+def test_the_daemons_text_log_lines_escape_controls_too() -> None:
+    from reconciler.daemon import logs
+
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    try:
+        logs.setup()
+        record = logging.LogRecord("balancer", logging.WARNING, __file__, 1,
+                                   "node said: %s", (f"x\n{FORGED}",), None)
+        line = root.handlers[0].format(record)
+    finally:
+        root.handlers[:] = saved
+        root.setLevel(level)
+    assert "\n" not in line and line.endswith("node said: x\\n" + FORGED)
