@@ -7,6 +7,10 @@ at most `max_connections` are open. When a new one would pass the bound, the old
 connection with no request in progress (idle, or still sending its header) is closed to
 make room; if every connection is serving a request, the new one is refused. Either way
 the balancer logs it once per episode and counts it for /metrics.
+
+Every port the daemon listens on is guarded so: the balancer's (GuardedServer) and the status
+page's (GuardedAppRunner, an aiohttp Application behind the same server), so a flood of
+half-sent requests on one cannot take the open files the other, or a pass, needs.
 """
 from __future__ import annotations
 
@@ -36,9 +40,13 @@ def raise_open_files_limit() -> int:
     return soft
 
 
+STATUS_MAX_CONNECTIONS = 64  # the daemon's status port: a few browsers and a scraper
+
+
 def default_max_connections() -> int:
-    """Each client connection may need one to a node, plus a margin for polls and logs."""
-    return max(64, (raise_open_files_limit() - 64) // 2)
+    """Each client connection may need one to a node, plus a margin for polls, logs, files
+    and the daemon's status port (its own bound)."""
+    return max(64, (raise_open_files_limit() - 64 - STATUS_MAX_CONNECTIONS) // 2)
 
 
 class _Handler(RequestHandler):
@@ -107,3 +115,19 @@ class GuardedServer(web.Server):
             log.info("connections back under the limit (%d open)", len(self.open))
         self.open[handler] = None
         self.metrics.connections_open = len(self.open)
+
+
+class GuardedAppRunner(web.AppRunner):
+    """An aiohttp Application served by a GuardedServer (its own bound and counters)."""
+
+    def __init__(self, app: web.Application, *, metrics: Metrics, max_connections: int,
+                 idle_timeout: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.guard = (metrics, max_connections, idle_timeout)
+
+    async def _make_server(self) -> web.Server:
+        plain = await super()._make_server()  # starts and freezes the app
+        metrics, max_connections, idle_timeout = self.guard
+        return GuardedServer(plain.request_handler, request_factory=plain.request_factory,
+                             metrics=metrics, max_connections=max_connections,
+                             idle_timeout=idle_timeout, access_log=None)
