@@ -19,6 +19,7 @@ from aiohttp import web
 from yarl import URL
 
 from . import errors, gojson
+from .budget import BODIES_PER_BUDGET, BodyBudget
 from .classify import INFERENCE_PATHS, RequestInfo, classify, is_management, normalize_model
 from .config import Settings
 from .fleet import Fleet, Node
@@ -109,6 +110,7 @@ class Proxy:
         self.session = session
         self.fleetwide = fleetwide
         self.waitlist = WaitList(fleet, fleet.knowledge)
+        self.bodies = BodyBudget()
         self.use(settings)
 
     def use(self, settings: Settings) -> None:
@@ -147,28 +149,52 @@ class Proxy:
                 return json_response(request, 503, blind.message)
         if length is not None and length > s.max_body:
             return self._too_large(request)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            try:  # a client that stops sending its body is not waited for forever
-                chunk = await asyncio.wait_for(request.content.readany(), s.idle_timeout or None)
-            except TimeoutError:
-                self.fleet.metrics.connections_timed_out_total += 1
-                return self._refuse(request, 408, f"no byte of the request body for "
-                                    f"{s.idle_timeout:g} s (idle_timeout)")
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > s.max_body:
-                return self._too_large(request)
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        # read as the node will read it (Go: keys case-insensitive, the later one wins), and
-        # forwarded so: what the route and the declared parameters see is what Ollama runs
+        held = 0  # bytes of this body counted in the budget (budget.py)
+        try:
+            if length and not self.bodies.try_take(length, self._budget()):
+                if not await self.bodies.take(length, self._budget(), s.queue_timeout):
+                    return self._no_room(request)
+            held = length or 0
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                try:  # a client that stops sending its body is not waited for forever
+                    chunk = await asyncio.wait_for(request.content.readany(), s.idle_timeout or None)
+                except TimeoutError:
+                    self.fleet.metrics.connections_timed_out_total += 1
+                    return self._refuse(request, 408, f"no byte of the request body for "
+                                        f"{s.idle_timeout:g} s (idle_timeout)")
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > s.max_body:
+                    return self._too_large(request)
+                if size > held:  # no Content-Length: counted as it comes
+                    if not await self.bodies.take(size - held, self._budget(), s.queue_timeout):
+                        return self._no_room(request)
+                    held = size
+                chunks.append(chunk)
+            body = b"".join(chunks)
+            chunks.clear()
+            try:
+                body, info = self._as_ollama_reads(method, path, body)
+            except gojson.BadJson as exc:
+                return self._refuse(request, 400, str(exc))
+            return await self.route(request, info, body)
+        finally:
+            if held:
+                self.bodies.give(held)
+
+    def _as_ollama_reads(self, method: str, path: str, body: bytes) -> tuple[bytes, RequestInfo]:
+        """The body decoded as the node will decode it (Go: keys case-insensitive, the later
+        one wins) and forwarded so, with the declared parameters applied: what the route and
+        the parameters see is what Ollama runs. The decoded object is dropped on return: only
+        the bytes stay in memory while the answer runs."""
+        s = self.settings
         try:
             parsed, rewrite = gojson.decode(body) if body else (None, False)
-        except gojson.BadJson as exc:
-            return self._refuse(request, 400, str(exc))
+        except gojson.BadJson:
+            raise
         except ValueError:  # not JSON: the node answers it
             parsed, rewrite = None, False
         data = parsed if isinstance(parsed, dict) else {}
@@ -176,7 +202,18 @@ class Proxy:
             body = gojson.encode(data)
         if s.model_params:
             body, _ = applied(path, body, s.model_params, s.apply_model_params, self._has_model, data)
-        return await self.route(request, classify(method, path, body, data), body)
+        return body, classify(method, path, body, data)
+
+    def _budget(self) -> int:
+        s = self.settings
+        return max(s.max_body, s.bodies_budget or BODIES_PER_BUDGET * s.max_body)
+
+    def _no_room(self, request: web.BaseRequest) -> web.Response:
+        resp = self._refuse(request, 503, (
+            f"the balancer holds {self.bodies.held // 2**20} MiB of request bodies, its limit: "
+            f"retry in a moment"))
+        resp.headers["Retry-After"] = "1"
+        return resp
 
     def _too_large(self, request: web.BaseRequest) -> web.Response:
         limit = self.settings.max_body

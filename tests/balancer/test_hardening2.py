@@ -179,3 +179,92 @@ def test_the_daemons_text_log_lines_escape_controls_too() -> None:
         root.handlers[:] = saved
         root.setLevel(level)
     assert "\n" not in line and line.endswith("node said: x\\n" + FORGED)
+
+
+# -- item 8: the bodies held at once are bounded in total ----------------------------------
+async def test_eight_big_bodies_at_once_stay_within_the_budget() -> None:
+    """Eight 24 MB chats at once (max_body 32 MiB): before, the balancer's peak memory grew
+    by ~650 MB (every body held whole, twice, while decoded); now at most four bodies' worth
+    of them are held (the default budget), the rest wait for room."""
+    import asyncio
+    import json
+    import os
+    import socket
+    import sys
+
+    import aiohttp
+    from aiohttp import web
+
+    async def node(request: web.BaseRequest) -> web.Response:
+        if request.path in ("/api/tags", "/api/ps"):
+            return web.json_response({"models": [{"name": "codestral:22b"}]})
+        size = 0
+        while chunk := await request.content.readany():
+            size += len(chunk)
+        return web.json_response({"model": "codestral:22b", "done": True,
+                                  "message": {"role": "assistant", "content": str(size)}})
+
+    runner = web.ServerRunner(web.Server(node), handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "balancer", "--server",
+        f"http://127.0.0.1:{runner.addresses[0][1]}=gpu-1", "--bind", f"127.0.0.1:{port}",
+        "--queue-timeout", "30", "--max-body-mb", "32", stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stderr is not None
+        while b"listening" not in await asyncio.wait_for(proc.stderr.readline(), 10):
+            pass
+        drain = asyncio.create_task(proc.stderr.read())
+        body = json.dumps({"model": "codestral:22b", "stream": False, "messages": [
+            {"role": "user", "content": "x" * 24_000_000}]}).encode()
+
+        def peak() -> int:
+            with open(f"/proc/{proc.pid}/status") as f:
+                return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM")) * 1024
+
+        before = peak()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+            async def one() -> int:
+                async with http.post(f"http://127.0.0.1:{port}/api/chat", data=body,
+                                     headers={"Content-Type": "application/json"}) as r:
+                    await r.read()
+                    return r.status
+            statuses = await asyncio.gather(*(one() for _ in range(8)))
+        assert set(statuses) <= {200, 503} and 200 in statuses
+        assert peak() - before < 350 * 2**20
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
+        drain.cancel()
+        await runner.cleanup()
+
+
+async def test_a_full_budget_answers_503_without_a_queue(sim, make_balancer, http) -> None:
+    """Without a queue timeout a body that finds no room is answered at once, Retry-After 1;
+    the room comes back when the bodies' requests end."""
+    import asyncio
+
+    from simulator import Timing
+
+    nodes = [await sim.add_node(name=f"gpu-{i}", models=["codestral:22b"],
+                                timing=Timing(prompt_tps=1e9, gen_tps=10.0)) for i in (1, 2, 3)]
+    for n in nodes:
+        n.reply_tokens = 10
+    b = await make_balancer(nodes, max_body=2 * 2**20, bodies_budget=int(2.5 * 2**20),
+                            silence_timeout=20.0)
+    big = {**CHAT, "stream": False, "messages": [{"role": "user", "content": "x" * 2_000_000}]}
+
+    async def one() -> tuple[int, str | None]:
+        async with http.post(b.url + "/api/chat", json=big) as r:
+            await r.read()
+            return r.status, r.headers.get("Retry-After")
+
+    results = await asyncio.gather(*(one() for _ in range(3)))
+    assert sorted(s for s, _ in results) == [200, 503, 503]
+    assert all(ra == "1" for s, ra in results if s == 503)
+    assert await one() == (200, None)
