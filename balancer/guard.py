@@ -75,8 +75,9 @@ class _Handler(RequestHandler):
 
 class GuardedServer(web.Server):
     def __init__(self, handler: Any, *, metrics: Metrics, max_connections: int,
-                 idle_timeout: float, **kwargs: Any) -> None:
+                 idle_timeout: float, port: str = "balancer", **kwargs: Any) -> None:
         super().__init__(handler, keepalive_timeout=idle_timeout, **kwargs)
+        self.port = port  # which port, for the log line
         self.metrics = metrics
         self.max_connections = max_connections
         self.open: dict[_Handler, None] = {}  # in the order they opened
@@ -98,10 +99,11 @@ class GuardedServer(web.Server):
             victim = next((h for h in self.open if h.idle), None)
             if not self._warned:
                 self._warned = True
-                log.warning("connection limit reached (%d open, max_connections = %d): "
-                            "closing idle connections first, then refusing new ones; raise "
-                            "max_connections (and LimitNOFILE) if these are real clients",
-                            len(self.open), self.max_connections)
+                log.warning("%s port: connection limit reached (%d open, max %d): closing "
+                            "idle connections first, then refusing new ones%s", self.port,
+                            len(self.open), self.max_connections,
+                            "; raise max_connections (and LimitNOFILE) if these are real "
+                            "clients" if self.port == "balancer" else "")
             self.metrics.connections_refused_total += 1
             if victim is None:
                 transport.abort()  # type: ignore[attr-defined]
@@ -112,7 +114,8 @@ class GuardedServer(web.Server):
                 victim.transport.abort()
         elif self._warned and len(self.open) < self.max_connections * 9 // 10:
             self._warned = False
-            log.info("connections back under the limit (%d open)", len(self.open))
+            log.info("%s port: connections back under the limit (%d open)", self.port,
+                     len(self.open))
         self.open[handler] = None
         self.metrics.connections_open = len(self.open)
 
@@ -130,4 +133,4 @@ class GuardedAppRunner(web.AppRunner):
         metrics, max_connections, idle_timeout = self.guard
         return GuardedServer(plain.request_handler, request_factory=plain.request_factory,
                              metrics=metrics, max_connections=max_connections,
-                             idle_timeout=idle_timeout, access_log=None)
+                             idle_timeout=idle_timeout, port="status", access_log=None)

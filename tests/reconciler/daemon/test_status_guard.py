@@ -73,7 +73,7 @@ async def test_half_sent_status_requests_starve_nothing(sim: Simulator, tmp_path
             assert r.json()["balancer"]["nodes"][0]["name"] == "gpu-1"
         messages = json.dumps([e["message"] for e in daemon.lines])
         assert "Too many open files" not in messages and "EMFILE" not in messages
-        assert "connection limit reached" in messages  # the status port's guard said so
+        assert "status port: connection limit reached" in messages  # its guard said so
     finally:
         for w in flood:
             w.close()
