@@ -19,6 +19,7 @@ from typing import Any, TextIO, TypeVar
 
 from . import __version__
 from .config import NodeSpec, Settings
+from .logline import LineFormatter
 from .server import Balancer
 
 T = TypeVar("T")
@@ -102,8 +103,9 @@ def setup_logging(stream: TextIO) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    logging.basicConfig(level=logging.INFO, stream=stream,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(LineFormatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

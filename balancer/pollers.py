@@ -109,11 +109,14 @@ class Pollers:
             self.fleet.update_poll(node, None, None, None)
             log.warning("poll: %s %s answered HTTP %s: %s", node.name, path, exc.status,
                         exc.message)
+            self.fleet.poll_failing(node, path, f"{path} answered HTTP {exc.status}: "
+                                    f"{exc.message}" if exc.status >= 500 else None)
             return self.cache.get((node.name, path))
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             self.fleet.update_poll(node, None, None,
                                    poll_error(path, exc, self.connect_timeout))
             return self.cache.get((node.name, path))
+        self.fleet.poll_failing(node, path, None)
         if node.removed:
             return data
         self.cache[(node.name, path)] = data
