@@ -29,6 +29,7 @@ import httpx
 from balancer import Balancer
 from reconciler.config.schema import Alerts
 from reconciler.daemon.loop import Daemon
+from reconciler.scrub import cut
 
 log = logging.getLogger("ollafleet.alerts")
 
@@ -211,7 +212,7 @@ async def _run(command: list[str], text: str) -> None:
         await proc.wait()
         raise RuntimeError("did not finish within 30 s") from None
     if proc.returncode:
-        raise RuntimeError(f"exit code {proc.returncode}: {err.decode(errors='replace').strip()[:200]}")
+        raise RuntimeError(f"exit code {proc.returncode}: {cut(err.decode(errors='replace').strip(), 200)}")
 
 
 async def _attempt(what: str, job: Awaitable[Any]) -> bool:
