@@ -6,7 +6,8 @@ never runs inside a pass, so a slow webhook cannot delay one. Each condition has
 alert is sent once per key until that key clears, then one "recovered". Conditions:
 - a node the balancer cannot reach, for `after`;
 - a target whose last passes failed (drift that cannot be corrected, a server that cannot be
-  read), for `after`; not for a node already alerted as unreachable;
+  read), for `after`; not for a node the balancer finds unreachable, nor for one that came back
+  after that pass began (its errors are from the outage, and the next pass will tell);
 - a pass that raised (a bug), for `after`;
 - with [cluster], Redis unreachable from this daemon (for its lease or its balancer), for `after`;
 - a rejected save of the file, at once.
@@ -76,6 +77,8 @@ class Alerter:
         self._recorded: deque[int] = deque(maxlen=200)  # numbers of the alerts in `delivered`
         self._number = 0
         self._host = socket.gethostname()
+        self._down: set[str] = set()               # nodes unreachable at the last look
+        self._back: dict[str, float] = {}          # node -> time.time() it was seen reachable again
 
     def configure(self, config: Alerts | None) -> None:
         self.config = config
@@ -114,11 +117,17 @@ class Alerter:
                 down.add(node.name)
                 found[f"node:{node.name}"] = (f"node {node.name} is unreachable ({node.last_error or 'no answer'})",
                                               after)
+        now = time.time()
+        for name in self._down - down:
+            self._back[name] = now
+        self._down = down
         redis = _redis_down(d.cluster_status() if d.cluster_status else None)
         if redis is not None:
             found["cluster:redis"] = (redis, after)
         for name, rec in d.targets.items():
-            if rec.errors and name.removeprefix("ollama/") not in down:
+            node = name.removeprefix("ollama/")
+            stale = rec.pass_started < self._back.get(node, 0.0) if name != node else False
+            if rec.errors and node not in down and not stale:
                 what = "cannot correct drift on" if rec.failed else "cannot reconcile"
                 found[f"target:{name}"] = (f"{what} {name}: " + "; ".join(rec.errors[:3]), after)
         return found

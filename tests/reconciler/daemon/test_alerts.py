@@ -235,3 +235,60 @@ async def test_a_trickling_webhook_holds_neither_the_command_nor_the_truth(tmp_p
             stop.set()
             await task
     assert alerter.view()["undelivered"] == 1      # the webhook's, still to be retried
+
+
+async def test_a_node_that_comes_back_raises_no_alert_about_the_pass_from_before(
+        sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Receiver()
+    a = await sim.add_node("gpu-1", models=["llama3.2:1b"], timing=Timing.instant())
+    b = await sim.add_node("gpu-2", models=["llama3.2:1b"], timing=Timing.instant())
+    file = tmp_path / "desired_state.toml"
+    alerts = '[alerts]\nwebhook = "${OLLAFLEET_TEST_WEBHOOK}"\nafter = "3s"\n'
+    text = network([a, b], '[models."llama3.2:1b"]\n', extra=alerts, interval="1h")
+    file.write_text(text.replace('retry_interval = "1s"', 'retry_interval = "1h"'))   # passes only on request
+    clock = Clock()
+    async with serve_receiver(rec) as url:
+        monkeypatch.setenv("OLLAFLEET_TEST_WEBHOOK", url)
+        svc = Service(file, drain_timeout=2)
+        svc.alerter.clock, svc.alerter.retry_delay = clock, 0.05
+        assert await svc.start()
+        alerter, balancer = svc.alerter, svc.balancer
+        assert balancer is not None
+        try:
+            async def reachable(want: bool) -> bool:
+                return [n.reachable for n in balancer.states() if n.name == "gpu-2"] == [want]
+
+            async def passed(ok: bool) -> bool:
+                target = svc.daemon.targets.get("ollama/gpu-2")
+                return target is not None and (not target.errors) == ok and not svc.daemon.running_pass
+
+            async def delivered(n: int) -> bool:
+                return len(rec.texts) >= n
+            await wait_until(lambda: passed(True))
+            b.set_fault("refuse")
+            await wait_until(lambda: reachable(False))
+            svc.daemon.request("test")                 # a pass fails on gpu-2 while it is down
+            await wait_until(lambda: passed(False))
+            alerter.evaluate()
+            clock.t += 4
+            alerter.evaluate()
+            await wait_until(lambda: delivered(1))    # "node gpu-2 is unreachable"
+
+            b.clear_fault()
+            await wait_until(lambda: reachable(True))
+            for _ in range(10):                        # back, and no pass since: 20 s of evaluations
+                alerter.evaluate()
+                clock.t += 2
+                await asyncio.sleep(0.02)
+            await wait_until(lambda: delivered(2))    # "recovered"
+            svc.daemon.request("test")                 # the next pass finds gpu-2 fine
+            await wait_until(lambda: passed(True))
+            for _ in range(5):
+                alerter.evaluate()
+                clock.t += 2
+            await asyncio.sleep(0.3)
+        finally:
+            await svc.stop()
+    assert len(rec.texts) == 2, rec.texts
+    down, back = rec.texts
+    assert "gpu-2 is unreachable" in down and "recovered: node gpu-2 is unreachable" in back
