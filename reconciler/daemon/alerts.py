@@ -125,9 +125,9 @@ class Alerter:
         if redis is not None:
             found["cluster:redis"] = (redis, after)
         for name, rec in d.targets.items():
-            node = name.removeprefix("ollama/")
-            stale = rec.pass_started < self._back.get(node, 0.0) if name != node else False
-            if rec.errors and node not in down and not stale:
+            node_name = name.removeprefix("ollama/")
+            stale = rec.pass_started < self._back.get(node_name, 0.0) if name != node_name else False
+            if rec.errors and node_name not in down and not stale:
                 what = "cannot correct drift on" if rec.failed else "cannot reconcile"
                 found[f"target:{name}"] = (f"{what} {name}: " + "; ".join(rec.errors[:3]), after)
         return found
