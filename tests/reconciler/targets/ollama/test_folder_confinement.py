@@ -15,7 +15,7 @@ from reconciler.targets.ollama import folder as ollama_dir
 from simulator import catalogue as cat
 from simulator.modelsdir import ModelsFolder, write_model
 
-from .conftest import add_nodes, apply, desired
+from .conftest import add_nodes, apply, desired, failures
 
 OUTSIDE = "the administrator's private notes, outside the models folder"
 
@@ -45,8 +45,8 @@ async def test_a_symlinked_blob_pointing_outside_the_folder_is_refused_and_nothi
         ollama_dir.read_folder(folder.root, "qwq:32b")
     [node] = await add_nodes(sim, 1)
     report = await apply(desired([node], '[models."qwq:32b"]\nollama_dir = "models"\n'), base_dir=tmp_path)
-    [failed] = report.failed
-    assert "outside the models folder" in failed.message and OUTSIDE not in failed.message
+    [failed] = failures(report)
+    assert "outside the models folder" in failed and OUTSIDE not in failed
     assert node.write_requests() == []
 
 
