@@ -30,7 +30,7 @@ from reconciler.targets.base import AnyTarget, Progress, Seen, Target, Work, Wra
 
 log = logging.getLogger("ollafleet.cluster")
 
-KEY = "ollafleet:leader"
+LEADER = "leader"   # the lease's key, after the fleet's prefix: ollafleet:<fleet>:leader
 TIMEOUT = 0.5  # seconds: every Redis call; a dead Redis must not stall a request
 SAFETY = 0.2  # the share of the lease we never count on (clock drift, the renewal's trip)
 
@@ -63,8 +63,9 @@ def daemon_name(cfg: Cluster) -> str:
 
 class Lease:
     def __init__(self, client: Any, name: str, seconds: float,
-                 on_gained: Callable[[], None] = lambda: None) -> None:
+                 on_gained: Callable[[], None] = lambda: None, *, key: str) -> None:
         self.client = client
+        self.key = key
         self.name = name
         self.seconds = seconds
         # the key lives 3/4 of the lease and standbys try every 1/8: a dead leader is
@@ -90,11 +91,11 @@ class Lease:
         was = self._holding
         try:
             if was:
-                ok = bool(await self._renew(keys=[KEY], args=[self.token, self.ms]))
+                ok = bool(await self._renew(keys=[self.key], args=[self.token, self.ms]))
             else:
-                ok = bool(await self.client.set(KEY, self.token, nx=True, px=self.ms))
+                ok = bool(await self.client.set(self.key, self.token, nx=True, px=self.ms))
                 if not ok:  # ours already, e.g. a renewal whose answer was lost
-                    ok = bool(await self._renew(keys=[KEY], args=[self.token, self.ms]))
+                    ok = bool(await self._renew(keys=[self.key], args=[self.token, self.ms]))
         except Exception as exc:
             self._down(exc)
             self.valid_until = 0.0
@@ -128,7 +129,7 @@ class Lease:
         if not self.leader:
             return False
         try:
-            return bool(await self.client.get(KEY) == self.token.encode()) and self.leader
+            return bool(await self.client.get(self.key) == self.token.encode()) and self.leader
         except Exception as exc:
             self._down(exc)
             return False
@@ -148,7 +149,7 @@ class Lease:
             await asyncio.gather(self._task, return_exceptions=True)
         if self.leader:
             try:
-                await self._release(keys=[KEY], args=[self.token])
+                await self._release(keys=[self.key], args=[self.token])
             except Exception:
                 pass
         self.valid_until, self._holding = 0.0, False
@@ -178,8 +179,8 @@ class ClusterMember:
         self.name = daemon_name(cfg)
         self.redis_url = cfg.redis
         self.client = connect(cfg)
-        self.lease = Lease(self.client, self.name, cfg.lease, on_gained)
-        self.shared = Shared(connect(cfg), self.name, fleet, cfg.slot_lease)
+        self.lease = Lease(self.client, self.name, cfg.lease, on_gained, key=cfg.key_prefix + LEADER)
+        self.shared = Shared(connect(cfg), self.name, fleet, cfg.slot_lease, prefix=cfg.key_prefix)
         fleet.shared = self.shared
 
     def start(self) -> None:
@@ -199,7 +200,8 @@ class ClusterMember:
 
     def status(self) -> dict[str, Any]:
         down = self.lease.redis_down_since
-        return {"name": self.name, "role": "leader" if self.lease.leader else "standby",
+        return {"name": self.name, "fleet": self.cfg.fleet_name,
+                "role": "leader" if self.lease.leader else "standby",
                 "redis": "down" if down is not None else "up", "redis_down_since": down,
                 "redis_error": self.lease.redis_error, "balancer": self.shared.status()}
 
@@ -217,8 +219,8 @@ def join_cluster(cfg: Cluster, daemon: Daemon, balancer: Any) -> ClusterMember:
     member = ClusterMember(cfg, balancer.fleet, lambda: daemon.request("leader"))
     daemon.gate = member.may_apply
     daemon.cluster_status = member.status
-    log.info("cluster: %s joins %s as a standby until it holds the leader lease",
-             member.name, member.redis_url)
+    log.info("cluster: %s joins fleet %s on %s as a standby until it holds the leader lease",
+             member.name, cfg.fleet_name, member.redis_url)
     return member
 
 
@@ -230,13 +232,13 @@ class NotLeader(OllafleetError):
 async def apply_lease(cfg: Cluster) -> AsyncIterator[Lease]:
     """`ollafleet apply` with [cluster]: hold the leader lease for the run, or refuse."""
     client = connect(cfg)
-    lease = Lease(client, f"apply@{socket.gethostname()}", cfg.lease)
+    lease = Lease(client, f"apply@{socket.gethostname()}", cfg.lease, key=cfg.key_prefix + LEADER)
     try:
         if not await lease.hold():
             if lease.redis_error:
                 raise NotLeader(f"cluster.redis: cannot reach {cfg.redis} ({lease.redis_error}): "
                                 "nothing applied")
-            holder = (await client.get(KEY) or b"?").decode(errors="replace").split("/")[0]
+            holder = (await client.get(lease.key) or b"?").decode(errors="replace").split("/")[0]
             raise NotLeader(f"daemon {holder!r} holds the leader lease and reconciles this "
                             "cluster: commit the file and let it apply (or stop the daemons first)")
         lease.start()

@@ -46,6 +46,8 @@ def load_text(text: str, file: str = "desired_state.toml", *,
         raise ConfigError(problems) from None
     if base_dir is not None:
         state._base_dir = base_dir
+    if state.cluster is not None:
+        state.cluster._file_stem = Path(file).stem or "desired_state"
     problems = check(file, state) + (extra(file, state) if extra else [])
     if problems:
         raise ConfigError(problems)
