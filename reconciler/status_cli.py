@@ -124,6 +124,9 @@ def _print_cluster(cluster: dict[str, Any] | None, console: Console) -> None:
                       + ": no pass applies; the balancer serves on its own knowledge")
     else:
         console.print("  Redis reachable: slots and caches shared with the other balancers")
+    if cluster.get("leader_with_other_nodes"):
+        console.print(f"  [yellow]the leader, {escape(str(cluster['leader_with_other_nodes']))}, declares other "
+                      "nodes[/]: another fleet with the same name? Set [cluster] fleet in each file")
 
 
 class _Console(Console):

@@ -86,3 +86,31 @@ async def test_two_fleets_on_one_redis_each_lead_and_keep_their_own_slots(
         finally:
             for svc in services:
                 await svc.stop()
+
+
+async def test_two_fleets_left_with_the_same_name_are_told_apart_in_status_and_log(
+        tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    services: list[Service] = []
+    async with Simulator() as sim:
+        for name in ("lab-a", "lab-b"):             # both files are desired_state.toml, no fleet key
+            node = await sim.add_node(f"pc-{name}", models=[MODEL], timing=Timing.instant())
+            file = tmp_path / name / "desired_state.toml"
+            file.parent.mkdir()
+            file.write_text(fleet_file(redis_server.url, node).replace("[cluster]\n", f'[cluster]\nname = "{name}"\n'))
+            svc = Service(file, drain_timeout=2)
+            assert await svc.start()
+            services.append(svc)
+            if name == "lab-a":
+                async def leads() -> bool:
+                    return svc.cluster is not None and svc.cluster.lease.leader
+                await wait_until(leads, 20)
+        a, b = services
+        try:
+            async def told() -> bool:
+                status = b.daemon.cluster_status() if b.daemon.cluster_status else {}
+                return status.get("role") == "standby" and status.get("leader_with_other_nodes") == "lab-a"
+            await wait_until(told, 20)
+            assert sum("declares other nodes than this file" in r.getMessage() for r in caplog.records) == 1
+        finally:
+            for svc in services:
+                await svc.stop()
