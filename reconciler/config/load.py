@@ -69,8 +69,10 @@ def _checks_despite(file: str, data: dict[str, Any], context: dict[str, object],
             break
         except ValidationError as exc:
             for item in exc.errors(include_url=False):
-                loc = _drop(data, tuple(item["loc"]), item["type"] == "missing")
-                if loc is None:
+                loc = tuple(item["loc"])[:-1] if item["type"] == "missing" else tuple(item["loc"])
+                if any(loc[:len(d)] == d for d in dropped):
+                    continue          # gone already with a table around it
+                if not _drop(data, loc):
                     return []
                 dropped.append(loc)
     else:
@@ -81,20 +83,22 @@ def _checks_despite(file: str, data: dict[str, Any], context: dict[str, object],
     return [p for p in found if not any(p.path[:len(d)] == d or d[:len(p.path)] == p.path for d in dropped)]
 
 
-def _drop(data: dict[str, Any], loc: Loc, missing: bool) -> Loc | None:
-    """Remove the key at `loc` (its table, when the key is missing); the location removed, or
-    None when it is a list entry or the file itself."""
-    if missing:
-        loc = loc[:-1]
-    if not loc or any(isinstance(part, int) for part in loc):
-        return None
+def _drop(data: dict[str, Any], loc: Loc) -> bool:
+    """Remove the key at `loc`; False when it is a list entry (or the file itself)."""
+    if not loc or not isinstance(loc[-1], str):
+        return False
     parent: Any = data
     for part in loc[:-1]:
-        parent = parent.get(part) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and isinstance(part, str):
+            parent = parent.get(part)
+        elif isinstance(parent, list) and isinstance(part, int) and 0 <= part < len(parent):
+            parent = parent[part]
+        else:
+            return False
     if not isinstance(parent, dict) or loc[-1] not in parent:
-        return None
+        return False
     del parent[loc[-1]]
-    return loc
+    return True
 
 
 def load(path: str | Path, *, env: Mapping[str, str] | None = None, skip_env: bool = False,

@@ -123,6 +123,7 @@ def test_every_problem_of_a_file_is_reported_in_one_run(tmp_path: Path, capsys: 
                     '[balancer]\nlisten = "0.0.0.0:11434"\nsilence_timout = "5s"\n'       # schema: unknown key
                     '[reconcile]\ninterval = "soon"\n'                                    # schema: bad duration
                     '[[nodes]]\nname = "gpu-1"\nurl = "http://127.0.0.1:11434"\n'          # the balancer itself
+                    'capabilty = 2\n'                                                    # schema: in a list entry
                     '[[nodes]]\nname = "gpu-1"\nurl = "http://192.168.1.32:11434"\n'       # duplicate name
                     '[models."qwq:32b"]\ngguf = "absent.gguf"\n'                          # no such file
                     '[models."qwq:32b".openwebui]\nparams = { num_ctx = "14k" }\n'        # bad parameter
@@ -131,6 +132,7 @@ def test_every_problem_of_a_file_is_reported_in_one_run(tmp_path: Path, capsys: 
     assert cli.cmd_validate(argparse.Namespace(file=str(file), no_env=False)) == 1
     lines = [line.removeprefix(f"{file}: ") for line in capsys.readouterr().err.splitlines()]
     wanted = ["balancer.silence_timout: unknown key", "reconcile.interval: expected a duration",
+              "nodes[0].capabilty: unknown key",
               "openwebui.api_key: environment variable UNSET_KEY_FOR_TEST is not set",
               "nodes[0].url: \"http://127.0.0.1:11434\" is this daemon's own balancer",
               'nodes[1].name: duplicate node name "gpu-1"',
