@@ -121,3 +121,38 @@ async def test_credentials_written_in_a_node_url_show_nowhere(tmp_path: Path,
     for text in shown:
         assert "gpu-1" in text and "gpu-2" in text
         assert "Hunter2-literal" not in text and "tok-literal-123" not in text, text
+
+
+async def test_a_node_s_poll_error_is_cut_between_words_never_inside_a_key() -> None:
+    """The balancer keeps a node's poll error short; the cut falls before a key, not inside it,
+    so the daemon's scrubber still finds the whole key."""
+    import aiohttp
+    from aiohttp import web
+
+    from balancer.config import NodeSpec
+    from balancer.fleet import Node
+    from balancer.pollers import fetch_json
+
+    secret = "tok-" + "0123456789abcdef" * 3
+    text = "upstream refused " + "x " * 75 + f"Authorization: Bearer {secret} end"
+    assert text.index(secret) < 200 < text.index(secret) + len(secret)
+
+    async def tags(_: web.Request) -> web.Response:
+        return web.Response(status=500, text=text, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/api/tags", tags)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    try:
+        node = Node(NodeSpec("gpu-1", f"http://127.0.0.1:{port}"), 0)
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.ClientResponseError) as caught:
+                await fetch_json(session, node, "/api/tags", aiohttp.ClientTimeout(total=5))
+    finally:
+        await runner.cleanup()
+    said = caught.value.message
+    assert said.startswith("upstream refused") and len(said) <= 200
+    assert "tok-" not in said and "0123" not in said, said
