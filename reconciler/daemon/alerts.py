@@ -49,6 +49,7 @@ class _Channel:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
         self.failing = False
+        self.busy = False       # an alert taken from the queue, not delivered yet
 
 
 @dataclass
@@ -89,8 +90,8 @@ class Alerter:
         return any(c.failing for c in self.channels.values())
 
     def queued(self) -> int:
-        """Deliveries waiting, one per channel and alert (the one being retried included)."""
-        return sum(c.queue.qsize() + (1 if c.failing else 0) for c in self.channels.values())
+        """Deliveries waiting, one per channel and alert (the one under way included)."""
+        return sum(c.queue.qsize() + (1 if c.busy else 0) for c in self.channels.values())
 
     def view(self) -> dict[str, Any]:
         """For /status and the page."""
@@ -194,12 +195,13 @@ class Alerter:
         channel = self.channels[way]
         while True:
             number, text = await channel.queue.get()
+            channel.busy = True
             delay = self.retry_delay
             while not await self.deliver(way, text):
                 channel.failing = True
                 await asyncio.sleep(delay)     # in order: this channel's later alerts wait for this one
                 delay = min(delay * 2, 300.0)
-            channel.failing = False
+            channel.failing = channel.busy = False
             if number not in self._recorded:
                 self._recorded.append(number)
                 self.delivered.append(text)
