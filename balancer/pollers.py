@@ -26,6 +26,16 @@ class NotOllama(Exception):
     """The node answered, but not as Ollama does."""
 
 
+def _head(text: str, limit: int) -> str:
+    """At most `limit` characters, cut between words: a token is shown whole (for the daemon's
+    scrubber to find it) or not at all, never as a prefix."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit + 1]
+    last = max(head.rfind(c) for c in " \t\r\n")     # the partial word after it goes
+    return head[:last].rstrip() if last >= 0 else ""
+
+
 async def fetch_json(session: aiohttp.ClientSession, node: Node, path: str,
                      timeout: aiohttp.ClientTimeout) -> Any:
     async with session.get(node.spec.base_url + path, timeout=timeout) as resp:
@@ -35,7 +45,7 @@ async def fetch_json(session: aiohttp.ClientSession, node: Node, path: str,
             raise NotOllama(f"{path} answered HTTP {resp.status} {ctype or 'without a type'}")
         if resp.status != 200:
             raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
-                                              message=body[:200].decode(errors="replace"))
+                                              message=_head(body.decode(errors="replace"), 200))
         try:
             data = json.loads(body)
         except ValueError:

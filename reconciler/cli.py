@@ -15,6 +15,7 @@ from rich.console import Console
 from reconciler import balancer_reach
 from reconciler.balancer_reach import balancer_notes, with_notes
 from reconciler.config import DesiredState, load
+from reconciler.config.load import Extra
 from reconciler.daemon.live import restart_notes
 from reconciler.errors import ConfigError, OllafleetError
 from reconciler.plan import engine, render
@@ -32,9 +33,9 @@ def _console() -> Console:
     return Console(file=sys.stdout, highlight=False, soft_wrap=True)
 
 
-def _load(path: str, *, skip_env: bool = False) -> DesiredState | None:
+def _load(path: str, *, skip_env: bool = False, extra: Extra | None = None) -> DesiredState | None:
     try:
-        return load(path, skip_env=skip_env)
+        return load(path, skip_env=skip_env, extra=extra)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -76,7 +77,10 @@ async def _plan_and_apply(state: DesiredState, factory: TargetFactory, *, on_pla
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    state = _load(args.file, skip_env=args.no_env)
+    from reconciler.targets.ollama.sources import check_sources
+
+    # the local sources are read here (and by plan), never by the daemon's reload of the file
+    state = _load(args.file, skip_env=args.no_env, extra=check_sources)
     if state is None:
         return 1
     models = ", ".join(state.models) or "no models"
