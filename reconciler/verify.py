@@ -35,7 +35,8 @@ MESSAGES = [{"role": "user", "content": "Say OK."}]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", nargs="?", default="desired_state.toml")
+    p.add_argument("file", nargs="?", default="desired_state.toml",
+                   help="the desired state the network should match (default desired_state.toml)")
     p.add_argument("--chat", action="store_true",
                    help="also send a one-token chat per model through Open WebUI and the balancer, and check "
                         "on the nodes what ran")
