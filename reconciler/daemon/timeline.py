@@ -14,6 +14,7 @@ can play an hour or a day in seconds.
 from __future__ import annotations
 
 import math
+from array import array
 import random
 import time
 from collections import deque
@@ -21,12 +22,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-MAX_OBSERVATIONS = 2000   # kept per model and open interval (a fair sample beyond)
+MAX_OBSERVATIONS = 1000   # kept per model and open interval (a fair sample beyond)
 MAX_KEYS = 40             # models (or nodes) per point: more are not drawn anyway
-RECENT = 5000             # the latest first tokens kept per model for the last hour's percentiles
+RECENT = 1000             # the latest first tokens kept per model for the last hour's percentiles
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: Iterable[float], q: float) -> float:
     """Nearest rank: the smallest value with at least q of the values at or below it."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
@@ -36,7 +37,7 @@ def percentile(values: list[float], q: float) -> float:
 class _Open:
     """The interval being filled."""
     start: float
-    ttft: dict[str, list[float]] = field(default_factory=dict)
+    ttft: dict[str, array[float]] = field(default_factory=dict)   # 8 bytes a value
     seen: dict[str, int] = field(default_factory=dict)      # observations per model (all, not only kept)
     queue: dict[str, int] = field(default_factory=dict)     # the longest queue per model
     loads: dict[str, int] = field(default_factory=dict)
@@ -88,7 +89,8 @@ class Timeline:
         self.hour = Series(60.0, 60)
         self.day = Series(600.0, 144)
         self.rng = rng or random.Random(0)
-        self.recent: dict[str, deque[tuple[float, float]]] = {}   # model -> (time, seconds), last hour
+        # model -> (times, seconds) of its latest first tokens within the last hour
+        self.recent: dict[str, tuple[deque[float], deque[float]]] = {}
 
     def _opens(self) -> list[_Open]:
         now = self.clock()
@@ -99,10 +101,14 @@ class Timeline:
         """A Metrics listener: ("first_token", model, seconds) or ("load", model, 1)."""
         name = model or "-"
         if what == "first_token" and _bounded(self.recent, name):
-            self.recent.setdefault(name, deque(maxlen=RECENT)).append((self.clock(), value))
+            times, values = self.recent.setdefault(name, (deque(maxlen=RECENT), deque(maxlen=RECENT)))
+            now = self.clock()
+            times.append(now)
+            values.append(value)
+            self._forget(times, values, now)
         for o in self._opens():
             if what == "first_token" and _bounded(o.ttft, name):
-                kept = o.ttft.setdefault(name, [])
+                kept = o.ttft.setdefault(name, array("d"))
                 o.seen[name] = o.seen.get(name, 0) + 1
                 if len(kept) < MAX_OBSERVATIONS:
                     kept.append(value)
@@ -130,16 +136,20 @@ class Timeline:
     def last_hour(self, now: float) -> dict[str, dict[str, float]]:
         """Per model, the time to first token over the last hour (the latest RECENT requests)."""
         out = {}
-        for model, kept in list(self.recent.items()):
-            while kept and kept[0][0] < now - 3600:
-                kept.popleft()
-            if not kept:
+        for model, (times, values) in list(self.recent.items()):
+            self._forget(times, values, now)
+            if not times:
                 del self.recent[model]
                 continue
-            values = [v for _, v in kept]
             out[model] = {"p50": round(percentile(values, 0.5), 3), "p90": round(percentile(values, 0.9), 3),
                           "n": len(values)}
         return dict(sorted(out.items()))
+
+    @staticmethod
+    def _forget(times: deque[float], values: deque[float], now: float) -> None:
+        while times and times[0] < now - 3600:
+            times.popleft()
+            values.popleft()
 
     def to_json(self) -> dict[str, Any]:
         now = self.clock()
