@@ -21,9 +21,10 @@ def _points(ot: dict[str, Any], key: str) -> tuple[list[dict[str, Any]], float]:
     return pts, float(series.get("step") or 60.0)
 
 
-def _span(ot: dict[str, Any], seconds: float) -> tuple[float, float]:
-    now = float(ot.get("now") or 0.0)
-    return now - seconds, now
+def _span(ot: dict[str, Any], seconds: float, step: float) -> tuple[float, float]:
+    """From the start of the oldest point kept to the end of the interval under way."""
+    end = (float(ot.get("now") or 0.0) // step + 1) * step
+    return end - seconds - step, end
 
 
 def down_spans(pts: list[dict[str, Any]], step: float) -> list[tuple[float, float, str]]:
@@ -89,7 +90,7 @@ def wait(ot: Any) -> str:
         figs = []
         for key, label, seconds in SPANS:
             pts, step = _points(ot, key)
-            t0, t1 = _span(ot, seconds)
+            t0, t1 = _span(ot, seconds, step)
             down = down_spans(pts, step)
             ttft = [("p50", [(float(p["t"]), _ttft(p, model, "p50")) for p in pts]),
                     ("p90", [(float(p["t"]), _ttft(p, model, "p90")) for p in pts])]
@@ -117,7 +118,7 @@ def loads(ot: Any) -> str:
     figs = []
     for key, label, seconds in SPANS:
         pts, step = _points(ot, key)
-        t0, t1 = _span(ot, seconds)
+        t0, t1 = _span(ot, seconds, step)
         bars = []
         for p in pts:
             per = {m: n for m, n in (p.get("loads") or {}).items() if isinstance(n, (int, float))}
@@ -135,7 +136,7 @@ def availability(ot: Any) -> str:
     figs = []
     for key, label, seconds in SPANS:
         pts, step = _points(ot, key)
-        t0, t1 = _span(ot, seconds)
+        t0, t1 = _span(ot, seconds, step)
         names = sorted({str(n) for p in pts for n in p.get("nodes") or []})
         rows = [(n, [(float(p["t"]), None if n not in (p.get("nodes") or []) else n not in (p.get("down") or []))
                      for p in pts]) for n in names]
