@@ -270,7 +270,7 @@ def _node(n: dict[str, Any]) -> str:
             ("models", _models(n))]
     if n.get("unfit"):
         rows.append(("no requests", f'<span class="warn">it {_fold(n["unfit"])}</span>'))
-    if n.get("last_error"):
+    if n.get("last_error") and str(n["last_error"]) not in str(n.get("unfit") or ""):
         rows.append(("last error", f'<span class="bad">{_fold(n["last_error"])}</span>'))
     if n.get("learned"):
         rates = "<br>".join(
