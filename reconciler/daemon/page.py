@@ -257,7 +257,7 @@ def _node(n: dict[str, Any]) -> str:
     if gpu.get("model"):
         ctx = (f'num_ctx {_e(gpu["num_ctx"])}' + (' <span class="dim">(as sent)</span>'
                                                    if gpu.get("num_ctx_from") == "sent" else "")
-               if gpu.get("num_ctx") else '<span class="dim">num_ctx not known (the default)</span>')
+               if gpu.get("num_ctx") else '<span class="dim">num_ctx not reported</span>')
         holds = f"<b>{_e(gpu['model'])}</b>, {ctx}"
         if gpu.get("also_loaded"):
             holds += f'<br><span class="dim">also loaded: {_e(", ".join(map(str, gpu["also_loaded"])))}</span>'

@@ -131,7 +131,8 @@ async def test_the_page_draws_the_hour_with_the_stopped_node(hour: tuple[Service
         assert "+Inf" not in text and "buckets" not in text and "Inf" not in await page.evaluate(
             "document.documentElement.outerHTML")
         assert "healthy" in await page.evaluate("document.querySelector('h1').innerText")
-        await page.screenshot(tmp_path / "hour.png")
+        # scripting on: <noscript> stays text, so its reload does not apply (see the next test)
+        assert await page.evaluate("document.querySelector('noscript meta') === null")
 
         # with JavaScript the charts change in place: a new minute shows without a reload
         await page.evaluate("window.notReloaded = true")
@@ -159,3 +160,12 @@ async def test_the_charts_need_no_javascript(hour: tuple[Service, Clock, SimNode
         # the charts have a size of their own: drawn, not collapsed
         width = await page.evaluate("document.querySelector('svg.chart').getBoundingClientRect().width")
         assert width > 150, width
+        # on a phone: nothing wider than the screen (wide tables scroll in their own box)
+        await page.call("Emulation.setDeviceMetricsOverride", width=390, height=844, deviceScaleFactor=1,
+                        mobile=True)
+        await page.goto(svc.status_url + "/")
+        assert await page.evaluate("window.innerWidth") == 390
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+        widths = await page.evaluate("Array.from(document.querySelectorAll('svg.chart'))"
+                                     ".map(s => s.getBoundingClientRect().width)")
+        assert widths and all(300 <= w <= 390 for w in widths), widths
