@@ -134,7 +134,8 @@ class Timeline:
                     o.down.add(name)
 
     def last_hour(self, now: float) -> dict[str, dict[str, float]]:
-        """Per model, the time to first token over the last hour (the latest RECENT requests)."""
+        """Per model, the time to first token over the last hour (percentiles of its latest RECENT
+        requests) and how many requests that hour had."""
         out = {}
         for model, (times, values) in list(self.recent.items()):
             self._forget(times, values, now)
@@ -142,8 +143,14 @@ class Timeline:
                 del self.recent[model]
                 continue
             out[model] = {"p50": round(percentile(values, 0.5), 3), "p90": round(percentile(values, 0.9), 3),
-                          "n": len(values)}
+                          "n": self._count(model, now)}
         return dict(sorted(out.items()))
+
+    def _count(self, model: str, now: float) -> int:
+        """First tokens of the last hour, all of them (the percentiles use the latest RECENT)."""
+        closed: int = sum(p["ttft"][model]["n"] for p in self.hour.points
+                     if p["t"] >= now - 3600 and model in p["ttft"])
+        return closed + (self.hour.open.seen.get(model, 0) if self.hour.open else 0)
 
     @staticmethod
     def _forget(times: deque[float], values: deque[float], now: float) -> None:

@@ -103,5 +103,7 @@ def test_sampled_percentiles_stay_fair_beyond_the_kept_observations() -> None:
     clock.now += 60
     [point] = tl.to_json()["hour"]["points"]
     assert point["ttft"]["llama3.2:1b"]["n"] == 10 * MAX_OBSERVATIONS
+    # the last hour's summary counts every request, though its percentiles use the latest RECENT
+    assert tl.to_json()["last_hour"]["llama3.2:1b"]["n"] == 10 * MAX_OBSERVATIONS > RECENT
     assert abs(point["ttft"]["llama3.2:1b"]["p50"] - 0.5) < 0.05
     assert abs(point["ttft"]["llama3.2:1b"]["p90"] - 0.9) < 0.05
