@@ -70,24 +70,25 @@ def _down(frame: Frame, spans: Sequence[tuple[float, float, str]]) -> str:
 
 
 def lines(label: str, series: Sequence[tuple[str, Sequence[Point]]], t0: float, t1: float, step: float,
-          unit: str = "", down: Sequence[tuple[float, float, str]] = ()) -> str:
-    """One line per series (css class = its name), a dot per point, broken where no value."""
+          unit: str = "", down: Sequence[tuple[float, float, str]] = (), dots: bool = True) -> str:
+    """One line per series (css class = its name), broken where no value; a dot per point (with
+    dots=False only where a point stands alone, so a long span stays light to send)."""
     values = [v for _, pts in series for _, v in pts if v is not None]
     frame = Frame(t0, t1, max(values, default=0.0))
     body = [_down(frame, down), frame.axes(unit)]
     for name, pts in series:
-        runs: list[list[str]] = [[]]
-        dots = []
+        runs: list[list[tuple[float, float, float, float]]] = [[]]
         for t, v in pts:
             if v is None:
                 runs.append([])
-                continue
-            x, y = frame.x(t + step / 2), frame.y(v)
-            runs[-1].append(f"{x},{y}")
-            dots.append(f'<circle class="{escape(name)}" cx="{x}" cy="{y}" r="1.6">'
-                        f"<title>{_clock(t)} {escape(name)} {escape(_fmt(v))}{escape(unit)}</title></circle>")
-        body += [f'<polyline class="{escape(name)}" points="{" ".join(run)}"/>' for run in runs if len(run) > 1]
-        body += dots
+            else:
+                runs[-1].append((frame.x(t + step / 2), frame.y(v), t, v))
+        for run in runs:
+            if len(run) > 1:
+                body.append(f'<polyline class="{escape(name)}" points="{" ".join(f"{x},{y}" for x, y, _, _ in run)}"/>')
+            if dots or len(run) == 1:
+                body += [f'<circle class="{escape(name)}" cx="{x}" cy="{y}" r="1.6"><title>{_clock(t)} '
+                         f"{escape(name)} {escape(_fmt(v))}{escape(unit)}</title></circle>" for x, y, t, v in run]
     return _svg(label, "".join(body))
 
 
@@ -111,18 +112,16 @@ def strips(label: str, rows: Sequence[tuple[str, Sequence[tuple[float, bool | No
     row_h, top = 14, 2
     height = top + row_h * len(rows) + BOTTOM
     frame = Frame(t0, t1, 1.0)
-    width = max(frame.x(t0 + step) - frame.x(t0), 0.8)
     body = []
     for i, (name, states) in enumerate(rows):
         y = top + i * row_h
         body.append(f'<text x="{LEFT - 3}" y="{y + 10}" text-anchor="end">{escape(name[:8])}</text>')
-        for t, up in states:
-            if up is None:
-                continue
+        for start, end, up in _runs(states, step):
             css = "up" if up else "down"
-            body.append(f'<rect class="{css}" data-node="{escape(name)}" data-t="{t:.0f}" x="{frame.x(t)}" y="{y}" '
-                        f'width="{round(width, 1)}" height="{row_h - 3}"><title>{escape(name)} {_clock(t)} '
-                        f'{"up" if up else "down"}</title></rect>')
+            body.append(f'<rect class="{css}" data-node="{escape(name)}" data-t="{start:.0f}" data-end="{end:.0f}" '
+                        f'x="{frame.x(start)}" y="{y}" width="{round(max(frame.x(end) - frame.x(start), 0.8), 1)}" '
+                        f'height="{row_h - 3}"><title>{escape(name)} {css} {_clock(start)}-{_clock(end)}'
+                        f'</title></rect>')
     bottom, mid = height - BOTTOM, (frame.t0 + frame.t1) / 2
     body.append(f'<text x="{LEFT}" y="{height - 3}">{_clock(frame.t0)}</text>'
                 f'<text x="{frame.x(mid)}" y="{height - 3}" text-anchor="middle">{_clock(mid)}</text>'
@@ -130,3 +129,16 @@ def strips(label: str, rows: Sequence[tuple[str, Sequence[tuple[float, bool | No
                 f'<line class="axis" x1="{LEFT}" y1="{bottom}" x2="{W - RIGHT}" y2="{bottom}"/>')
     return (f'<svg class="chart strips" viewBox="0 0 {W} {height}" role="img" aria-label="{escape(label)}" '
             f'>{"".join(body)}</svg>')
+
+
+def _runs(states: Sequence[tuple[float, bool | None]], step: float) -> list[tuple[float, float, bool]]:
+    """Consecutive intervals in the same state as one (start, end, up); unknown ones end a run."""
+    runs: list[tuple[float, float, bool]] = []
+    for t, up in sorted(states, key=lambda s: s[0]):
+        if up is None:
+            continue
+        if runs and runs[-1][2] == up and runs[-1][1] >= t:
+            runs[-1] = (runs[-1][0], t + step, up)
+        else:
+            runs.append((t, t + step, up))
+    return runs

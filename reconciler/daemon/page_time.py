@@ -28,20 +28,19 @@ def _span(ot: dict[str, Any], seconds: float, step: float) -> tuple[float, float
 
 
 def down_spans(pts: list[dict[str, Any]], step: float) -> list[tuple[float, float, str]]:
-    """(start, end, node) for each run of intervals in which a node was found down."""
+    """(start, end, which nodes) for each run of intervals in which some node was found down."""
     spans: list[tuple[float, float, str]] = []
-    open_: dict[str, tuple[float, float]] = {}
-    for p in pts:
-        t = float(p.get("t") or 0.0)
-        down = set(p.get("down") or [])
-        for node in list(open_):
-            if node not in down:
-                spans.append((*open_.pop(node), node))
-        for node in down:
-            start, _ = open_.get(node, (t, t))
-            open_[node] = (start, t + step)
-    spans += [(start, end, node) for node, (start, end) in open_.items()]
-    return sorted(spans)
+    run: tuple[float, float, set[str]] | None = None
+    for p in sorted(pts, key=lambda p: float(p.get("t") or 0.0)):
+        t, down = float(p.get("t") or 0.0), {str(n) for n in p.get("down") or []}
+        if run is not None and (not down or t > run[1]):
+            spans.append((run[0], run[1], ", ".join(sorted(run[2]))))
+            run = None
+        if down:
+            run = (t, t + step, down) if run is None else (run[0], t + step, run[2] | down)
+    if run is not None:
+        spans.append((run[0], run[1], ", ".join(sorted(run[2]))))
+    return spans
 
 
 def _models(ot: dict[str, Any]) -> list[str]:
@@ -95,10 +94,11 @@ def wait(ot: Any) -> str:
             ttft = [("p50", [(float(p["t"]), _ttft(p, model, "p50")) for p in pts]),
                     ("p90", [(float(p["t"]), _ttft(p, model, "p90")) for p in pts])]
             queue = [("queue", [(float(p["t"]), _queue(p, model)) for p in pts])]
+            dots = key == "hour"
             figs.append(_figure(f"time to first token, {label}", charts.lines(
-                f"{model} time to first token, {label}", ttft, t0, t1, step, " s", down)))
+                f"{model} time to first token, {label}", ttft, t0, t1, step, " s", down, dots)))
             figs.append(_figure(f"queue, {label}", charts.lines(f"{model} queue, {label}", queue, t0, t1, step,
-                                                                 "", down)))
+                                                                 "", down, dots)))
         r = recent.get(model) or {}
         summary = (f"last hour: p50 {_s(r.get('p50'))}, p90 {_s(r.get('p90'))}, {escape(str(r.get('n')))} request(s)"
                    if r else "no request in the last hour")

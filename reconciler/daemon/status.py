@@ -171,7 +171,9 @@ def status_app(daemon: Daemon, balancer: Balancer | None, alerter: Alerter | Non
     async def html(request: web.Request) -> web.Response:
         data = scrub_data(status_json(daemon, balancer, alerter, timeline))
         text = page.main(data) if request.query.get("part") == "main" else page.page(data)
-        return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-store"})
+        resp = web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-store"})
+        resp.enable_compression()   # the charts' SVG shrinks tenfold; sent every few seconds
+        return resp
 
     app = web.Application()
     app.router.add_get("/", html)
