@@ -80,7 +80,8 @@ async def main(out: Path) -> int:
                 await page.goto(svc.status_url + "/")
                 await page.wait_for("document.body.innerText.includes('unreachable')")
                 # no scrollbar: the picture is taken at the window's full width
-                await page.evaluate("document.documentElement.style.overflow = 'hidden'")
+                await page.evaluate("document.documentElement.style.overflow = 'hidden';"
+                                    "document.documentElement.scrollWidth")   # laid out again now
                 await page.screenshot(out)
         finally:
             await svc.stop()
