@@ -189,12 +189,15 @@ def _header(data: dict[str, Any]) -> str:
         why.append(f"{len(alerts)} alert(s) open")
     if data.get("needs_restart"):
         why.append("a setting needs a restart of the daemon")
+    cluster = data.get("cluster") or {}
+    if cluster.get("redis") == "down" or (cluster.get("balancer") or {}).get("redis") == "down":
+        why.append("Redis unreachable")
     bad = bool(errors or data.get("file_errors") or (last and not last.get("ok")))
     if bad:
-        head = f'<span class="bad">problems</span>'
+        head = '<span class="bad">problems</span>'
         why = [f"{len(errors)} error(s), listed below"] * bool(errors) + why
     elif why:
-        head = f'<span class="warn">degraded</span>'
+        head = '<span class="warn">degraded</span>'
     else:
         head = '<span class="ok">healthy</span>'
     reason = f": {_e('; '.join(why))}" if why else ""

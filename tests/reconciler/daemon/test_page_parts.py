@@ -67,3 +67,18 @@ def test_fields_of_newer_versions_are_shown_escaped() -> None:
     assert "<script>alert" not in html and "<img src=x" not in html and "<b>title</b>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&lt;b&gt;title&lt;/b&gt;: 3" in html
     assert "task requests total" in html and "<h2>More</h2>" in html
+
+
+def test_the_headline_says_what_is_wrong() -> None:
+    def headline(data: dict[str, Any]) -> str:
+        html = page.main(data)
+        return html[html.index('<h1 id="headline">'):html.index("</h1>")]
+    up = {"name": "gpu-1", "reachable": True, "reliability": "Reliable"}
+    assert "healthy" in headline({"balancer": {"nodes": [up]}, "last_pass": {"ok": True}})
+    degraded = headline({"balancer": {"nodes": [up, {"name": "gpu-2", "reachable": False},
+                                                {"name": "gpu-3", "reachable": True, "reliability": "Unreliable"}]},
+                         "cluster": {"role": "leader", "redis": "down"}, "last_pass": {"ok": True}})
+    assert "degraded" in degraded and "gpu-2 unreachable" in degraded and "gpu-3 failing requests" in degraded
+    assert "Redis unreachable" in degraded
+    problems = headline({"errors": ["ollama/gpu-2: pull failed"], "last_pass": {"ok": False}})
+    assert "problems" in problems and "1 error(s), listed below" in problems
