@@ -137,12 +137,16 @@ async def test_the_page_draws_the_hour_with_the_stopped_node(hour: tuple[Service
 
         # with JavaScript the charts change in place: a new minute shows without a reload
         await page.evaluate("window.notReloaded = true")
+        # what the reader unfolded stays unfolded across the updates
+        await page.evaluate("document.querySelector('.node[data-node=\"gpu-1\"] details').open = true")
         latest = ("Math.max(...Array.from(document.querySelectorAll('svg.strips')[0]"
                   ".querySelectorAll('rect[data-node=\"gpu-1\"]')).map(r => +r.dataset.end))")
         before = await page.evaluate(latest)
         clock.now += 60
         await page.wait_for(f"{latest} === {before + 60}")
         assert await page.evaluate("window.notReloaded === true"), "the page reloaded instead of updating"
+        assert await page.evaluate("document.querySelector('.node[data-node=\"gpu-1\"] details').open")
+        assert not await page.evaluate("document.querySelector('.node[data-node=\"gpu-2\"] details').open")
 
 
 async def test_the_charts_need_no_javascript(hour: tuple[Service, Clock, SimNode], tmp_path: Path) -> None:
