@@ -71,7 +71,7 @@ def _parse(body: bytes) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -31,6 +31,9 @@ class Settings:
     # Largest request body the balancer reads to route it: a chat with a long code context and
     # several full-size photos (base64 adds a third) fits; Ollama itself sets no limit.
     max_body: int = 64 * 1024 * 1024
+    # All the bodies it holds at once (budget.py); 0 = four of max_body. When full, a request
+    # waits for room up to queue_timeout, then is answered 503.
+    bodies_budget: int = 0
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,7 @@ class Node:
         self.last_error: str | None = None
         self.poll_error: str | None = None  # what the last failed poll found
         self.foreign: str | None = None  # set when its answers are not Ollama's
+        self.failing: dict[str, str] = {}  # poll path -> the server error it answered
         self.draining: Counter[str] = Counter()  # model -> drains under way
         self.conversation: Conversation | None = None
         self.removed = False
@@ -132,6 +133,8 @@ class Node:
             return f"does not answer like Ollama ({self.foreign})"
         if self.reachable is False:
             return f"is unreachable by the last poll ({self.poll_error})"
+        if self.failing:
+            return f"answers its polls with an error ({'; '.join(self.failing.values())})"
         return None
 
     def view(self) -> NodeView:
@@ -302,6 +305,23 @@ class Fleet:
             log.info("poll: %s is %s%s; %s", node.name,
                      "reachable" if node.reachable else "unreachable",
                      f" ({error})" if error else "", self.table)
+        self.notify()
+
+    def poll_failing(self, node: Node, path: str, error: str | None) -> None:
+        """A poll of `path` answered a server error (5xx), or (None) did not: a node whose
+        polls fail is no candidate, like one that does not answer like Ollama."""
+        was_unfit = node.unfit
+        if error is None:
+            if node.failing.pop(path, None) is None:
+                return
+        else:
+            node.failing[path] = error
+            node.last_error = error
+        if was_unfit is None and node.unfit is not None:
+            log.warning("poll: %s %s: no requests go there until a poll finds it well; %s",
+                        node.name, node.unfit, self.table)
+        elif was_unfit is not None and node.unfit is None:
+            log.info("poll: %s answers its polls again; %s", node.name, self.table)
         self.notify()
 
     # -- waiting -------------------------------------------------------------------

@@ -3,10 +3,10 @@
 aiohttp's low-level web.Server with handler_cancellation=True: a client that goes
 away cancels its handler at once, so the proxy closes the upstream at once.
 
-Start-up: bind (waiting for a previous balancer on the same port to let go of it), poll
-every node once (or until the connect timeout passes), and only then listen: a client that
-connects once the port accepts is routed with the polls' knowledge. Shutdown: stop listening
-first, so a successor can bind at once, then drain.
+Start-up: bind (waiting for a previous balancer on the same port to let go of it) and listen
+at once, then poll every node once (or until the connect timeout passes); requests that
+arrive meanwhile are held until then, so none is refused and none is routed blind.
+Shutdown: stop listening first, so a successor can bind at once, then drain.
 """
 from __future__ import annotations
 
@@ -154,11 +154,13 @@ class Balancer:
         sock: socket.socket | None = None
         try:
             sock = await bind(host, port)
-            # Know every node before the first request: a dead or frozen one costs at most
-            # the connect timeout (+1 s), then counts as unreachable until a poll finds it.
-            await self._pollers.first_polls(s.connect_timeout + 1.0)
             site = web.SockSite(self._runner, sock)
-            await site.start()  # listens only now
+            await site.start()  # listens now: a client that connects is not refused
+            # Know every node before the first request is routed (proxy.ready holds it): a
+            # dead or frozen node costs at most the connect timeout (+1 s), then counts as
+            # unreachable until a poll (or a re-check, proxy.py) finds it.
+            await self._pollers.first_polls(s.connect_timeout + 1.0)
+            proxy.ready.set()
         except BaseException:
             if sock is not None:
                 sock.close()

@@ -115,7 +115,8 @@ def _print_cluster(cluster: dict[str, Any] | None, console: Console) -> None:
         return
     role = ("[green]leader[/] (this daemon reconciles)" if cluster.get("role") == "leader"
             else "[yellow]standby[/] (it serves as a balancer; the leader reconciles)")
-    console.print(f"[bold]Cluster[/] {escape(str(cluster.get('name', '?')))}: {role}")
+    fleet = f"; fleet {escape(str(cluster['fleet']))}" if cluster.get("fleet") else ""
+    console.print(f"[bold]Cluster[/] {escape(str(cluster.get('name', '?')))}: {role}{fleet}")
     shared = cluster.get("balancer") or {}
     if cluster.get("redis") == "down" or shared.get("redis") == "down":
         since = min((t for t in (cluster.get("redis_down_since"), shared.get("redis_down_since")) if t), default=None)
@@ -124,6 +125,9 @@ def _print_cluster(cluster: dict[str, Any] | None, console: Console) -> None:
                       + ": no pass applies; the balancer serves on its own knowledge")
     else:
         console.print("  Redis reachable: slots and caches shared with the other balancers")
+    if cluster.get("leader_with_other_nodes"):
+        console.print(f"  [yellow]the leader, {escape(str(cluster['leader_with_other_nodes']))}, declares other "
+                      "nodes[/]: another fleet with the same name? Set [cluster] fleet in each file")
 
 
 class _Console(Console):

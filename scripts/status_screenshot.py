@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from reconciler.daemon.run import Service  # noqa: E402
 from reconciler.daemon.timeline import Timeline  # noqa: E402
+from reconciler.demo import DEMO_FILE  # noqa: E402
 from simulator import Simulator, Timing  # noqa: E402
 from tests.headless import chromium, chromium_path  # noqa: E402
 
@@ -33,7 +34,7 @@ async def main(out: Path) -> int:
     work = Path("/tmp/ollafleet-screenshot")
     work.mkdir(exist_ok=True)
     async with Simulator() as sim:
-        text = (ROOT / "examples" / "demo.toml").read_text()
+        text = DEMO_FILE.read_text()
         nodes = {}
         for name in ("sim-1", "sim-2", "sim-3"):
             nodes[name] = await sim.add_node(name, timing=Timing(pull_bps=40e9, gen_tps=150.0, load_delay=0.3))

@@ -63,8 +63,21 @@ class Cluster(Strict):
     redis: RedisUrl                       # redis://host:6379/0 (no password here)
     password: SecretRef | None = None     # "${REDIS_PASSWORD}"
     name: str | None = Field(None, min_length=1)  # this daemon in /status; default: the host name
+    # the fleet this file declares: every Redis key carries it, so fleets can share one Redis;
+    # default: the file's name without .toml (set by load)
+    fleet: str | None = Field(None, min_length=1)
     lease: Duration = 15.0                # the leader lease: a dead leader is replaced within this
     slot_lease: Duration = 10.0           # a dead balancer's slots free after this
+    _file_stem: str = PrivateAttr(default="desired_state")
+
+    @property
+    def fleet_name(self) -> str:
+        return self.fleet or self._file_stem
+
+    @property
+    def key_prefix(self) -> str:
+        """What every Redis key of this fleet starts with."""
+        return f"ollafleet:{self.fleet_name}:"
 
 
 class Node(Strict):

@@ -45,6 +45,7 @@ class TargetRecord:
     """What the last pass saw and did on one target."""
 
     last_pass: float = 0.0
+    pass_started: float = 0.0     # time.time() when that pass began: what it saw is from then on
     ok: bool = True
     applied: int = 0
     failed: int = 0
@@ -214,7 +215,7 @@ class Daemon:
     def _record(self, report: PassReport, targets: Sequence[AnyTarget], reason: str, *, suspended: bool) -> None:
         plan: Plan = report.plan
         now = time.time()
-        records = {t.name: TargetRecord(last_pass=now) for t in targets}
+        records = {t.name: TargetRecord(last_pass=now, pass_started=report.started or now) for t in targets}
         for problem in plan.problems:
             records[problem.target].errors.append(problem.message)
         for note in plan.notes:

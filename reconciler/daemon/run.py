@@ -14,7 +14,8 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from watchfiles import awatch
 
-from balancer import Balancer
+from balancer import Balancer, Metrics
+from balancer.guard import STATUS_MAX_CONNECTIONS, GuardedAppRunner, GuardedServer
 from reconciler.config import DesiredState
 from reconciler.cluster import ClusterMember, join_cluster
 from reconciler.config.values import split_listen
@@ -108,7 +109,10 @@ class Service:
         if self.cluster is not None:
             self.daemon.wrap = self.cluster.fence(self.daemon.wrap)
         self.daemon.on_pass_failed = self._schedule_retry
-        self._status_runner = web.AppRunner(status_app(self.daemon, self.balancer, self.alerter, self.timeline), access_log=None)
+        # bounded like the balancer's port: a flood here must not starve the balancer or a pass
+        self._status_runner = GuardedAppRunner(
+            status_app(self.daemon, self.balancer, self.alerter, self.timeline), metrics=Metrics(),
+            max_connections=STATUS_MAX_CONNECTIONS, idle_timeout=state.balancer.idle_timeout)
         await self._status_runner.setup()
         shost, sport = split_listen(state.reconcile.status_listen)
         site = web.TCPSite(self._status_runner, shost, sport, reuse_address=True)
@@ -139,6 +143,9 @@ class Service:
         self.balancer.replace_nodes(balancer_nodes(state))
         self.alerter.configure(state.alerts)
         self.balancer.update_settings(balancer_settings(state))
+        status = self._status_runner.server if self._status_runner is not None else None
+        if isinstance(status, GuardedServer):
+            status.use(STATUS_MAX_CONNECTIONS, state.balancer.idle_timeout)
         assert self._started is not None
         restart = needs_restart(self._started, state)
         if restart != self.daemon.needs_restart:

@@ -174,8 +174,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a copied Ollama models folder the nodes' models may have been made from (repeatable)")
     p.add_argument("--api-key-env", type=_var_arg, default="OPENWEBUI_API_KEY", metavar="VAR",
                    help="environment variable holding an Open WebUI admin API key")
-    p.add_argument("--admin-email-env", type=_var_arg, default="OPENWEBUI_ADMIN_EMAIL", metavar="VAR")
-    p.add_argument("--admin-password-env", type=_var_arg, default="OPENWEBUI_ADMIN_PASSWORD", metavar="VAR")
+    p.add_argument("--admin-email-env", type=_var_arg, default="OPENWEBUI_ADMIN_EMAIL", metavar="VAR",
+                   help="environment variable holding an Open WebUI admin's email, to sign in without "
+                   "an API key (default OPENWEBUI_ADMIN_EMAIL)")
+    p.add_argument("--admin-password-env", type=_var_arg, default="OPENWEBUI_ADMIN_PASSWORD", metavar="VAR",
+                   help="environment variable holding that admin's password (default OPENWEBUI_ADMIN_PASSWORD)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each server")
 
 

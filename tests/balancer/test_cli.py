@@ -28,7 +28,7 @@ def test_server_flag_forms() -> None:
         ("http://10.0.0.1:11434", "a=b"),
     ]
     assert settings_from(args).silence_timeout == 7.0
-    assert args.bind == ("127.0.0.1", 11434)
+    assert args.bind == ("0.0.0.0", 11434)  # the peer's: every interface, port 11434
 
 
 def test_defaults_and_bind() -> None:

@@ -26,6 +26,7 @@ from reconciler.errors import PermanentError, TargetError, TemporaryError
 from reconciler.plan.changes import Change
 from reconciler.targets.base import Disruption, Observed, Progress
 from reconciler.targets.ollama import folder as ollama_dir
+from reconciler.targets.ollama.sources import source_problem
 from reconciler.targets.ollama.client import OllamaClient
 from reconciler.targets.ollama.facts import PullProgress, ShowInfo, model_key, to_wire
 from reconciler.targets.ollama.hashing import file_sha256
@@ -72,6 +73,7 @@ class OllamaNode:
                                 transport=transport)
         self._locks: dict[str, asyncio.Lock] = {}
         self._built: set[str] = set()        # models (re)created in this pass: one create per model
+        self._unbuildable: set[str] = set()  # models to create whose local source cannot be read
         self.notes: list[str] = []           # said once per plan, by the first node
 
     async def close(self) -> None:
@@ -91,7 +93,20 @@ class OllamaNode:
         self.effective = await self._read_folders()
         files = await self._file_digests(view)
         view = replace(view, shows={model_key(n): s for n, s in zip([*names, *loaded_names], shows)}, files=files)
-        return Observed(self.name, view)
+        return Observed(self.name, view, problems=await self._unreadable_sources(view))
+
+    async def _unreadable_sources(self, view: NodeView) -> list[str]:
+        """An error per model this node lacks whose GGUF file or models folder cannot be read;
+        its create is left out of the plan (there is nothing to build it from)."""
+        self._unbuildable = set()
+        problems = []
+        for w in self.wanted.models:
+            if w.source in ("gguf", "ollama_dir") and view.present(w.name) is None:
+                problem = await asyncio.to_thread(source_problem, w.name, w.gguf, w.ollama_dir)
+                if problem is not None:
+                    self._unbuildable.add(w.key)
+                    problems.append(f'models."{w.name}": {problem}; it cannot be created on this node')
+        return problems
 
     async def _read_folders(self) -> Wanted:
         """The wanted models with each ollama_dir model's folder values (unreadable: as declared)."""
@@ -124,6 +139,8 @@ class OllamaNode:
         view = observed.data
         assert view is not None
         changes, notes = diff_node(self.name, self.effective, view)
+        changes = [c for c in changes if not (c.data is not None and c.data.kind != "delete"
+                                              and c.data.model is not None and c.data.model.key in self._unbuildable)]
         return changes, [*notes, settings_note(self.wanted), *self.notes]
 
     def disrupts(self, change: Change[Work]) -> Disruption | None:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from reconciler.errors import PermanentError, TemporaryError
-from reconciler.scrub import remember
+from reconciler.scrub import cut, remember
 from reconciler.targets.deadline import Deadline
 
 # the settings objects Open WebUI reads and writes whole: group → (GET path, POST path)
@@ -44,12 +44,12 @@ def _detail(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return response.text[:200]
+        return cut(response.text, 200)
     detail = body.get("detail", body) if isinstance(body, dict) else body
     if isinstance(detail, list):  # FastAPI's 422: [{loc, msg}, ...]
         return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}"
                          for d in detail if isinstance(d, dict))
-    return str(detail)[:300]
+    return cut(str(detail), 300)
 
 
 class OpenWebUIClient:
