@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -59,12 +60,29 @@ class Metrics:
     model_loads_caused: int = 0  # requests sent where the estimate counted a model (re)load
     queue_wait_seconds: Histogram = field(default_factory=Histogram)
     first_token_seconds: Histogram = field(default_factory=Histogram)
+    # called with ("first_token", model, seconds) and ("load", model, 1.0) as they happen
+    # (the daemon's status page keeps its history from them); not part of /status
+    _listeners: list[Callable[[str, str | None, float], None]] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, object]:
-        return {k: v.as_dict() if isinstance(v, Histogram) else v for k, v in self.__dict__.items()}
+        return {k: v.as_dict() if isinstance(v, Histogram) else v for k, v in self.__dict__.items()
+                if not k.startswith("_")}
+
+    def listen(self, listener: Callable[[str, str | None, float], None]) -> None:
+        self._listeners.append(listener)
 
     def observe_queue_wait(self, seconds: float) -> None:
         self.queue_wait_seconds.observe(seconds)
+
+    def observe_first_token(self, model: str | None, seconds: float) -> None:
+        self.first_token_seconds.observe(seconds)
+        for listener in self._listeners:
+            listener("first_token", model, seconds)
+
+    def count_model_load(self, model: str | None) -> None:
+        self.model_loads_caused += 1
+        for listener in self._listeners:
+            listener("load", model, 1.0)
 
 
 class Node:

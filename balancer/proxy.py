@@ -322,7 +322,7 @@ class Proxy:
     def _started(self, info: RequestInfo, node: Node, job: Job, est: Estimate) -> None:
         self.fleet.knowledge.started(id(info), node.name, job, est, time.monotonic())
         if est.load > 0:
-            self.fleet.metrics.model_loads_caused += 1
+            self.fleet.metrics.count_model_load(job.model)
 
     async def _take_shared(self, info: RequestInfo, pick: Pick) -> bool:
         """[cluster]: take the slot in Redis too; False when another balancer filled it."""
@@ -386,7 +386,7 @@ class Proxy:
                 first = await upstream.content.readany()
                 waited = self.fleet.knowledge.first_byte(id(info), node.name)
                 if waited is not None:
-                    self.fleet.metrics.first_token_seconds.observe(waited)
+                    self.fleet.metrics.observe_first_token(info.model, waited)
             except UPSTREAM_ERRORS as exc:
                 failure = upstream_error(node.name, exc, self.settings.silence_timeout,
                                          "before first byte", self.settings.connect_timeout)

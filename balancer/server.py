@@ -16,15 +16,17 @@ import functools
 import logging
 import socket
 import time
+from collections import Counter
 
 import aiohttp
 from aiohttp import web
 
+from .classify import normalize_model
 from .config import NodeSpec, Settings
 from .fleet import Fleet, Metrics, NodeState
 from .fleetwide import FleetWide
 from .guard import GuardedServer, default_max_connections
-from .pollers import Pollers
+from .pollers import Pollers, listed_models, model_name
 from .proxy import Proxy
 
 log = logging.getLogger("balancer")
@@ -81,6 +83,28 @@ class Balancer:
 
     def states(self) -> list[NodeState]:
         return self.fleet.states()
+
+    def queued_by_model(self) -> dict[str, int]:
+        """Requests waiting in the balancer's queue now, by the model they ask for."""
+        if self._proxy is None:
+            return {}
+        waiting = self._proxy.waitlist.waiting.values()
+        return dict(Counter(entry[-1].request.model or "-" for entry in waiting))
+
+    def polled_contexts(self) -> dict[str, dict[str, int]]:
+        """Per node, the context_length of each loaded model as its last /api/ps said
+        (Ollama before 0.6 does not say it: then nothing)."""
+        out: dict[str, dict[str, int]] = {}
+        if self._pollers is None:
+            return out
+        for (node, path), data in list(self._pollers.cache.items()):
+            if path != "/api/ps":
+                continue
+            for entry in listed_models(data):
+                ctx = entry.get("context_length")
+                if isinstance(ctx, int) and not isinstance(ctx, bool) and ctx > 0:
+                    out.setdefault(node, {})[normalize_model(model_name(entry))] = ctx
+        return out
 
     def replace_nodes(self, nodes: list[NodeSpec]) -> None:
         """Add, remove or change nodes live; streams on removed nodes run to their end."""

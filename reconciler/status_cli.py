@@ -99,7 +99,8 @@ def _print_gpus(nodes: list[dict[str, Any]], console: Console) -> None:
     it or a poll saw it) with its num_ctx, and the rates learned from the node's answers."""
     table = Table("node", "GPU holds", "learned from its answers", title="GPUs as the balancer knows them")
     for n in nodes:
-        model, ctx = n.get("runner_model"), n.get("runner_num_ctx")
+        gpu = n.get("gpu") or {}   # the poll's num_ctx, else the one the balancer sent (status.gpu_view)
+        model, ctx = gpu.get("model", n.get("runner_model")), gpu.get("num_ctx", n.get("runner_num_ctx"))
         holds = f"{model}\nnum_ctx {ctx or 'default'}" if model else "-"
         learned = [f"{m}: load {r.get('load_s')} s, prompt {r.get('prompt_tokens_per_s')} tokens/s, "
                    f"generation {r.get('tokens_per_s')} tokens/s, answers ~{r.get('answer_tokens')} tokens"
