@@ -47,6 +47,13 @@ def print_status(data: dict[str, Any], console: Console) -> None:
                   f"{last.get('applied', 0)} applied, {last.get('failed', 0)} failed"
                   + ("  [yellow](suspended: changes are only reported)[/]" if data.get("suspended") else ""))
 
+    verified = data.get("verify")       # [reconcile] verify: what an employee sees
+    if verified:
+        head = "[green]ok[/]" if verified.get("ok") else "[red]problems[/]"
+        console.print(f"[bold]Verify[/] {_when(verified.get('at'))}: {head}  " + "; ".join(verified.get("checked") or []))
+        for text in verified.get("problems") or []:
+            console.print(f"  [red]{text}[/]")
+
     alerts = data.get("alerts") or {}
     for text in alerts.get("open") or []:
         console.print(f"[red]alert open[/] {text}")

@@ -120,7 +120,7 @@ def arrived(nodes: list[Any]) -> list[Any]:
 
 
 async def test_an_employee_sees_and_chats_with_every_declared_model(
-        owui: OpenWebUI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        owui: OpenWebUI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     for key, value in ENV.items():
         monkeypatch.setenv(key, value)
     async with httpx.AsyncClient(base_url=owui.url, timeout=30) as admin:   # as an older ollafleet left it
@@ -147,6 +147,9 @@ async def test_an_employee_sees_and_chats_with_every_declared_model(
                 shown = (await plain.get(status_url)).json()["verify"]
             assert shown["ok"] and shown["problems"] == [], shown
             assert "3 public models listed for a test employee" in shown["checked"]
+            capsys.readouterr()
+            assert await asyncio.to_thread(cli.main, ["status", "--url", status_url.removesuffix("/status")]) == 0
+            assert "Verify" in capsys.readouterr().out
             async with httpx.AsyncClient(base_url=owui.url, timeout=60) as client:
                 stray = await client.get("/api/v1/models/model", params={"id": "codestral-30k"},
                                          headers={"Authorization": f"Bearer {token['token']}"})
