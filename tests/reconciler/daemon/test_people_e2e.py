@@ -179,9 +179,15 @@ async def test_an_employee_sees_and_chats_with_every_declared_model(
                                                          "messages": [{"role": "user", "content": "hi"}]})
                     assert r.status_code == 200, (name, r.text)
 
-            # verify agrees, as a throwaway employee, with one chat per model
+            # verify agrees, as a throwaway employee, with one chat per model, and as Erin
             code = await asyncio.to_thread(cli.main, ["verify", str(file), "--chat"])
             assert code == 0
+            monkeypatch.setenv("ERIN_EMAIL", "erin@example.com")
+            monkeypatch.setenv("ERIN_PASSWORD", "Erin-pass-1")
+            capsys.readouterr()
+            code = await asyncio.to_thread(cli.main, ["verify", str(file), "--user-email-env", "ERIN_EMAIL",
+                                                      "--user-password-env", "ERIN_PASSWORD"])
+            assert code == 0 and "3 public models listed for the account in ERIN_EMAIL" in capsys.readouterr().out
 
             # import of the running network (its daemon's balancer from /status), then plan: no change
             out = tmp_path / "imported.toml"
