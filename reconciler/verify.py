@@ -82,6 +82,8 @@ class Verifier:
         body = {"model": name, "messages": MESSAGES, "stream": False, "options": {"num_predict": 1}}
         try:
             r = await http.post(url + "/api/chat", json=body, timeout=self.timeout)
+            if r.status_code == 400 and "does not support" in r.text:     # an embedding model
+                r = await http.post(url + "/api/embed", json={"model": name, "input": "OK"}, timeout=self.timeout)
         except httpx.HTTPError as exc:
             self.problem(f'models."{name}": a chat through the balancer failed ({type(exc).__name__}: {exc})')
             return

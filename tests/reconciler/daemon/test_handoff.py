@@ -105,6 +105,11 @@ async def test_verify_names_a_declared_model_the_balancer_does_not_serve(
             await until(lambda: converged(svc))
             assert await asyncio.to_thread(cli.main, ["verify", str(file), "--chat"]) == 0
             assert "verify: ok" in capsys.readouterr().out
+            file.write_text(file.read_text() + f'[models."{SMALL}"]\n')   # an embedding model: checked by an embedding
+            await svc.daemon.file_changed()
+            await until(lambda: SMALL in node.installed_models())
+            assert await asyncio.to_thread(cli.main, ["verify", str(file), "--chat"]) == 0, capsys.readouterr().out
+            capsys.readouterr()
             other = tmp_path / "other.toml"     # the same network, one model more than it serves
             other.write_text(file.read_text() + '[models."gemma3:1b"]\n')
             assert await asyncio.to_thread(cli.main, ["verify", str(other)]) == 1
