@@ -42,7 +42,7 @@ class WantedModel:
     digest: str | None = None         # pinned manifest digest, 64 hex
     keep_loaded: bool = False
     ollama_dir: Path | None = None    # a copied Ollama models folder (see ollama_dir.py)
-    load_options: dict[str, Any] = field(default_factory=dict)   # preload with these (num_ctx, ...)
+    load_options: dict[str, Any] = field(default_factory=dict)   # the runner's load-time options (num_ctx, ...)
 
     def __post_init__(self) -> None:
         if not self.pull:
