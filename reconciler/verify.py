@@ -153,10 +153,11 @@ class Verifier:
                              "what it sees is not what employees see")
             person.use_token(str(user.get("token") or ""))
             ids = await person.models_for_me()
+            shown = ", ".join(ids) or "nothing"
             for name in public:
                 if listed_name(name) not in ids:
                     self.problem(f'models."{name}": an employee does not see it in Open WebUI (listed there as '
-                                 f'"{listed_name(name)}" if a node serves it); Open WebUI lists: {", ".join(ids) or "nothing"}')
+                                 f'"{listed_name(name)}" if a node serves it); Open WebUI lists: {shown}')
             for i in ids:
                 if normalize_model(i) in self.helpers:
                     self.problem(f"Open WebUI: employees see the helper model {i}")
