@@ -208,7 +208,7 @@ async def test_an_employee_sees_and_chats_with_every_declared_model(
 
 
 async def test_a_file_saved_while_a_long_generation_holds_a_node_reaches_openwebui_within_2s(
-        owui: OpenWebUI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        owui: OpenWebUI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     for key, value in ENV.items():
         monkeypatch.setenv(key, value)
     async with Simulator() as sim:
@@ -248,6 +248,15 @@ async def test_a_file_saved_while_a_long_generation_holds_a_node_reaches_openweb
                     assert node.loaded_models() == ["qwq:32b"]      # the generation still holds the node
                     assert took < 2.0, f"Open WebUI got the saved file after {took:.1f} s"
                     assert [r for r in node.write_requests() if r.is_load_call()] == []
+            # verify names a public model no employee can see (declared, but on no node)
+            other = tmp_path / "other.toml"
+            other.write_text(file.read_text().replace("[openwebui]", '[models."gemma3:1b".openwebui]\n'
+                                                      'visibility = "public"\n[openwebui]'))
+            capsys.readouterr()
+            assert await asyncio.to_thread(cli.main, ["verify", str(other)]) == 1
+            lines = capsys.readouterr().out.splitlines()
+            assert len(lines) == 2 and lines[0].startswith('models."gemma3:1b": the balancer')
+            assert lines[1].startswith('models."gemma3:1b": an employee does not see it in Open WebUI')
         finally:
             await svc.stop()
 
