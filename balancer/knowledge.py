@@ -5,7 +5,13 @@ the conversation its slot caches, and when each running request should end. Rate
 learned per node and model from Ollama's final chunk: load_duration, eval_count/duration,
 and prefill from prompt_eval_duration over our own estimate of the uncached part (Ollama's
 prompt_eval_count is the whole prompt even on a cache hit). The first sample replaces the
-defaults; later ones weigh ALPHA each, so a changed GPU shows after a few requests.
+defaults; later ones weigh ALPHA each, so a changed GPU shows after a few requests. Each
+sample also feeds the rates of the node's tier (capability, speed) for that model, which a
+node that never ran the model uses before the defaults.
+
+Demand: the model each user last asked for, and when; a user counts for that model while
+they asked within DEMAND seconds (what an eviction would cost them, cost.py; what the warmer
+reloads, warm.py).
 
 `scale` converts Ollama's reported seconds to the balancer's clock: 1 in production; a
 benchmark that runs simulated nodes faster than real time sets it to their time_scale.
@@ -16,10 +22,11 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .cost import DEFAULT_RATES, Estimate, Job, NodeCost, Rates
+from .cost import DEFAULT_RATES, Demand, Estimate, Job, NodeCost, Rates
 from .conversation import Conversation
 
 ALPHA = 0.3
+DEMAND = 120.0  # seconds: a user who asked this recently still uses their model
 
 NS = 1e9
 MIN_LEARN_TOKENS = 64  # fewer uncached tokens say more about overhead than about the rate
@@ -46,6 +53,7 @@ class NodeKnowledge:
     rates: dict[str, Rates] = field(default_factory=dict)
     also_loaded: frozenset[str] = frozenset()  # what the last poll listed besides `model`
     running: dict[int, Running] = field(default_factory=dict)
+    tier: tuple[int, int] = (0, 0)  # (capability, speed)
 
 
 def _mix(old: float, sample: float) -> float:
@@ -61,6 +69,33 @@ class Knowledge:
         # once (Ollama queues it behind its slot) instead of holding it in the balancer.
         # Off: holding keeps the choice open (scripts/bench_schedule.py measures both).
         self.hand_off = False
+        self.tiers: dict[tuple[int, int], dict[str, Rates]] = {}  # learned per tier and model
+        self.asked: dict[str, tuple[str, float]] = {}  # user -> (model, cost clock)
+        self._demand: tuple[float, Demand] = (-1.0, {})
+
+    # -- demand --------------------------------------------------------------------
+    def saw(self, user: str, model: str | None) -> None:
+        """`user` asked for `model`: their demand moves to it."""
+        if model is not None:
+            self.asked[user] = (model, self.now())
+            self._demand = (-1.0, {})
+
+    def demand(self) -> Demand:
+        """model -> the users who asked for it within DEMAND seconds (computed at most once
+        per second of the cost clock, or after a new request)."""
+        now = self.now()
+        at, cached = self._demand
+        if at >= 0 and now - at < 1.0:
+            return cached
+        out: dict[str, set[str]] = {}
+        for user, (model, when) in list(self.asked.items()):
+            if now - when > DEMAND:
+                del self.asked[user]
+            else:
+                out.setdefault(model, set()).add(user)
+        demand = {m: frozenset(u) for m, u in out.items()}
+        self._demand = (now, demand)
+        return demand
 
     def now(self) -> float:
         """The cost clock: seconds as Ollama reports them."""
@@ -72,8 +107,11 @@ class Knowledge:
             k = self.nodes[name] = NodeKnowledge()
         return k
 
-    def cost(self, name: str, slots: int, loaded: frozenset[str], now: float) -> NodeCost:
+    def cost(self, name: str, slots: int, loaded: frozenset[str], now: float,
+             tier: tuple[int, int] | None = None) -> NodeCost:
         k = self.node(name)
+        if tier is not None:
+            k.tier = tier
         ends = sorted(max(r.ends_at - now, 0.05 * r.estimate.busy_for + 0.1)
                       for r in k.running.values())
         slots = max(1, slots)
@@ -84,11 +122,13 @@ class Knowledge:
             model = min(loaded)  # polled, never sent: assume the default num_ctx
         return NodeCost(tuple(free), model, ctx, k.cached, k.cached_tokens,
                         tuple(k.rates.items()), k.also_loaded - {model or ""},
-                        0.0 if k.running else max(0.0, now - k.cached_at))
+                        0.0 if k.running else max(0.0, now - k.cached_at),
+                        self.tiers.get(k.tier, {}))
 
     def costs(self, views: Any) -> dict[str, NodeCost]:
         now = self.now()
-        return {v.name: self.cost(v.name, v.max_concurrent, v.loaded, now) for v in views}
+        return {v.name: self.cost(v.name, v.max_concurrent, v.loaded, now,
+                                  (v.capability, v.speed)) for v in views}
 
     def facts(self, name: str) -> dict[str, Any]:
         """NodeState fields: what the balancer knows of the node's GPU."""
@@ -145,27 +185,35 @@ class Knowledge:
         if run is None or final is None or run.job.model is None:
             return
         model = run.job.model
-        first = model not in k.rates  # a first sample replaces the defaults outright
-        r = k.rates.get(model, DEFAULT_RATES)
-        mix = (lambda old, sample: sample) if first else _mix
-        learned: dict[str, float] = {}  # one replace() at the end: this runs for every request
+        samples: dict[str, float] = {}
         load = _seconds(final.get("load_duration"))
         if load is not None and load >= MIN_LOAD:
-            learned["load"] = mix(r.load, load)
+            samples["load"] = load
         prefill = _seconds(final.get("prompt_eval_duration"))
         if prefill and run.estimate.uncached_tokens >= MIN_LEARN_TOKENS:
-            learned["prefill"] = mix(r.prefill, run.estimate.uncached_tokens / prefill)
+            samples["prefill"] = run.estimate.uncached_tokens / prefill
         count, gen = final.get("eval_count"), _seconds(final.get("eval_duration"))
         if gen is None and run.first_at is not None and isinstance(count, int) and count > 1 \
                 and final.get("streamed", True):
             gen = self.now() - run.first_at  # /v1, Anthropic: no durations, our own clock
         if isinstance(count, int) and count > 0:
-            learned["answer"] = mix(r.answer, count)
+            samples["answer"] = count
             if gen:
-                learned["gen"] = mix(r.gen, count / gen)
+                samples["gen"] = count / gen
             if k.cached is run.job.conversation:
                 k.cached_tokens = run.job.tokens + count
-        k.rates[model] = replace(r, **learned) if learned else r
+        _learn(k.rates, model, samples)
+        if samples:
+            _learn(self.tiers.setdefault(k.tier, {}), model, samples)
+
+
+def _learn(rates: dict[str, Rates], model: str, samples: dict[str, float]) -> None:
+    """Mix samples into `rates[model]`: a first sample replaces the defaults outright."""
+    r = rates.get(model)
+    if r is None:
+        rates[model] = replace(DEFAULT_RATES, **samples) if samples else DEFAULT_RATES
+    elif samples:  # one replace(): this runs for every request
+        rates[model] = replace(r, **{f: _mix(getattr(r, f), v) for f, v in samples.items()})
 
 
 def _seconds(ns: Any) -> float | None:

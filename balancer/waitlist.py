@@ -66,7 +66,7 @@ class WaitList:
                     deadline: float) -> tuple[Pick | Reject | TooLong, Estimate | None]:
         """Wait until this request's best node is free; the caller reserves it at once."""
         eid = next(self._ids)
-        self.waiting[eid] = (user, eid, Entry(eid, info, job, tried))
+        self.waiting[eid] = (user, eid, Entry(eid, info, job, tried, user))
         metrics = self.fleet.metrics
         since = time.monotonic()
         first, counted = True, False
@@ -74,7 +74,8 @@ class WaitList:
             while True:
                 snap = self.fleet.snapshot()
                 costs = self.knowledge.costs(snap.nodes)
-                decisions = plan(snap, costs, priority(list(self.waiting.values())))
+                decisions = plan(snap, costs, priority(list(self.waiting.values())),
+                                 self.knowledge.demand())
                 self.knowledge.queued = Counter(
                     x.estimate.node for x in decisions.values() if isinstance(x, Hold))
                 d = decisions[eid]
