@@ -31,6 +31,10 @@ class Settings:
     # Largest request body the balancer reads to route it: a chat with a long code context and
     # several full-size photos (base64 adds a third) fits; Ollama itself sets no limit.
     max_body: int = 64 * 1024 * 1024
+    # For replays only: the nodes run this many times faster than the durations they report
+    # (a simulator's time_scale, e.g. 0.1 for 10x). The balancer's learned rates come from
+    # those durations; it converts them to its own clock with this. 1 against real Ollama.
+    time_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,8 @@ class NodeSpec:
     models: tuple[str, ...] | list[str] | None = None  # None = whatever the node reports
     capability: int = 0
     speed: int = 0
+    # models the balancer keeps loaded here (keep_alive -1) while the node is idle (warm.py)
+    pinned: tuple[str, ...] = ()
 
     @property
     def base_url(self) -> str:

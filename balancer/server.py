@@ -64,6 +64,7 @@ class Balancer:
                  ) -> None:
         self.settings = settings or Settings()
         self.fleet = Fleet(list(nodes or []))
+        self.fleet.knowledge.scale = self.settings.time_scale
         self.host = "127.0.0.1"
         self.port = 0
         self._session: aiohttp.ClientSession | None = None
@@ -94,6 +95,7 @@ class Balancer:
         """Apply new settings live: the next request, poll and queue wait read them; streams
         under way keep the timeouts they started with."""
         self.settings = settings
+        self.fleet.knowledge.scale = settings.time_scale
         if self._proxy is not None:
             self._proxy.use(settings)
         if self._pollers is not None and self._runner is not None:

@@ -221,9 +221,9 @@ async def run(day: str, place: str, scale: float, decl: Declared) -> Result:
         balancer: Balancer | None = None
         if place.startswith("ollafleet"):
             balancer = Balancer(Settings(silence_timeout=120 * scale, queue_timeout=600 * scale,
-                                         poll_interval=5 * scale, model_params=decl.balancer),
+                                         poll_interval=5 * scale, model_params=decl.balancer,
+                                         time_scale=scale),
                                 [NodeSpec(n.name, n.url) for n in nodes])
-            balancer.fleet.knowledge.scale = scale
             if place == "ollafleet-handoff":  # hand to a busy node's own queue instead
                 balancer.fleet.knowledge.hand_off = True
             await balancer.start("127.0.0.1", 0)
