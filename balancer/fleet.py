@@ -148,6 +148,7 @@ class Fleet:
         self.knowledge = Knowledge()
         self.table = _Described(self)
         self._changed = asyncio.Event()
+        self.version = 0  # counts notify(): what a plan made before a change can't know
         self.shared: Shared | None = None  # [cluster]: slots and caches shared through Redis
         self.warming: dict[str, str] = {}  # node -> the model the warmer is loading there
         self.replace(specs)
@@ -292,6 +293,7 @@ class Fleet:
 
     # -- waiting -------------------------------------------------------------------
     def notify(self) -> None:
+        self.version += 1
         self._changed.set()
         self._changed = asyncio.Event()
 

@@ -189,6 +189,7 @@ class Warmer:
         self.fleet.warming[node.name] = load.model
         self.fleet.metrics.warmer_loads += 1
         log.info("warmer: loading %s on %s (%s)", load.model, node.name, load.why)
+        self.fleet.notify()  # waiting requests re-plan: this node is taken
         return key
 
     async def load(self, load: Load, key: int, slot: bool) -> None:
