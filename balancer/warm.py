@@ -126,8 +126,10 @@ class Warmer:
             busy = (n.in_flight + n.remote > 0 or nk.running or k.queued.get(n.name, 0) > 0
                     or n.name in self.loading)
             cost = k.cost(n.name, n.spec.max_concurrent, n.loaded, now)
+            drained = frozenset(n.draining)  # being rebuilt or deleted there: hands off
+            models = None if n.models is None else n.models - drained
             out.append(Seen(n.name, n.order, None if busy else max(0.0, now - nk.cached_at),
-                            n.models, cost.holds() - frozenset(n.draining), n.spec.pinned,
+                            models, cost.holds() - drained, n.spec.pinned,
                             n.reliability is Reliability.RELIABLE and n.unfit is None))
         return out
 
