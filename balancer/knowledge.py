@@ -30,7 +30,8 @@ DEMAND = 120.0  # seconds: a user who asked this recently still uses their model
 
 NS = 1e9
 MIN_LEARN_TOKENS = 64  # fewer uncached tokens say more about overhead than about the rate
-MIN_LOAD = 0.5  # seconds: a shorter load_duration is a runner that was already loaded
+MIN_LOAD = 0.5  # seconds: a shorter load_duration is a runner that was already loaded (unless
+# the node held nothing: then it is what a load takes there)
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Running:
     ends_at: float  # on the cost clock
     arrived: float  # time.monotonic() when the request reached the balancer
     first_at: float | None = None  # on the cost clock, when its first byte came
+    cold: bool = False  # sent to a node believed to hold no model: its load_duration is a load
 
 
 @dataclass
@@ -156,6 +158,7 @@ class Knowledge:
 
     def started(self, key: int, name: str, job: Job, est: Estimate, arrived: float) -> None:
         k = self.node(name)
+        cold = k.model is None and not k.also_loaded
         if job.model is not None:
             if job.model != k.model:  # a load evicts (assumed); loaded beside, the last stays
                 kept = frozenset() if k.model is None else frozenset({k.model})
@@ -164,7 +167,8 @@ class Knowledge:
         rates = k.rates.get(job.model or "", DEFAULT_RATES)
         k.cached, k.cached_tokens = job.conversation, job.tokens + int(rates.answer)
         k.cached_at = self.now()
-        k.running[key] = Running(name, job, est, self.now() + est.busy_for, arrived)
+        k.running[key] = Running(name, job, est, self.now() + est.busy_for, arrived,
+                                 cold=cold and est.load > 0)
 
     def first_byte(self, key: int, name: str) -> float | None:
         """The first token came: what is left is generation. Returns the seconds since
@@ -187,7 +191,7 @@ class Knowledge:
         model = run.job.model
         samples: dict[str, float] = {}
         load = _seconds(final.get("load_duration"))
-        if load is not None and load >= MIN_LOAD:
+        if load is not None and (load >= MIN_LOAD or run.cold):
             samples["load"] = load
         prefill = _seconds(final.get("prompt_eval_duration"))
         if prefill and run.estimate.uncached_tokens >= MIN_LEARN_TOKENS:

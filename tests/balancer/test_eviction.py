@@ -153,3 +153,18 @@ def test_a_node_that_never_ran_a_model_uses_what_its_tier_learned() -> None:
     assert estimate("b", k.cost("b", 1, frozenset(), 0.0), job).load == pytest.approx(9.0)
     learn_load(k, "b", 20.0, key=3)  # b now holds qwq: ask its rates
     assert k.cost("b", 1, frozenset(), 0.0).rates_for(QWQ).load == pytest.approx(20.0)
+
+
+def test_a_short_load_on_a_node_that_held_nothing_is_learned_and_shared() -> None:
+    # a small model (or one in the page cache) loads in 0.2 s: a node that held nothing
+    # reports what a load takes there, and its tier's other nodes stop fearing 10 s loads
+    k = Knowledge()
+    for name in ("a", "b"):
+        k.cost(name, 1, frozenset(), 0.0, (0, 0))
+    learn_load(k, "a", 0.2)
+    assert k.cost("b", 1, frozenset(), 0.0).rates_for(QWQ).load == pytest.approx(0.2)
+    # a node that held a model may just have had this one loaded too: not taken as a load
+    k2 = Knowledge()
+    k2.node("c").model = CODE
+    learn_load(k2, "c", 0.2)
+    assert k2.nodes["c"].rates[QWQ].load == pytest.approx(10.0)
