@@ -26,7 +26,7 @@ from .cost import DEFAULT_RATES, Demand, Estimate, Job, NodeCost, Rates
 from .conversation import Conversation
 
 ALPHA = 0.3
-DEMAND = 120.0  # seconds: a user who asked this recently still uses their model
+DEMAND = 60.0  # seconds: a user who asked this recently still uses their model
 
 NS = 1e9
 MIN_LEARN_TOKENS = 64  # fewer uncached tokens say more about overhead than about the rate
