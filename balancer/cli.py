@@ -45,6 +45,16 @@ def parse_bind(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m balancer",
@@ -68,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="open client connections at most (default 0: from the open-files limit)")
     p.add_argument("--max-body-mb", type=int, default=64, metavar="N",
                    help="largest request body read to route it, in MiB (default 64)")
+    p.add_argument("--time-scale", type=positive, default=1.0, metavar="S",
+                   help="for replays only: the nodes run S times faster than the durations they "
+                   "report (a simulator's time scale, e.g. 0.1); default 1 (real Ollama)")
     p.add_argument("--allow-management", action="store_true",
                    help="pass /api/pull, /api/create, /api/delete, ... through instead of 403")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -77,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(silence_timeout=args.timeout, queue_timeout=args.queue_timeout,
                     refuse_management=not args.allow_management, idle_timeout=args.idle_timeout,
-                    max_connections=args.max_connections, max_body=args.max_body_mb * 2**20)
+                    max_connections=args.max_connections, max_body=args.max_body_mb * 2**20,
+                    time_scale=args.time_scale)
 
 
 async def serve(args: argparse.Namespace) -> None:

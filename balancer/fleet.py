@@ -41,6 +41,7 @@ class NodeState:
     runner_num_ctx: int | None = None  # ... loaded with this num_ctx (None: the default)
     learned: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> rates
     queued: int = 0  # requests waiting in the balancer's queue for this node
+    warming: str | None = None  # the model the warmer is loading there (warm.py)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Metrics:
     node_requests: dict[str, int] = field(default_factory=dict)
     node_failures: dict[str, int] = field(default_factory=dict)
     model_loads_caused: int = 0  # requests sent where the estimate counted a model (re)load
+    warmer_loads: int = 0  # loads the balancer's warmer started (warm.py), not requests
     queue_wait_seconds: Histogram = field(default_factory=Histogram)
     first_token_seconds: Histogram = field(default_factory=Histogram)
     # called with ("first_token", model, seconds) and ("load", model, 1.0) as they happen
@@ -167,7 +169,9 @@ class Fleet:
         self.knowledge = Knowledge()
         self.table = _Described(self)
         self._changed = asyncio.Event()
+        self.version = 0  # counts notify(): what a plan made before a change can't know
         self.shared: Shared | None = None  # [cluster]: slots and caches shared through Redis
+        self.warming: dict[str, str] = {}  # node -> the model the warmer is loading there
         self.replace(specs)
 
     # -- reading -------------------------------------------------------------------
@@ -181,7 +185,8 @@ class Fleet:
                    for n in self.nodes.values())
 
     def states(self) -> list[NodeState]:
-        return [replace(n.state(), **self.knowledge.facts(n.name)) for n in self.nodes.values()]
+        return [replace(n.state(), warming=self.warming.get(n.name), **self.knowledge.facts(n.name))
+                for n in self.nodes.values()]
 
     def describe(self) -> str:
         return " | ".join(
@@ -326,6 +331,7 @@ class Fleet:
 
     # -- waiting -------------------------------------------------------------------
     def notify(self) -> None:
+        self.version += 1
         self._changed.set()
         self._changed = asyncio.Event()
 

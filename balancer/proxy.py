@@ -259,6 +259,8 @@ class Proxy:
             await self.fleet.shared.refresh()  # the other balancers' slots and caches
         user = (request.headers.get("X-OpenWebUI-User-Id")
                 or request.headers.get("X-OpenWebUI-User-Email") or request.remote or "")
+        if job is not None:
+            self.fleet.knowledge.saw(user, job.model)
         while True:
             est: Estimate | None = None
             if by_cost:

@@ -11,6 +11,7 @@ Shutdown: stop listening first, so a successor can bind at once, then drain.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import logging
@@ -28,6 +29,7 @@ from .fleetwide import FleetWide
 from .guard import GuardedServer, default_max_connections
 from .pollers import Pollers, listed_models, model_name
 from .proxy import Proxy
+from .warm import Warmer
 
 log = logging.getLogger("balancer")
 BIND_WAIT = 10.0  # seconds to wait for a previous balancer to release the port
@@ -66,12 +68,15 @@ class Balancer:
                  ) -> None:
         self.settings = settings or Settings()
         self.fleet = Fleet(list(nodes or []))
+        self.fleet.knowledge.scale = self.settings.time_scale
         self.host = "127.0.0.1"
         self.port = 0
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.ServerRunner | None = None
         self._pollers: Pollers | None = None
         self._proxy: Proxy | None = None
+        self._warmer: Warmer | None = None
+        self._warming: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -118,6 +123,7 @@ class Balancer:
         """Apply new settings live: the next request, poll and queue wait read them; streams
         under way keep the timeouts they started with."""
         self.settings = settings
+        self.fleet.knowledge.scale = settings.time_scale
         if self._proxy is not None:
             self._proxy.use(settings)
         if self._pollers is not None and self._runner is not None:
@@ -171,6 +177,8 @@ class Balancer:
             raise
         self.host, self.port = host, sock.getsockname()[1]
         self._pollers.sync()
+        self._warmer = Warmer(self.fleet, self._session, lambda: self.settings)
+        self._warming = asyncio.create_task(self._warmer.run(), name="warmer")
         log.info("listening on %s (up to %d connections); %s", self.url,
                  server.max_connections, self.fleet.table)
 
@@ -183,6 +191,12 @@ class Balancer:
             await site.stop()  # closes the listening socket first: a successor can bind now
         if self._pollers is not None:
             await self._pollers.stop()
+        if self._warmer is not None:
+            await self._warmer.stop()
+        if self._warming is not None:
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warming
         if runner.server is not None:
             # Idle keep-alive connections close now; busy ones finish, or are cancelled at the end.
             await asyncio.sleep(0)

@@ -18,10 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .classify import RequestInfo
-from .cost import Entry, Estimate, Hold, Job, estimate, plan, priority, tokens_of
+from .cost import Entry, Estimate, Hold, Job, NodeCost, estimate, plan, priority, tokens_of
 from .fleet import Fleet
 from .knowledge import Knowledge
-from .scheduling import Pick, Reject
+from .scheduling import Pick, Reject, Wait
+
+Decided = Pick | Hold | Reject | Wait
 
 _NUM_CTX = re.compile(rb'"num_ctx"\s*:\s*(\d+)')
 REPLAN = 2.0  # seconds: re-plan at least this often while waiting (estimates age)
@@ -56,27 +58,39 @@ class WaitList:
         self.knowledge = knowledge
         self.waiting: dict[int, tuple[str, int, Entry]] = {}
         self._ids = itertools.count()
+        self._memo: tuple[tuple[int, int], dict[str, NodeCost], dict[int, Decided]] | None = None
 
     def estimate_for(self, node: str, job: Job) -> Estimate:
         n = self.fleet.nodes[node]  # what costs() reads of its view, without building one
         cost = self.knowledge.cost(node, n.spec.max_concurrent, n.loaded, self.knowledge.now())
         return estimate(node, cost, job)
 
+    def _plan(self) -> tuple[dict[str, NodeCost], dict[int, Decided]]:
+        """One plan of every waiting request per change (of the fleet, of the list, or of
+        REPLAN seconds passing), shared by all the waiters that wake for that change."""
+        k = self.knowledge
+        key = (self.fleet.version, int(k.now() / REPLAN))
+        if self._memo is not None and self._memo[0] == key:
+            return self._memo[1], self._memo[2]
+        snap = self.fleet.snapshot()
+        costs = k.costs(snap.nodes)
+        decisions = plan(snap, costs, priority(list(self.waiting.values())), k.demand())
+        k.queued = Counter(x.estimate.node for x in decisions.values() if isinstance(x, Hold))
+        self._memo = (key, costs, decisions)
+        return costs, decisions
+
     async def place(self, info: RequestInfo, job: Job, user: str, tried: frozenset[str],
                     deadline: float) -> tuple[Pick | Reject | TooLong, Estimate | None]:
         """Wait until this request's best node is free; the caller reserves it at once."""
         eid = next(self._ids)
-        self.waiting[eid] = (user, eid, Entry(eid, info, job, tried))
+        self.waiting[eid] = (user, eid, Entry(eid, info, job, tried, user))
+        self._memo = None
         metrics = self.fleet.metrics
         since = time.monotonic()
         first, counted = True, False
         try:
             while True:
-                snap = self.fleet.snapshot()
-                costs = self.knowledge.costs(snap.nodes)
-                decisions = plan(snap, costs, priority(list(self.waiting.values())))
-                self.knowledge.queued = Counter(
-                    x.estimate.node for x in decisions.values() if isinstance(x, Hold))
+                costs, decisions = self._plan()
                 d = decisions[eid]
                 if self.knowledge.hand_off and isinstance(d, Hold) and d.estimate.load == 0:
                     return Pick(d.estimate.node, "handed to its queue (model loaded)"), d.estimate
@@ -100,6 +114,7 @@ class WaitList:
                 await self.fleet.wait_changed(min(remaining, REPLAN * self.knowledge.scale))
         finally:
             del self.waiting[eid]
+            self._memo = None
             if not self.waiting:
                 self.knowledge.queued = {}
             if counted:

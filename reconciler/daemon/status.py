@@ -152,6 +152,9 @@ class _Collector:
         yield reliable
         yield CounterMetricFamily("ollafleet_balancer_model_loads", "Requests sent where a model (re)load was expected",
                                   value=m.model_loads_caused)
+        yield CounterMetricFamily("ollafleet_balancer_warmer_loads",
+                                  "Model loads the balancer's warmer started (pins, orphan reloads)",
+                                  value=m.warmer_loads)
         for name, h, text in (("ollafleet_balancer_queue_wait_seconds", m.queue_wait_seconds,
                                "Time requests waited in the balancer's queue"),
                               ("ollafleet_balancer_first_token_seconds", m.first_token_seconds,

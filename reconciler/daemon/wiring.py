@@ -39,8 +39,13 @@ def model_params(state: DesiredState) -> dict[str, ModelParams]:
 def balancer_nodes(state: DesiredState) -> list[NodeSpec]:
     # models=None: the balancer routes by what each node reports, which is the truth even
     # while the reconciler is still pulling.
+    # pinned: the `keep_loaded` models that belong on the node; the balancer's warmer keeps
+    # them loaded there whenever the node is idle (balancer/warm.py)
     return [NodeSpec(name=n.name, url=n.url, max_concurrent=n.max_concurrent,
-                     capability=n.capability, speed=n.speed) for n in state.nodes]
+                     capability=n.capability, speed=n.speed,
+                     pinned=tuple(normalize_model(m) for m in state.models_on(n)
+                                  if state.models[m].keep_loaded))
+            for n in state.nodes]
 
 
 class Draining(Wrapper[Seen, Work]):

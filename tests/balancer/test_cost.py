@@ -164,7 +164,11 @@ def test_queue_order_earlier_requests_claim_first() -> None:
     out = plan(Snapshot(tuple(nodes)), costs,
                [Entry(1, *first), Entry(2, *second)])
     assert isinstance(out[1], Pick) and out[1].node == "a"
-    # the second codestral request counts the first one's run on a (2 s + 8.3 s) and loads on b
+    # the second codestral request counts the first one's run on a (2 s + 8.3 s): 12.3 s there
+    # against 12 s loading on b is a tie, and a tie goes where no load is needed
+    assert isinstance(out[2], Hold) and out[2].estimate.node == "a"
+    # a clear gain still loads: a longer first answer on a makes b the sooner
+    out = plan(Snapshot(tuple(nodes)), costs, [Entry(1, *req(tokens=20000)), Entry(2, *second)])
     assert isinstance(out[2], Pick) and out[2].node == "b"
 
 
