@@ -55,6 +55,21 @@ DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NS = "library"
 
 
+def listed_name(name: str) -> str:
+    """The name as Ollama lists it in /api/tags (and Open WebUI's Ollama connection after it):
+    normalize_model's form with the declared letter case kept. "codestral-30k" →
+    "codestral-30k:latest"; "registry.ollama.ai/library/QwQ:32b" → "QwQ:32b"."""
+    parts = name.strip().split("/")
+    model = parts[-1] if ":" in parts[-1] else parts[-1] + ":latest"
+    namespace = parts[-2] if len(parts) >= 2 else DEFAULT_NS
+    host = "/".join(parts[:-2]) if len(parts) >= 3 else DEFAULT_HOST
+    if host.lower() != DEFAULT_HOST:
+        return f"{host}/{namespace}/{model}"
+    if namespace.lower() != DEFAULT_NS:
+        return f"{namespace}/{model}"
+    return model
+
+
 def normalize_model(name: str) -> str:
     """Ollama's identity of a model name, the shortest lower-case form it lists (ollama-api.md §0).
     `[host/][namespace/]model[:tag]` is read from the right, so two parts are namespace/model and
@@ -62,15 +77,7 @@ def normalize_model(name: str) -> str:
     under another host); the tag is always present; lookup ignores case.
     "QWQ" → "qwq:latest"; "registry.ollama.ai/library/qwq:32b" → "qwq:32b";
     "registry.ollama.ai/qwq" → "registry.ollama.ai/qwq:latest" (a namespace, not the host)."""
-    parts = name.strip().lower().split("/")
-    model = parts[-1] if ":" in parts[-1] else parts[-1] + ":latest"
-    namespace = parts[-2] if len(parts) >= 2 else DEFAULT_NS
-    host = "/".join(parts[:-2]) if len(parts) >= 3 else DEFAULT_HOST
-    if host != DEFAULT_HOST:
-        return f"{host}/{namespace}/{model}"
-    if namespace != DEFAULT_NS:
-        return f"{namespace}/{model}"
-    return model
+    return listed_name(name).lower()
 
 
 def _parse(body: bytes) -> dict[str, Any]:
@@ -78,7 +85,7 @@ def _parse(body: bytes) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -1,6 +1,9 @@
 """Command line compatible with ollama_load_balancer:
 
     python -m balancer --server "http://HOST:PORT=NAME" ... [--timeout N] [--bind HOST:PORT]
+
+Its defaults are the peer's where a swapped-in binary would notice: it listens on every
+interface, port 11434 (Open WebUI on another PC reaches it as before).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from typing import Any, TextIO, TypeVar
 
 from . import __version__
 from .config import NodeSpec, Settings
+from .logline import LineFormatter
 from .server import Balancer
 
 T = TypeVar("T")
@@ -41,6 +45,16 @@ def parse_bind(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m balancer",
@@ -49,9 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="URL=NAME", help="an Ollama node, e.g. http://10.0.0.5:11434=gpu-1 "
                    "(repeat for each node; order = preference)")
     p.add_argument("--timeout", type=float, default=120.0, metavar="N",
-                   help="seconds of upstream silence before a node is abandoned (0 disables)")
-    p.add_argument("--bind", type=parse_bind, default=("127.0.0.1", 11434), metavar="HOST:PORT",
-                   help="listen address (default 127.0.0.1:11434)")
+                   help="seconds of upstream silence before a node is abandoned (0 disables; "
+                   "default 120, the 2 minutes of ollama_load_balancer's roadmap; its 1.0.3 used 30)")
+    p.add_argument("--bind", type=parse_bind, default=("0.0.0.0", 11434), metavar="HOST:PORT",
+                   help="listen address (default 0.0.0.0:11434: every interface, as "
+                   "ollama_load_balancer; 127.0.0.1:11434 for this PC only)")
     p.add_argument("--queue-timeout", type=float, default=0.0, metavar="N",
                    help="queue requests in the balancer for up to N s and send each to the "
                    "node whose first token comes soonest (default 0: 503 at once when every "
@@ -62,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="open client connections at most (default 0: from the open-files limit)")
     p.add_argument("--max-body-mb", type=int, default=64, metavar="N",
                    help="largest request body read to route it, in MiB (default 64)")
+    p.add_argument("--time-scale", type=positive, default=1.0, metavar="S",
+                   help="for replays only: the nodes run S times faster than the durations they "
+                   "report (a simulator's time scale, e.g. 0.1); default 1 (real Ollama)")
     p.add_argument("--allow-management", action="store_true",
                    help="pass /api/pull, /api/create, /api/delete, ... through instead of 403")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -71,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(silence_timeout=args.timeout, queue_timeout=args.queue_timeout,
                     refuse_management=not args.allow_management, idle_timeout=args.idle_timeout,
-                    max_connections=args.max_connections, max_body=args.max_body_mb * 2**20)
+                    max_connections=args.max_connections, max_body=args.max_body_mb * 2**20,
+                    time_scale=args.time_scale)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -97,8 +117,9 @@ def setup_logging(stream: TextIO) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    logging.basicConfig(level=logging.INFO, stream=stream,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(LineFormatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

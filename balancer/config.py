@@ -36,6 +36,13 @@ class Settings:
     # (None: every request is a person's), and how long one waits behind people at most.
     tasks: TaskIdent | None = None
     task_timeout: float = 60.0
+    # All the bodies it holds at once (budget.py); 0 = four of max_body. When full, a request
+    # waits for room up to queue_timeout, then is answered 503.
+    bodies_budget: int = 0
+    # For replays only: the nodes run this many times faster than the durations they report
+    # (a simulator's time_scale, e.g. 0.1 for 10x). The balancer's learned rates come from
+    # those durations; it converts them to its own clock with this. 1 against real Ollama.
+    time_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,8 @@ class NodeSpec:
     models: tuple[str, ...] | list[str] | None = None  # None = whatever the node reports
     capability: int = 0
     speed: int = 0
+    # models the balancer keeps loaded here (keep_alive -1) while the node is idle (warm.py)
+    pinned: tuple[str, ...] = ()
 
     @property
     def base_url(self) -> str:

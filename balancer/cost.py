@@ -8,12 +8,23 @@ No I/O, no clock. A node's estimate is
 Rates are per node and model, learned from Ollama's final chunk (knowledge.py), with
 defaults from the issue's office (8-12 s loads, ~2,000 prompt tokens/s, ~30 tokens/s).
 
+A choice's total cost is that estimate plus what an eviction costs others: a node that must
+unload model M to load another adds, when it holds the last loaded copy of M among the
+candidates and M is in recent demand, one load of M per other recent user of M (they would
+pay it). So the last copy of a model in use is kept while the request can queue elsewhere
+at a lower total. Among totals within TIE, the order is: no load, no such eviction, then
+overwrite_rank, then the lower total.
+
+Rates: a node's own learned rates for the model, else those learned by the other nodes of
+its tier (capability, speed) for the model (knowledge.py), else the defaults.
+
 `plan()` places every waiting request in priority order on its cheapest node, as if the
 earlier ones already ran there (list scheduling): a request starts now only when its best
 node is free now; otherwise it waits in the balancer and is re-planned on every change.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from .classify import RequestInfo
@@ -21,8 +32,9 @@ from .conversation import Conversation
 from .scheduling import NodeView, Pick, Reject, Reliability, Snapshot, Wait, decide
 
 CHARS_PER_TOKEN = 4.0
-# Estimates this close (seconds) are a tie for the request: it goes where it overwrites no
-# cached conversation, or the least recently used one (overwrite_rank).
+# Totals this close (seconds) are a tie for the request: it goes where it needs no load, then
+# where it evicts no last copy in demand, then where it overwrites no cached conversation, or
+# the least recently used one (overwrite_rank).
 TIE = 0.5
 STALE = 300.0  # seconds: a cached conversation idle this long is taken as left
 
@@ -58,15 +70,21 @@ class NodeCost:
     rates: tuple[tuple[str, Rates], ...] = ()  # learned per model
     also_loaded: frozenset[str] = frozenset()  # other models its GPU holds (small ones fit)
     cached_idle: float = 0.0  # seconds since that conversation last ran (0: running now)
+    shared: Mapping[str, Rates] = field(default_factory=dict)  # learned by its tier's nodes
 
     def rates_for(self, model: str | None) -> Rates:
         return self.learned_rates(model) or DEFAULT_RATES
 
     def learned_rates(self, model: str | None) -> Rates | None:
+        """Its own rates for `model`, else its tier's (None: only the defaults)."""
         for name, r in self.rates:
             if name == model:
                 return r
-        return None
+        return self.shared.get(model) if model is not None else None
+
+    def holds(self) -> frozenset[str]:
+        """The models its GPU holds."""
+        return self.also_loaded | {self.model} if self.model is not None else self.also_loaded
 
 
 @dataclass(frozen=True)
@@ -79,7 +97,7 @@ class Estimate:
     busy_for: float  # ttft + generation: when the slot frees again
     cached_tokens: int
     uncached_tokens: int
-    learned: bool = False  # from this node's own rates for the model, not the defaults
+    learned: bool = False  # from learned rates (its own or its tier's), not the defaults
 
 
 def tokens_of(chars: int) -> int:
@@ -152,6 +170,41 @@ class Entry:
     request: RequestInfo
     job: Job
     tried: frozenset[str] = frozenset()
+    user: str = ""
+
+
+# model -> the users who used it recently (knowledge.py): whom an eviction of it would cost
+Demand = Mapping[str, frozenset[str]]
+
+
+def evicts(cost: NodeCost, job: Job, est: Estimate) -> frozenset[str]:
+    """The models a load for `job` on this node unloads (a load is taken to evict them all)."""
+    if est.load <= 0 or job.model is None:
+        return frozenset()
+    return cost.holds() - {job.model}
+
+
+def copies(costs: Mapping[str, NodeCost], names: list[str]) -> dict[str, int]:
+    """Loaded copies of each model on the named nodes."""
+    out: dict[str, int] = {}
+    for name in names:
+        cost = costs.get(name)
+        if cost is not None:
+            for m in cost.holds():
+                out[m] = out.get(m, 0) + 1
+    return out
+
+
+def eviction_cost(cost: NodeCost, job: Job, est: Estimate, demand: Demand,
+                  loaded: Mapping[str, int], user: str = "") -> float:
+    """Seconds of loads that others pay when this choice unloads the last loaded copy of a
+    model they use: one load of it per recent user other than the requester."""
+    total = 0.0
+    for m in evicts(cost, job, est):
+        others = len(demand.get(m, frozenset()) - {user})
+        if others and loaded.get(m, 0) <= 1:
+            total += others * cost.rates_for(m).load
+    return total
 
 
 @dataclass(frozen=True)
@@ -175,8 +228,15 @@ def _candidates(snapshot: Snapshot, entry: Entry) -> list[NodeView]:
             and (model is None or model not in n.draining)]
 
 
+def reachable(snapshot: Snapshot) -> list[str]:
+    """The nodes whose loaded copies count as within reach: Reliable and fit."""
+    return [n.name for n in snapshot.nodes
+            if n.reliability is Reliability.RELIABLE and n.unfit is None]
+
+
 def choose(snapshot: Snapshot, costs: dict[str, NodeCost], entry: Entry,
-           taken: dict[str, int] | None = None) -> Pick | Hold | Reject | Wait:
+           taken: dict[str, int] | None = None, demand: Demand | None = None,
+           ) -> Pick | Hold | Reject | Wait:
     """Where `entry` goes: Pick (a free node now), Hold (its best node is busy) or Reject.
     The reliability rules stay the peer's: only Reliable nodes are weighed; with none, the
     peer's rule (second chance in turn) decides."""
@@ -187,19 +247,24 @@ def choose(snapshot: Snapshot, costs: dict[str, NodeCost], entry: Entry,
     views = _candidates(snapshot, entry)
     if not views:
         return base  # no Reliable node can serve: the peer's second chance, or wait
-    ests = [(estimate(v.name, costs.get(v.name, NodeCost()), entry.job), v) for v in views]
+    loaded = copies(costs, reachable(snapshot)) if demand else {}
+    ranked = []
+    for v in views:
+        cost = costs.get(v.name, NodeCost())
+        e = estimate(v.name, cost, entry.job)
+        penalty = eviction_cost(cost, entry.job, e, demand, loaded, entry.user) if demand else 0.0
+        ranked.append((e.ttft + penalty, penalty, e, v, cost))
     if entry.request.task is not None:
         # an Open WebUI task waits for a node that holds its model rather than load it, and
         # takes a free one whose cached conversation is least likely to continue
-        warm = [(e, v) for e, v in ests if holds(costs.get(v.name, NodeCost()), v, entry.job.model)]
-        est, view = min(warm or ests, key=lambda ev: (
-            ev[0].start > 0, overwrite_rank(costs.get(ev[1].name, NodeCost()), ev[0]),
-            ev[0].ttft, ev[1].order))
+        warm = [r for r in ranked if holds(r[4], r[3], entry.job.model)]
+        _, _, est, view, _ = min(warm or ranked, key=lambda r: (
+            r[2].start > 0, overwrite_rank(r[4], r[2]), r[0], r[3].order))
     else:
-        soonest = min(e.ttft for e, _ in ests)
-        est, view = min(((e, v) for e, v in ests if e.ttft <= soonest + TIE),
-                        key=lambda ev: (overwrite_rank(costs.get(ev[1].name, NodeCost()), ev[0]),
-                                        ev[0].ttft, ev[1].order))
+        lowest = min(r[0] for r in ranked)
+        _, _, est, view, _ = min((r for r in ranked if r[0] <= lowest + TIE),
+                                 key=lambda r: (r[2].load > 0, r[1] > 0, overwrite_rank(r[4], r[2]),
+                                                r[0], r[3].order))
     free_now = view.in_flight + taken.get(view.name, 0) < view.max_concurrent
     if est.start <= 0 and free_now:
         why = "lowest estimate"
@@ -213,13 +278,13 @@ def choose(snapshot: Snapshot, costs: dict[str, NodeCost], entry: Entry,
     return Hold(est)
 
 
-def plan(snapshot: Snapshot, costs: dict[str, NodeCost], entries: list[Entry]
-         ) -> dict[int, Pick | Hold | Reject | Wait]:
+def plan(snapshot: Snapshot, costs: dict[str, NodeCost], entries: list[Entry],
+         demand: Demand | None = None) -> dict[int, Pick | Hold | Reject | Wait]:
     """Decide every waiting entry, in the given (priority) order."""
     p = _Plan(dict(costs))
     out: dict[int, Pick | Hold | Reject | Wait] = {}
     for entry in entries:
-        d = choose(snapshot, p.costs, entry, p.taken)
+        d = choose(snapshot, p.costs, entry, p.taken, demand)
         out[entry.id] = d
         if isinstance(d, Pick):
             p.taken[d.node] = p.taken.get(d.node, 0) + 1
@@ -230,16 +295,3 @@ def plan(snapshot: Snapshot, costs: dict[str, NodeCost], entries: list[Entry]
             node_cost = p.costs.get(d.estimate.node, NodeCost())
             p.costs[d.estimate.node] = after(node_cost, entry.job, d.estimate)
     return out
-
-
-def priority(entries: list[tuple[str, int, Entry]]) -> list[Entry]:
-    """(user, arrival, entry) -> order: users take turns, each user's requests in arrival
-    order. A request is overtaken only by earlier-ranked requests of other users, so by at
-    most one per other user per turn: no starvation, and a busy user can't crowd out others."""
-    rank: dict[str, int] = {}
-    keyed = []
-    for user, arrival, entry in sorted(entries, key=lambda t: t[1]):
-        turn = rank.get(user, 0)
-        rank[user] = turn + 1
-        keyed.append((turn, arrival, entry))
-    return [e for _, _, e in sorted(keyed, key=lambda t: (t[0], t[1]))]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,7 @@ class NodeState:
     runner_num_ctx: int | None = None  # ... loaded with this num_ctx (None: the default)
     learned: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> rates
     queued: int = 0  # requests waiting in the balancer's queue for this node
+    warming: str | None = None  # the model the warmer is loading there (warm.py)
 
 
 @dataclass
@@ -71,16 +73,33 @@ class Metrics:
     node_requests: dict[str, int] = field(default_factory=dict)
     node_failures: dict[str, int] = field(default_factory=dict)
     model_loads_caused: int = 0  # requests sent where the estimate counted a model (re)load
+    warmer_loads: int = 0  # loads the balancer's warmer started (warm.py), not requests
     queue_wait_seconds: Histogram = field(default_factory=Histogram)
     first_token_seconds: Histogram = field(default_factory=Histogram)
     tasks: TaskMetrics = field(default_factory=TaskMetrics)  # a share of the counts above
+    # called with ("first_token", model, seconds) and ("load", model, 1.0) as they happen
+    # (the daemon's status page keeps its history from them); not part of /status
+    _listeners: list[Callable[[str, str | None, float], None]] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, object]:
         return {k: v.as_dict() if isinstance(v, (Histogram, TaskMetrics)) else v
-                for k, v in self.__dict__.items()}
+                for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def listen(self, listener: Callable[[str, str | None, float], None]) -> None:
+        self._listeners.append(listener)
 
     def observe_queue_wait(self, seconds: float) -> None:
         self.queue_wait_seconds.observe(seconds)
+
+    def observe_first_token(self, model: str | None, seconds: float) -> None:
+        self.first_token_seconds.observe(seconds)
+        for listener in self._listeners:
+            listener("first_token", model, seconds)
+
+    def count_model_load(self, model: str | None) -> None:
+        self.model_loads_caused += 1
+        for listener in self._listeners:
+            listener("load", model, 1.0)
 
 
 class Node:
@@ -96,6 +115,7 @@ class Node:
         self.last_error: str | None = None
         self.poll_error: str | None = None  # what the last failed poll found
         self.foreign: str | None = None  # set when its answers are not Ollama's
+        self.failing: dict[str, str] = {}  # poll path -> the server error it answered
         self.draining: Counter[str] = Counter()  # model -> drains under way
         self.conversation: Conversation | None = None
         self.removed = False
@@ -130,6 +150,8 @@ class Node:
             return f"does not answer like Ollama ({self.foreign})"
         if self.reachable is False:
             return f"is unreachable by the last poll ({self.poll_error})"
+        if self.failing:
+            return f"answers its polls with an error ({'; '.join(self.failing.values())})"
         return None
 
     def view(self) -> NodeView:
@@ -162,8 +184,9 @@ class Fleet:
         self.knowledge = Knowledge()
         self.table = _Described(self)
         self._changed = asyncio.Event()
-        self.changes = 0  # notify() calls: a plan made since the last one still holds
+        self.version = 0  # counts notify(): what a plan made before a change can't know
         self.shared: Shared | None = None  # [cluster]: slots and caches shared through Redis
+        self.warming: dict[str, str] = {}  # node -> the model the warmer is loading there
         self.replace(specs)
 
     # -- reading -------------------------------------------------------------------
@@ -177,7 +200,8 @@ class Fleet:
                    for n in self.nodes.values())
 
     def states(self) -> list[NodeState]:
-        return [replace(n.state(), **self.knowledge.facts(n.name)) for n in self.nodes.values()]
+        return [replace(n.state(), warming=self.warming.get(n.name), **self.knowledge.facts(n.name))
+                for n in self.nodes.values()]
 
     def describe(self) -> str:
         return " | ".join(
@@ -303,9 +327,26 @@ class Fleet:
                      f" ({error})" if error else "", self.table)
         self.notify()
 
+    def poll_failing(self, node: Node, path: str, error: str | None) -> None:
+        """A poll of `path` answered a server error (5xx), or (None) did not: a node whose
+        polls fail is no candidate, like one that does not answer like Ollama."""
+        was_unfit = node.unfit
+        if error is None:
+            if node.failing.pop(path, None) is None:
+                return
+        else:
+            node.failing[path] = error
+            node.last_error = error
+        if was_unfit is None and node.unfit is not None:
+            log.warning("poll: %s %s: no requests go there until a poll finds it well; %s",
+                        node.name, node.unfit, self.table)
+        elif was_unfit is not None and node.unfit is None:
+            log.info("poll: %s answers its polls again; %s", node.name, self.table)
+        self.notify()
+
     # -- waiting -------------------------------------------------------------------
     def notify(self) -> None:
-        self.changes += 1
+        self.version += 1
         self._changed.set()
         self._changed = asyncio.Event()
 

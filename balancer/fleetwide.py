@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .classify import RequestInfo
+from .classify import RequestInfo, normalize_model
 from .fleet import Fleet
 from .pollers import Pollers, listed_models, model_name
 
@@ -61,11 +61,15 @@ class FleetWide:
     async def gather(self, path: str) -> list[Any]:
         return await self.pollers.listings(path)
 
-    async def answer(self, request: web.BaseRequest, info: RequestInfo) -> web.Response:
+    async def answer(self, request: web.BaseRequest, info: RequestInfo,
+                     hidden: frozenset[str] = frozenset()) -> web.Response:
+        """`hidden`: normalised names left out of the model lists people pick from (the -v1
+        helper models the reconciler builds for /v1 clients, which are served all the same)."""
         if info.path == "/api/ps":
             body = {"models": union(await self.gather("/api/ps"), "expires_at")}
         else:
-            models = union(await self.gather("/api/tags"), "modified_at")
+            models = [m for m in union(await self.gather("/api/tags"), "modified_at")
+                      if normalize_model(model_name(m)) not in hidden]
             if info.path == "/v1/models":
                 text = json.dumps(openai_models(models)) + "\n"
                 return web.Response(body=text.encode(), headers={"Content-Type": "application/json"})

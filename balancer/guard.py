@@ -7,6 +7,10 @@ at most `max_connections` are open. When a new one would pass the bound, the old
 connection with no request in progress (idle, or still sending its header) is closed to
 make room; if every connection is serving a request, the new one is refused. Either way
 the balancer logs it once per episode and counts it for /metrics.
+
+Every port the daemon listens on is guarded so: the balancer's (GuardedServer) and the status
+page's (GuardedAppRunner, an aiohttp Application behind the same server), so a flood of
+half-sent requests on one cannot take the open files the other, or a pass, needs.
 """
 from __future__ import annotations
 
@@ -36,9 +40,13 @@ def raise_open_files_limit() -> int:
     return soft
 
 
+STATUS_MAX_CONNECTIONS = 64  # the daemon's status port: a few browsers and a scraper
+
+
 def default_max_connections() -> int:
-    """Each client connection may need one to a node, plus a margin for polls and logs."""
-    return max(64, (raise_open_files_limit() - 64) // 2)
+    """Each client connection may need one to a node, plus a margin for polls, logs, files
+    and the daemon's status port (its own bound)."""
+    return max(64, (raise_open_files_limit() - 64 - STATUS_MAX_CONNECTIONS) // 2)
 
 
 class _Handler(RequestHandler):
@@ -67,8 +75,9 @@ class _Handler(RequestHandler):
 
 class GuardedServer(web.Server):
     def __init__(self, handler: Any, *, metrics: Metrics, max_connections: int,
-                 idle_timeout: float, **kwargs: Any) -> None:
+                 idle_timeout: float, port: str = "balancer", **kwargs: Any) -> None:
         super().__init__(handler, keepalive_timeout=idle_timeout, **kwargs)
+        self.port = port  # which port, for the log line
         self.metrics = metrics
         self.max_connections = max_connections
         self.open: dict[_Handler, None] = {}  # in the order they opened
@@ -90,10 +99,11 @@ class GuardedServer(web.Server):
             victim = next((h for h in self.open if h.idle), None)
             if not self._warned:
                 self._warned = True
-                log.warning("connection limit reached (%d open, max_connections = %d): "
-                            "closing idle connections first, then refusing new ones; raise "
-                            "max_connections (and LimitNOFILE) if these are real clients",
-                            len(self.open), self.max_connections)
+                log.warning("%s port: connection limit reached (%d open, max %d): closing "
+                            "idle connections first, then refusing new ones%s", self.port,
+                            len(self.open), self.max_connections,
+                            "; raise max_connections (and LimitNOFILE) if these are real "
+                            "clients" if self.port == "balancer" else "")
             self.metrics.connections_refused_total += 1
             if victim is None:
                 transport.abort()  # type: ignore[attr-defined]
@@ -104,6 +114,23 @@ class GuardedServer(web.Server):
                 victim.transport.abort()
         elif self._warned and len(self.open) < self.max_connections * 9 // 10:
             self._warned = False
-            log.info("connections back under the limit (%d open)", len(self.open))
+            log.info("%s port: connections back under the limit (%d open)", self.port,
+                     len(self.open))
         self.open[handler] = None
         self.metrics.connections_open = len(self.open)
+
+
+class GuardedAppRunner(web.AppRunner):
+    """An aiohttp Application served by a GuardedServer (its own bound and counters)."""
+
+    def __init__(self, app: web.Application, *, metrics: Metrics, max_connections: int,
+                 idle_timeout: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.guard = (metrics, max_connections, idle_timeout)
+
+    async def _make_server(self) -> web.Server:
+        plain = await super()._make_server()  # starts and freezes the app
+        metrics, max_connections, idle_timeout = self.guard
+        return GuardedServer(plain.request_handler, request_factory=plain.request_factory,
+                             metrics=metrics, max_connections=max_connections,
+                             idle_timeout=idle_timeout, port="status", access_log=None)

@@ -5,7 +5,13 @@ the conversation its slot caches, and when each running request should end. Rate
 learned per node and model from Ollama's final chunk: load_duration, eval_count/duration,
 and prefill from prompt_eval_duration over our own estimate of the uncached part (Ollama's
 prompt_eval_count is the whole prompt even on a cache hit). The first sample replaces the
-defaults; later ones weigh ALPHA each, so a changed GPU shows after a few requests.
+defaults; later ones weigh ALPHA each, so a changed GPU shows after a few requests. Each
+sample also feeds the rates of the node's tier (capability, speed) for that model, which a
+node that never ran the model uses before the defaults.
+
+Demand: the model each user last asked for, and when; a user counts for that model while
+they asked within DEMAND seconds (what an eviction would cost them, cost.py; what the warmer
+reloads, warm.py).
 
 `scale` converts Ollama's reported seconds to the balancer's clock: 1 in production; a
 benchmark that runs simulated nodes faster than real time sets it to their time_scale.
@@ -16,14 +22,16 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .cost import DEFAULT_RATES, Estimate, Job, NodeCost, Rates
+from .cost import DEFAULT_RATES, Demand, Estimate, Job, NodeCost, Rates
 from .conversation import Conversation
 
 ALPHA = 0.3
+DEMAND = 60.0  # seconds: a user who asked this recently still uses their model
 
 NS = 1e9
 MIN_LEARN_TOKENS = 64  # fewer uncached tokens say more about overhead than about the rate
-MIN_LOAD = 0.5  # seconds: a shorter load_duration is a runner that was already loaded
+MIN_LOAD = 0.5  # seconds: a shorter load_duration is a runner that was already loaded (unless
+# the node held nothing: then it is what a load takes there)
 
 
 @dataclass
@@ -34,6 +42,7 @@ class Running:
     ends_at: float  # on the cost clock
     arrived: float  # time.monotonic() when the request reached the balancer
     first_at: float | None = None  # on the cost clock, when its first byte came
+    cold: bool = False  # sent to a node believed to hold no model: its load_duration is a load
 
 
 @dataclass
@@ -46,6 +55,7 @@ class NodeKnowledge:
     rates: dict[str, Rates] = field(default_factory=dict)
     also_loaded: frozenset[str] = frozenset()  # what the last poll listed besides `model`
     running: dict[int, Running] = field(default_factory=dict)
+    tier: tuple[int, int] = (0, 0)  # (capability, speed)
 
 
 def _mix(old: float, sample: float) -> float:
@@ -61,6 +71,33 @@ class Knowledge:
         # once (Ollama queues it behind its slot) instead of holding it in the balancer.
         # Off: holding keeps the choice open (scripts/bench_schedule.py measures both).
         self.hand_off = False
+        self.tiers: dict[tuple[int, int], dict[str, Rates]] = {}  # learned per tier and model
+        self.asked: dict[str, tuple[str, float]] = {}  # user -> (model, cost clock)
+        self._demand: tuple[float, Demand] = (-1.0, {})
+
+    # -- demand --------------------------------------------------------------------
+    def saw(self, user: str, model: str | None) -> None:
+        """`user` asked for `model`: their demand moves to it."""
+        if model is not None:
+            self.asked[user] = (model, self.now())
+            self._demand = (-1.0, {})
+
+    def demand(self) -> Demand:
+        """model -> the users who asked for it within DEMAND seconds (computed at most once
+        per second of the cost clock, or after a new request)."""
+        now = self.now()
+        at, cached = self._demand
+        if at >= 0 and now - at < 1.0:
+            return cached
+        out: dict[str, set[str]] = {}
+        for user, (model, when) in list(self.asked.items()):
+            if now - when > DEMAND:
+                del self.asked[user]
+            else:
+                out.setdefault(model, set()).add(user)
+        demand = {m: frozenset(u) for m, u in out.items()}
+        self._demand = (now, demand)
+        return demand
 
     def now(self) -> float:
         """The cost clock: seconds as Ollama reports them."""
@@ -72,8 +109,11 @@ class Knowledge:
             k = self.nodes[name] = NodeKnowledge()
         return k
 
-    def cost(self, name: str, slots: int, loaded: frozenset[str], now: float) -> NodeCost:
+    def cost(self, name: str, slots: int, loaded: frozenset[str], now: float,
+             tier: tuple[int, int] | None = None) -> NodeCost:
         k = self.node(name)
+        if tier is not None:
+            k.tier = tier
         ends = sorted(max(r.ends_at - now, 0.05 * r.estimate.busy_for + 0.1)
                       for r in k.running.values())
         slots = max(1, slots)
@@ -84,11 +124,13 @@ class Knowledge:
             model = min(loaded)  # polled, never sent: assume the default num_ctx
         return NodeCost(tuple(free), model, ctx, k.cached, k.cached_tokens,
                         tuple(k.rates.items()), k.also_loaded - {model or ""},
-                        0.0 if k.running else max(0.0, now - k.cached_at))
+                        0.0 if k.running else max(0.0, now - k.cached_at),
+                        self.tiers.get(k.tier, {}))
 
     def costs(self, views: Any) -> dict[str, NodeCost]:
         now = self.now()
-        return {v.name: self.cost(v.name, v.max_concurrent, v.loaded, now) for v in views}
+        return {v.name: self.cost(v.name, v.max_concurrent, v.loaded, now,
+                                  (v.capability, v.speed)) for v in views}
 
     def facts(self, name: str) -> dict[str, Any]:
         """NodeState fields: what the balancer knows of the node's GPU."""
@@ -116,6 +158,7 @@ class Knowledge:
 
     def started(self, key: int, name: str, job: Job, est: Estimate, arrived: float) -> None:
         k = self.node(name)
+        cold = k.model is None and not k.also_loaded
         if job.model is not None:
             if job.model != k.model:  # a load evicts (assumed); loaded beside, the last stays
                 kept = frozenset() if k.model is None else frozenset({k.model})
@@ -124,7 +167,8 @@ class Knowledge:
         rates = k.rates.get(job.model or "", DEFAULT_RATES)
         k.cached, k.cached_tokens = job.conversation, job.tokens + int(rates.answer)
         k.cached_at = self.now()
-        k.running[key] = Running(name, job, est, self.now() + est.busy_for, arrived)
+        k.running[key] = Running(name, job, est, self.now() + est.busy_for, arrived,
+                                 cold=cold and est.load > 0)
 
     def first_byte(self, key: int, name: str) -> float | None:
         """The first token came: what is left is generation. Returns the seconds since
@@ -145,27 +189,35 @@ class Knowledge:
         if run is None or final is None or run.job.model is None:
             return
         model = run.job.model
-        first = model not in k.rates  # a first sample replaces the defaults outright
-        r = k.rates.get(model, DEFAULT_RATES)
-        mix = (lambda old, sample: sample) if first else _mix
-        learned: dict[str, float] = {}  # one replace() at the end: this runs for every request
+        samples: dict[str, float] = {}
         load = _seconds(final.get("load_duration"))
-        if load is not None and load >= MIN_LOAD:
-            learned["load"] = mix(r.load, load)
+        if load is not None and (load >= MIN_LOAD or run.cold):
+            samples["load"] = load
         prefill = _seconds(final.get("prompt_eval_duration"))
         if prefill and run.estimate.uncached_tokens >= MIN_LEARN_TOKENS:
-            learned["prefill"] = mix(r.prefill, run.estimate.uncached_tokens / prefill)
+            samples["prefill"] = run.estimate.uncached_tokens / prefill
         count, gen = final.get("eval_count"), _seconds(final.get("eval_duration"))
         if gen is None and run.first_at is not None and isinstance(count, int) and count > 1 \
                 and final.get("streamed", True):
             gen = self.now() - run.first_at  # /v1, Anthropic: no durations, our own clock
         if isinstance(count, int) and count > 0:
-            learned["answer"] = mix(r.answer, count)
+            samples["answer"] = count
             if gen:
-                learned["gen"] = mix(r.gen, count / gen)
+                samples["gen"] = count / gen
             if k.cached is run.job.conversation:
                 k.cached_tokens = run.job.tokens + count
-        k.rates[model] = replace(r, **learned) if learned else r
+        _learn(k.rates, model, samples)
+        if samples:
+            _learn(self.tiers.setdefault(k.tier, {}), model, samples)
+
+
+def _learn(rates: dict[str, Rates], model: str, samples: dict[str, float]) -> None:
+    """Mix samples into `rates[model]`: a first sample replaces the defaults outright."""
+    r = rates.get(model)
+    if r is None:
+        rates[model] = replace(DEFAULT_RATES, **samples) if samples else DEFAULT_RATES
+    elif samples:  # one replace(): this runs for every request
+        rates[model] = replace(r, **{f: _mix(getattr(r, f), v) for f, v in samples.items()})
 
 
 def _seconds(ns: Any) -> float | None:

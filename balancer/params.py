@@ -16,11 +16,11 @@ declared model, in each dialect's own fields:
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from . import gojson
 from .classify import normalize_model
 
 Mode = Literal["fill", "enforce", "off"]
@@ -62,15 +62,20 @@ def apply_params(path: str, body: bytes, params: Mapping[str, ModelParams], mode
 
 
 def applied(path: str, body: bytes, params: Mapping[str, ModelParams], mode: Mode,
-            has_model: Callable[[str], bool] = lambda _: True) -> tuple[bytes, dict[str, Any] | None]:
+            has_model: Callable[[str], bool] = lambda _: True,
+            data: Any = None) -> tuple[bytes, dict[str, Any] | None]:
     """apply_params, and the JSON object the returned body holds when it was decoded here
-    (None when it was not), so that the proxy does not decode every body twice."""
+    (None when it was not), so that the proxy does not decode every body twice. `data`: the
+    body already decoded (gojson.decode, canonical); it is changed in place."""
     if mode == "off" or not params or (path not in NATIVE and path not in V1_FIELDS):
         return body, None
-    try:
-        data = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
-        return body, None
+    if data is None:
+        try:
+            data, rewrite = gojson.decode(body) if body else (None, False)
+        except ValueError:  # also BadJson: the proxy refuses those before
+            return body, None
+        if rewrite and isinstance(data, dict):
+            body = gojson.encode(data)
     if not isinstance(data, dict):
         return body, None
     name = data.get("model") or data.get("name")
@@ -82,7 +87,7 @@ def applied(path: str, body: bytes, params: Mapping[str, ModelParams], mode: Mod
         changed = _native(data, declared, enforce)
     else:
         changed = _v1(data, V1_FIELDS[path], declared, enforce, has_model)
-    return (json.dumps(data, separators=(",", ":")).encode() if changed else body), data
+    return (gojson.encode(data) if changed else body), data
 
 
 def _native(data: dict[str, Any], p: ModelParams, enforce: bool) -> bool:

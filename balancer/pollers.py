@@ -26,6 +26,16 @@ class NotOllama(Exception):
     """The node answered, but not as Ollama does."""
 
 
+def _head(text: str, limit: int) -> str:
+    """At most `limit` characters, cut between words: a token is shown whole (for the daemon's
+    scrubber to find it) or not at all, never as a prefix."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit + 1]
+    last = max(head.rfind(c) for c in " \t\r\n")     # the partial word after it goes
+    return head[:last].rstrip() if last >= 0 else ""
+
+
 async def fetch_json(session: aiohttp.ClientSession, node: Node, path: str,
                      timeout: aiohttp.ClientTimeout) -> Any:
     async with session.get(node.spec.base_url + path, timeout=timeout) as resp:
@@ -35,7 +45,7 @@ async def fetch_json(session: aiohttp.ClientSession, node: Node, path: str,
             raise NotOllama(f"{path} answered HTTP {resp.status} {ctype or 'without a type'}")
         if resp.status != 200:
             raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
-                                              message=body[:200].decode(errors="replace"))
+                                              message=_head(body.decode(errors="replace"), 200))
         try:
             data = json.loads(body)
         except ValueError:
@@ -109,11 +119,14 @@ class Pollers:
             self.fleet.update_poll(node, None, None, None)
             log.warning("poll: %s %s answered HTTP %s: %s", node.name, path, exc.status,
                         exc.message)
+            self.fleet.poll_failing(node, path, f"{path} answered HTTP {exc.status}: "
+                                    f"{exc.message}" if exc.status >= 500 else None)
             return self.cache.get((node.name, path))
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             self.fleet.update_poll(node, None, None,
                                    poll_error(path, exc, self.connect_timeout))
             return self.cache.get((node.name, path))
+        self.fleet.poll_failing(node, path, None)
         if node.removed:
             return data
         self.cache[(node.name, path)] = data
@@ -157,6 +170,16 @@ class Pollers:
         if stale:
             await asyncio.wait(stale, timeout=self.connect_timeout)
         return [self.cache.get((n.name, path)) for n in nodes]
+
+    async def recheck(self, timeout: float) -> bool:
+        """Ask every node the polls ruled out again now, waiting up to `timeout` s (for a
+        request nothing else can serve); True when one of them is a candidate again. A node
+        that still answers unlike Ollama (a web server's page) stays out, as the poll rules."""
+        unfit = [n for n in self.fleet.nodes.values() if n.unfit is not None]
+        if not unfit:
+            return False
+        await asyncio.wait([self.live(n, "/api/tags") for n in unfit], timeout=timeout)
+        return any(n.unfit is None for n in unfit)
 
     def forget(self, name: str) -> None:
         """Drop what a removed node last said."""

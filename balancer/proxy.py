@@ -11,13 +11,15 @@ import io
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from . import errors
+from . import errors, gojson
+from .budget import BODIES_PER_BUDGET, BodyBudget
 from .classify import INFERENCE_PATHS, RequestInfo, classify, is_management, normalize_model
 from .config import Settings
 from .fleet import Fleet, Node
@@ -39,6 +41,28 @@ DECODED = frozenset({"gzip", "deflate", "br", "zstd"})
 BIG_BODY = 512 * 1024  # sent in pieces so one request can't hog the event loop
 SMALL_BODY = 64 * 1024  # a body the route needs no look into is read (and retried) up to this
 UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError, OSError, ValueError)  # ValueError: bad URL
+
+
+ERROR_BODY = 64 * 1024  # an error answer longer than this is not compared with others
+
+
+@dataclass(frozen=True)
+class Suspect:
+    """A node's error answer to this request, not yet counted against it."""
+    node: Node
+    error: str
+    said: tuple[int, bytes]  # status and body
+
+
+async def _read_some(content: aiohttp.StreamReader, first: bytes, limit: int) -> bytes:
+    """`first` and what follows, until the end or `limit` bytes."""
+    data = first
+    while len(data) <= limit and not content.at_eof():
+        chunk = await content.readany()
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def json_response(request: web.BaseRequest, status: int, message: str) -> web.Response:
@@ -97,6 +121,8 @@ class Proxy:
         self.preempted: set[int] = set()
         self.waitlist.tasks_on = self._tasks_on
         self.waitlist.preempt = self._preempt
+        self.ready = asyncio.Event()  # set once the first polls are in (server.py)
+        self.bodies = BodyBudget()
         self.use(settings)
 
     def use(self, settings: Settings) -> None:
@@ -113,6 +139,8 @@ class Proxy:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Refuse what can be refused before reading the body; read only a body the route
         must look into (its model), up to max_body; stream any other large body."""
+        if not self.ready.is_set():
+            await self.ready.wait()  # the port opened before the first polls: bounded wait
         self.fleet.metrics.requests_total += 1
         method, path = request.method, request.path
         s = self.settings
@@ -123,38 +151,83 @@ class Proxy:
         if not looks_inside:
             info = classify(method, path)
             if info.kind == "listing":
-                return await self.fleetwide.answer(request, info)
+                return await self.fleetwide.answer(request, info, frozenset(self.runner_of))
             if request.body_exists and (length is None or length > SMALL_BODY):
                 return await self.route(request, info, request.content)  # streamed as it comes
             return await self.route(request, info, await request.read())
         if s.queue_timeout <= 0 and path in INFERENCE_PATHS and not self.fleet.any_free():
             # no node at all, every node busy or ruled out by the polls: 503 whatever the model
             blind = decide(self.fleet.snapshot(), RequestInfo("inference", path, uses_slot=True))
-            if isinstance(blind, Reject) and blind.status == 503:
+            if isinstance(blind, Reject) and blind.status == 503 and not await self._revived():
                 self.fleet.metrics.rejected_total += 1
                 return json_response(request, 503, blind.message)
         if length is not None and length > s.max_body:
             return self._too_large(request)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            try:  # a client that stops sending its body is not waited for forever
-                chunk = await asyncio.wait_for(request.content.readany(), s.idle_timeout or None)
-            except TimeoutError:
-                self.fleet.metrics.connections_timed_out_total += 1
-                return self._refuse(request, 408, f"no byte of the request body for "
-                                    f"{s.idle_timeout:g} s (idle_timeout)")
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > s.max_body:
-                return self._too_large(request)
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        parsed = None
+        held = 0  # bytes of this body counted in the budget (budget.py)
+        try:
+            if length and not self.bodies.try_take(length, self._budget()):
+                if not await self.bodies.take(length, self._budget(), s.queue_timeout):
+                    return self._no_room(request)
+            held = length or 0
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                try:  # a client that stops sending its body is not waited for forever
+                    chunk = await asyncio.wait_for(request.content.readany(), s.idle_timeout or None)
+                except TimeoutError:
+                    self.fleet.metrics.connections_timed_out_total += 1
+                    return self._refuse(request, 408, f"no byte of the request body for "
+                                        f"{s.idle_timeout:g} s (idle_timeout)")
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > s.max_body:
+                    return self._too_large(request)
+                if size > held:  # no Content-Length: counted as it comes
+                    if not await self.bodies.take(size - held, self._budget(), s.queue_timeout):
+                        return self._no_room(request)
+                    held = size
+                chunks.append(chunk)
+            body = b"".join(chunks)
+            chunks.clear()
+            try:
+                body, info = self._as_ollama_reads(method, path, body)
+            except gojson.BadJson as exc:
+                return self._refuse(request, 400, str(exc))
+            return await self.route(request, info, body)
+        finally:
+            if held:
+                self.bodies.give(held)
+
+    def _as_ollama_reads(self, method: str, path: str, body: bytes) -> tuple[bytes, RequestInfo]:
+        """The body decoded as the node will decode it (Go: keys case-insensitive, the later
+        one wins) and forwarded so, with the declared parameters applied: what the route and
+        the parameters see is what Ollama runs. The decoded object is dropped on return: only
+        the bytes stay in memory while the answer runs."""
+        s = self.settings
+        try:
+            parsed, rewrite = gojson.decode(body) if body else (None, False)
+        except gojson.BadJson:
+            raise
+        except ValueError:  # not JSON: the node answers it
+            parsed, rewrite = None, False
+        data = parsed if isinstance(parsed, dict) else {}
+        if rewrite:
+            body = gojson.encode(data)
         if s.model_params:
-            body, parsed = applied(path, body, s.model_params, s.apply_model_params, self._has_model)
-        return await self.route(request, classify(method, path, body, parsed, s.tasks), body)
+            body, _ = applied(path, body, s.model_params, s.apply_model_params, self._has_model, data)
+        return body, classify(method, path, body, data, s.tasks)
+
+    def _budget(self) -> int:
+        s = self.settings
+        return max(s.max_body, s.bodies_budget or BODIES_PER_BUDGET * s.max_body)
+
+    def _no_room(self, request: web.BaseRequest) -> web.Response:
+        resp = self._refuse(request, 503, (
+            f"the balancer holds {self.bodies.held // 2**20} MiB of request bodies, its limit: "
+            f"retry in a moment"))
+        resp.headers["Retry-After"] = "1"
+        return resp
 
     def _too_large(self, request: web.BaseRequest) -> web.Response:
         limit = self.settings.max_body
@@ -167,6 +240,12 @@ class Proxy:
         resp = json_response(request, status, message)
         resp.force_close()  # the unread rest of the body must not be taken for a next request
         return resp
+
+    async def _revived(self) -> bool:
+        """Nothing can serve a request: before a 503, ask the nodes the polls ruled out again,
+        for at most the connect timeout, so a network that came back is served at once instead
+        of after the next poll. True when one of them is a candidate again."""
+        return await self.fleetwide.pollers.recheck(self.settings.connect_timeout)
 
     def _has_model(self, model: str) -> bool:
         # the nodes' own `models`, not a snapshot: this runs for every /v1 request it rewrites
@@ -181,6 +260,8 @@ class Proxy:
                    and isinstance(data, bytes))
         metrics = self.fleet.metrics
         tried: set[str] = set()
+        rechecked = False
+        suspects: list[Suspect] = []
         last_error: errors.UpstreamError | None = None
         deadline = time.monotonic() + self.settings.queue_timeout
         if info.task is not None and self.settings.task_timeout > 0:
@@ -191,6 +272,8 @@ class Proxy:
             await self.fleet.shared.refresh()  # the other balancers' slots and caches
         user = (request.headers.get("X-OpenWebUI-User-Id")
                 or request.headers.get("X-OpenWebUI-User-Email") or request.remote or "")
+        if job is not None:
+            self.fleet.knowledge.saw(user, job.model)
         while True:
             est: Estimate | None = None
             if by_cost:
@@ -205,6 +288,10 @@ class Proxy:
                 resp.headers["Retry-After"] = str(decision.retry_after)
                 return resp
             if isinstance(decision, Reject):
+                if decision.status == 503 and not rechecked and decision.code != "gone":
+                    rechecked = True
+                    if await self._revived():
+                        continue
                 if decision.code != "gone":
                     metrics.rejected_total += 1
                 return self._reject(request, info, decision, last_error)
@@ -215,12 +302,12 @@ class Proxy:
             if job is not None:
                 self._started(info, node, job, est or self.waitlist.estimate_for(node.name, job))
             if info.task is not None and by_cost:
-                result = await self._task_attempt(request, info, node, data, tried)
+                result = await self._task_attempt(request, info, node, data, tried, suspects)
                 if result is None:  # stopped for a person: back to the queue
                     tried.discard(node.name)
                     continue
             else:
-                result = await self._attempt(request, info, node, data, tried)
+                result = await self._attempt(request, info, node, data, tried, suspects)
             if isinstance(result, web.StreamResponse):
                 return result
             last_error = result
@@ -229,7 +316,7 @@ class Proxy:
             metrics.retries_total += 1
 
     async def _task_attempt(self, request: web.BaseRequest, info: RequestInfo, node: Node,
-                            data: Any, tried: set[str]
+                            data: Any, tried: set[str], suspects: list[Suspect]
                             ) -> web.StreamResponse | errors.UpstreamError | None:
         """An Open WebUI task on `node`, stoppable for a person (None: it was stopped before
         its answer began; the node saw a disconnect and stopped)."""
@@ -238,7 +325,7 @@ class Proxy:
         running = self.tasks_running.setdefault(node.name, {})
         running[id(info)] = me
         try:
-            return await self._attempt(request, info, node, data, tried)
+            return await self._attempt(request, info, node, data, tried, suspects)
         except asyncio.CancelledError:
             if id(info) in self.preempted and me.uncancel() == 0:
                 self.fleet.metrics.tasks.preempted_total += 1
@@ -304,7 +391,7 @@ class Proxy:
                 log.info("%s task on %s loads %s (no node that holds it was free in time)",
                          info.task, node.name, job.model)
         if est.load > 0:
-            self.fleet.metrics.model_loads_caused += 1
+            self.fleet.metrics.count_model_load(job.model)
 
     async def _take_shared(self, info: RequestInfo, pick: Pick) -> bool:
         """[cluster]: take the slot in Redis too; False when another balancer filled it."""
@@ -342,10 +429,15 @@ class Proxy:
         return isinstance(decide(self.fleet.snapshot(), info, frozenset(tried)), Pick)
 
     async def _attempt(self, request: web.BaseRequest, info: RequestInfo, node: Node,
-                       data: Any, tried: set[str]
+                       data: Any, tried: set[str], suspects: list[Suspect]
                        ) -> web.StreamResponse | errors.UpstreamError:
         """Serve the request from `node`; an error result means nothing reached the client
-        yet, so the caller may try the next node."""
+        yet, so the caller may try the next node.
+
+        Reliability changes only on node faults: an error answer (5xx) that another node gave
+        word for word is the client's (a wrong option type fails the same everywhere) and is
+        passed on, no node marked. So a node's error answer is held as a suspect while the
+        next node is tried; it counts against its node once another node does otherwise."""
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP
                    and not (k.lower() == "content-encoding" and v.strip().lower() in DECODED)]
         upstream: aiohttp.ClientResponse | None = None
@@ -363,7 +455,7 @@ class Proxy:
                 first = await upstream.content.readany()
                 waited = self.fleet.knowledge.first_byte(id(info), node.name)
                 if waited is not None:
-                    self.fleet.metrics.first_token_seconds.observe(waited)
+                    self.fleet.metrics.observe_first_token(info.model, waited)
             except UPSTREAM_ERRORS as exc:
                 failure = upstream_error(node.name, exc, self.settings.silence_timeout,
                                          "before first byte", self.settings.connect_timeout)
@@ -377,7 +469,24 @@ class Proxy:
                 failure = errors.UpstreamError(node.name, f"{status_text} {what}, not Ollama's")
                 event, error = Event.FAILED, str(failure)
                 return failure
-            if self._worth_retrying(info, node, upstream.status, tried):
+            if (upstream.status >= 500 and upstream.status != 503
+                    and info.kind in ("inference", "model_info")):
+                try:
+                    first = await _read_some(upstream.content, first, ERROR_BODY)
+                except UPSTREAM_ERRORS as exc:
+                    failure = upstream_error(node.name, exc, self.settings.silence_timeout,
+                                             "in its error answer", self.settings.connect_timeout)
+                    event, error = Event.FAILED, str(failure)
+                    return failure
+                said = (upstream.status, first) if upstream.content.at_eof() else None
+                if said is not None and any(s.said == said for s in suspects):
+                    event = Event.CLIENT_ERROR  # the same answer from two nodes: passed on
+                    suspects.clear()
+                elif said is not None and self._worth_retrying(info, node, upstream.status, tried):
+                    event = Event.CLIENT_ERROR  # held: it counts once another node differs
+                    suspects.append(Suspect(node, f"node {node.name}: {status_text}", said))
+                    return errors.UpstreamError(node.name, status_text)
+            if event is None and self._worth_retrying(info, node, upstream.status, tried):
                 # Nothing reached the client yet and another node can answer instead.
                 if upstream.status >= 500 and upstream.status != 503:
                     event, error = Event.FAILED, f"node {node.name}: {status_text}"
@@ -418,7 +527,9 @@ class Proxy:
                 event, error = Event.FAILED, f"node {node.name}: stream ended without its end marker"
                 await self._cut(request, resp, info, node, error)
                 return resp
-            if upstream.status == 503:
+            if event is Event.CLIENT_ERROR:
+                pass
+            elif upstream.status == 503:
                 event = Event.BUSY
             elif upstream.status >= 500:
                 event, error = Event.FAILED, f"node {node.name}: {status_text}"
@@ -444,6 +555,10 @@ class Proxy:
                     upstream.close()  # the node sees the disconnect and stops generating
             self.fleet.knowledge.ended(id(info), node.name, final)
             self.fleet.release(node, event or Event.FAILED, error, slot=info.uses_slot)
+            if suspects and event in (None, Event.COMPLETED, Event.FAILED):
+                for held in suspects:  # another node did otherwise: their errors were theirs
+                    self.fleet.release(held.node, Event.FAILED, held.error, slot=False)
+                suspects.clear()
             if self.fleet.shared is not None and info.uses_slot:
                 self.fleet.shared.release(node.name, id(info))
 

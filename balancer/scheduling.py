@@ -29,6 +29,7 @@ class Event(str, Enum):
     CLIENT_CANCELLED = "client_cancelled"  # the client went away: not the node's fault
     SECOND_CHANCE = "second_chance"  # an unreliable node is picked in its turn
     BUSY = "busy"  # the node answered 503 (its own queue is full): alive, not promoted
+    CLIENT_ERROR = "client_error"  # it answered an error another node answered too: the client's
 
 
 def next_reliability(current: Reliability, event: Event) -> Reliability:

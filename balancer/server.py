@@ -3,29 +3,33 @@
 aiohttp's low-level web.Server with handler_cancellation=True: a client that goes
 away cancels its handler at once, so the proxy closes the upstream at once.
 
-Start-up: bind (waiting for a previous balancer on the same port to let go of it), poll
-every node once (or until the connect timeout passes), and only then listen: a client that
-connects once the port accepts is routed with the polls' knowledge. Shutdown: stop listening
-first, so a successor can bind at once, then drain.
+Start-up: bind (waiting for a previous balancer on the same port to let go of it) and listen
+at once, then poll every node once (or until the connect timeout passes); requests that
+arrive meanwhile are held until then, so none is refused and none is routed blind.
+Shutdown: stop listening first, so a successor can bind at once, then drain.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import logging
 import socket
 import time
+from collections import Counter
 
 import aiohttp
 from aiohttp import web
 
+from .classify import normalize_model
 from .config import NodeSpec, Settings
 from .fleet import Fleet, Metrics, NodeState
 from .fleetwide import FleetWide
 from .guard import GuardedServer, default_max_connections
-from .pollers import Pollers
+from .pollers import Pollers, listed_models, model_name
 from .proxy import Proxy
+from .warm import Warmer
 
 log = logging.getLogger("balancer")
 BIND_WAIT = 10.0  # seconds to wait for a previous balancer to release the port
@@ -64,12 +68,15 @@ class Balancer:
                  ) -> None:
         self.settings = settings or Settings()
         self.fleet = Fleet(list(nodes or []))
+        self.fleet.knowledge.scale = self.settings.time_scale
         self.host = "127.0.0.1"
         self.port = 0
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.ServerRunner | None = None
         self._pollers: Pollers | None = None
         self._proxy: Proxy | None = None
+        self._warmer: Warmer | None = None
+        self._warming: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -81,6 +88,28 @@ class Balancer:
 
     def states(self) -> list[NodeState]:
         return self.fleet.states()
+
+    def queued_by_model(self) -> dict[str, int]:
+        """Requests waiting in the balancer's queue now, by the model they ask for."""
+        if self._proxy is None:
+            return {}
+        waiting = self._proxy.waitlist.waiting.values()
+        return dict(Counter(w.entry.request.model or "-" for w in waiting))
+
+    def polled_contexts(self) -> dict[str, dict[str, int]]:
+        """Per node, the context_length of each loaded model as its last /api/ps said
+        (Ollama before 0.6 does not say it: then nothing)."""
+        out: dict[str, dict[str, int]] = {}
+        if self._pollers is None:
+            return out
+        for (node, path), data in list(self._pollers.cache.items()):
+            if path != "/api/ps":
+                continue
+            for entry in listed_models(data):
+                ctx = entry.get("context_length")
+                if isinstance(ctx, int) and not isinstance(ctx, bool) and ctx > 0:
+                    out.setdefault(node, {})[normalize_model(model_name(entry))] = ctx
+        return out
 
     def replace_nodes(self, nodes: list[NodeSpec]) -> None:
         """Add, remove or change nodes live; streams on removed nodes run to their end."""
@@ -94,6 +123,7 @@ class Balancer:
         """Apply new settings live: the next request, poll and queue wait read them; streams
         under way keep the timeouts they started with."""
         self.settings = settings
+        self.fleet.knowledge.scale = settings.time_scale
         if self._proxy is not None:
             self._proxy.use(settings)
         if self._pollers is not None and self._runner is not None:
@@ -130,11 +160,13 @@ class Balancer:
         sock: socket.socket | None = None
         try:
             sock = await bind(host, port)
-            # Know every node before the first request: a dead or frozen one costs at most
-            # the connect timeout (+1 s), then counts as unreachable until a poll finds it.
-            await self._pollers.first_polls(s.connect_timeout + 1.0)
             site = web.SockSite(self._runner, sock)
-            await site.start()  # listens only now
+            await site.start()  # listens now: a client that connects is not refused
+            # Know every node before the first request is routed (proxy.ready holds it): a
+            # dead or frozen node costs at most the connect timeout (+1 s), then counts as
+            # unreachable until a poll (or a re-check, proxy.py) finds it.
+            await self._pollers.first_polls(s.connect_timeout + 1.0)
+            proxy.ready.set()
         except BaseException:
             if sock is not None:
                 sock.close()
@@ -145,6 +177,8 @@ class Balancer:
             raise
         self.host, self.port = host, sock.getsockname()[1]
         self._pollers.sync()
+        self._warmer = Warmer(self.fleet, self._session, lambda: self.settings)
+        self._warming = asyncio.create_task(self._warmer.run(), name="warmer")
         log.info("listening on %s (up to %d connections); %s", self.url,
                  server.max_connections, self.fleet.table)
 
@@ -157,6 +191,12 @@ class Balancer:
             await site.stop()  # closes the listening socket first: a successor can bind now
         if self._pollers is not None:
             await self._pollers.stop()
+        if self._warmer is not None:
+            await self._warmer.stop()
+        if self._warming is not None:
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warming
         if runner.server is not None:
             # Idle keep-alive connections close now; busy ones finish, or are cancelled at the end.
             await asyncio.sleep(0)

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("balancer")
 
-PREFIX = "ollafleet:"
+PREFIX = "ollafleet:default:"   # the daemon passes ollafleet:<fleet>: (see [cluster] fleet)
 RETRY = 1.0  # seconds between attempts while Redis is down
 POLL = 0.25  # seconds between refreshes while requests wait for a slot
 
@@ -70,7 +70,6 @@ DRAIN = _NOW + """
 for i = 2, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], now + tonumber(ARGV[1])) end
 return 1
 """
-DRAINS = PREFIX + "drains"  # field: daemon, node, model; value: expiry (ms, Redis's clock)
 
 
 def _conv_json(c: Conversation | None) -> Any:
@@ -93,8 +92,12 @@ def _drains(fields: list[Any], me: str) -> set[tuple[str, str]]:
 
 
 class Shared:
-    def __init__(self, client: Any, name: str, fleet: Fleet, slot_lease: float = 10.0) -> None:
+    def __init__(self, client: Any, name: str, fleet: Fleet, slot_lease: float = 10.0, *,
+                 prefix: str = PREFIX) -> None:
         self.client = client  # redis.asyncio.Redis
+        # every key starts with the fleet's prefix: fleets sharing one Redis never meet
+        self.slots, self.caches = prefix + "slots:", prefix + "cache:"
+        self.drains = prefix + "drains"  # field: daemon, node, model; value: expiry (ms, Redis's clock)
         self.name = name
         # unique even when two daemons were given the same name (or share a host name)
         self.me = f"{name}/{uuid.uuid4().hex[:8]}"
@@ -158,8 +161,8 @@ class Shared:
             return
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.eval(COUNT, len(names) + 1, *[PREFIX + "slots:" + n for n in names], DRAINS)
-                pipe.mget([PREFIX + "cache:" + n for n in names])
+                pipe.eval(COUNT, len(names) + 1, *[self.slots + n for n in names], self.drains)
+                pipe.mget([self.caches + n for n in names])
                 counts, caches = await pipe.execute()
         except Exception as exc:  # redis errors, timeouts, closed connections
             self._failed(exc)
@@ -227,14 +230,14 @@ class Shared:
 
     async def _write_drains(self, keys: list[tuple[str, str]]) -> None:
         try:
-            await self._drain(keys=[DRAINS], args=[self.lease_ms] + [
+            await self._drain(keys=[self.drains], args=[self.lease_ms] + [
                 f"{self.me}\n{n}\n{m}" for n, m in keys])
         except Exception as exc:
             self._failed(exc)
 
     async def _forget_drain(self, key: tuple[str, str]) -> None:
         try:
-            await self.client.hdel(DRAINS, f"{self.me}\n{key[0]}\n{key[1]}")
+            await self.client.hdel(self.drains, f"{self.me}\n{key[0]}\n{key[1]}")
         except Exception as exc:
             self._failed(exc)
 
@@ -246,7 +249,7 @@ class Shared:
             return True
         member = f"{self.me}/{next(self._seq)}"
         try:
-            got = await self._take(keys=[PREFIX + "slots:" + name],
+            got = await self._take(keys=[self.slots + name],
                                    args=[node.spec.max_concurrent, self.lease_ms, member])
         except Exception as exc:
             self._failed(exc)
@@ -278,8 +281,8 @@ class Shared:
     async def _release(self, name: str, member: str, cache: str) -> None:
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.zrem(PREFIX + "slots:" + name, member)
-                pipe.set(PREFIX + "cache:" + name, cache)
+                pipe.zrem(self.slots + name, member)
+                pipe.set(self.caches + name, cache)
                 await pipe.execute()
         except Exception as exc:
             self._failed(exc)
@@ -318,7 +321,7 @@ class Shared:
         if not pairs:
             return
         try:
-            await self._renew(keys=[PREFIX + "slots:" + n for n, _ in pairs],
+            await self._renew(keys=[self.slots + n for n, _ in pairs],
                               args=[self.lease_ms] + [m for _, m in pairs])
         except Exception as exc:
             self._failed(exc)

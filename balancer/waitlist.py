@@ -132,7 +132,7 @@ class WaitList:
     def _decisions(self) -> tuple[dict[str, NodeCost], dict[int, Decision]]:
         """One plan for every waiting request, made again only after a change (a node, a
         request in or out) or once it is FRESH old: many waiters cost one plan, not one each."""
-        key = (self.fleet.changes, self._version)
+        key = (self.fleet.version, self._version)
         now = time.monotonic()
         if self._cache is not None and self._cache[0] == key and now - self._cache[1] < FRESH:
             return self._cache[2], self._cache[3]
@@ -142,7 +142,7 @@ class WaitList:
         # tasks behind the first few wait behind those in any plan: they are not weighed
         tasks = [e for e in entries if e.request.task is not None]
         planned = entries[:len(entries) - len(tasks) + len(snap.nodes)]
-        decisions = plan(snap, costs, planned)
+        decisions = plan(snap, costs, planned, self.knowledge.demand())
         if len(planned) < len(entries):
             last = decisions[planned[-1].id]
             node = last.estimate.node if isinstance(last, Hold) else getattr(last, "node", None)
@@ -204,7 +204,7 @@ class WaitList:
         task = info.task is not None
         # tasks queue in arrival order behind people: they take no turn of their user's
         tag = 0 if task else self._tag(user)
-        self.waiting[eid] = Waiting(user, tag, Entry(eid, info, job, tried))
+        self.waiting[eid] = Waiting(user, tag, Entry(eid, info, job, tried, user))
         self._version += 1
         metrics = self.fleet.metrics
         since = time.monotonic()

@@ -23,9 +23,10 @@ async def _answers(client: httpx.AsyncClient, url: str) -> bool:
 
 
 async def balancer_notes(state: DesiredState, timeout: float = 2.0) -> list[TargetProblem]:
-    """One note per Ollama URL of Open WebUI that does not answer from this PC."""
+    """One note per Ollama URL of Open WebUI that does not answer from this PC, and per [balancer]
+    setting the running daemon uses otherwise than the file says."""
     if state.openwebui is None:
-        return []
+        return await running_notes(state, timeout)
     balancer = state.balancer_public_url()
     urls = state.openwebui.ollama_urls or [balancer]
     async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
@@ -43,7 +44,27 @@ async def balancer_notes(state: DesiredState, timeout: float = 2.0) -> list[Targ
         else:
             text = f"Open WebUI's Ollama URL {url} does not answer from this PC: Open WebUI may show no models from it"
         notes.append(TargetProblem(TARGET, text))
-    return notes
+    return notes + await running_notes(state, timeout)
+
+
+async def running_notes(state: DesiredState, timeout: float = 2.0) -> list[TargetProblem]:
+    """Where the daemon answering at the file's status_listen runs another [balancer] than the file
+    says (e.g. a file written by `import` without --daemon): one note per setting."""
+    host, _, port = state.reconcile.status_listen.rpartition(":")
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "[::]") else host
+    try:
+        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+            r = await asyncio.wait_for(client.get(f"http://{host}:{port}/status"), timeout + 1)
+            running = ((r.json() or {}).get("balancer") or {}).get("settings")
+    except (httpx.HTTPError, ValueError, AttributeError, asyncio.TimeoutError):
+        return []
+    if not isinstance(running, dict):
+        return []
+    mine = state.balancer.model_dump(mode="json", exclude_none=True)
+    return [TargetProblem(TARGET, f"the running daemon ({host}:{port}) uses [balancer] {key} = {running.get(key)!r}, "
+                                  f"this file says {value!r}; a daemon reading this file applies it"
+                                  + (" after a restart" if key == "listen" else " at once"))
+            for key, value in mine.items() if running.get(key, value) != value]
 
 
 def with_notes(plan: Plan, notes: list[TargetProblem]) -> Plan:

@@ -8,11 +8,14 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from importlib.metadata import PackageNotFoundError, version
+
 from rich.console import Console
 
 from reconciler import balancer_reach
 from reconciler.balancer_reach import balancer_notes, with_notes
 from reconciler.config import DesiredState, load
+from reconciler.config.load import Extra
 from reconciler.daemon.live import restart_notes
 from reconciler.errors import ConfigError, OllafleetError
 from reconciler.plan import engine, render
@@ -22,6 +25,7 @@ from reconciler.progress import BarProgress, LogProgress
 from reconciler.targets import AnyTarget, Progress, build_targets
 
 DEFAULT_FILE = "desired_state.toml"
+FILE_HELP = "the desired state (default: ./desired_state.toml)"
 TargetFactory = Callable[[DesiredState], list[AnyTarget]]
 
 
@@ -29,9 +33,9 @@ def _console() -> Console:
     return Console(file=sys.stdout, highlight=False, soft_wrap=True)
 
 
-def _load(path: str, *, skip_env: bool = False) -> DesiredState | None:
+def _load(path: str, *, skip_env: bool = False, extra: Extra | None = None) -> DesiredState | None:
     try:
-        return load(path, skip_env=skip_env)
+        return load(path, skip_env=skip_env, extra=extra)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -73,7 +77,10 @@ async def _plan_and_apply(state: DesiredState, factory: TargetFactory, *, on_pla
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    state = _load(args.file, skip_env=args.no_env)
+    from reconciler.targets.ollama.sources import check_sources
+
+    # the local sources are read here (and by plan), never by the daemon's reload of the file
+    state = _load(args.file, skip_env=args.no_env, extra=check_sources)
     if state is None:
         return 1
     models = ", ".join(state.models) or "no models"
@@ -140,35 +147,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ollafleet", description="Keep an offline Ollama + Open WebUI network "
                                      "matching desired_state.toml, and balance its load.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check the file; change nothing, contact nothing")
-    p.add_argument("file", nargs="?", default=DEFAULT_FILE)
+    p.add_argument("file", nargs="?", default=DEFAULT_FILE, help=FILE_HELP)
     p.add_argument("--no-env", action="store_true", help="do not require the ${VARIABLES} to be set")
     p.set_defaults(run=cmd_validate)
 
     p = sub.add_parser("plan", help="show what apply would change")
-    p.add_argument("file", nargs="?", default=DEFAULT_FILE)
+    p.add_argument("file", nargs="?", default=DEFAULT_FILE, help=FILE_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes")
     p.set_defaults(run=cmd_plan)
 
     p = sub.add_parser("apply", help="make the network match the file")
-    p.add_argument("file", nargs="?", default=DEFAULT_FILE)
+    p.add_argument("file", nargs="?", default=DEFAULT_FILE, help=FILE_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=cmd_apply)
 
     p = sub.add_parser("daemon", help="run the balancer and keep the network converged (the service)")
-    p.add_argument("file", nargs="?", default=DEFAULT_FILE)
-    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    p.add_argument("file", nargs="?", default=DEFAULT_FILE, help=FILE_HELP + "; watched for changes")
+    p.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="text: one timestamped line per event (default); json: one JSON object per line")
     p.add_argument("--drain-timeout", type=float, default=60.0, help="seconds to let streams finish on stop")
     p.set_defaults(run=cmd_daemon)
 
     p = sub.add_parser("status", help="show a running daemon's status")
     p.add_argument("file", nargs="?", default=DEFAULT_FILE, help="read status_listen from this file")
     p.add_argument("--url", help="the daemon's status address (default: from the file, else 127.0.0.1:11435)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the daemon's /status JSON instead of tables")
     p.set_defaults(run=cmd_status)
+
+    from reconciler import verify
+
+    p = sub.add_parser("verify", help="check the network as people use it: an employee's model list in "
+                       "Open WebUI, the balancer's, and with --chat one chat per model")
+    verify.add_arguments(p)
+    p.set_defaults(run=verify.cmd_verify)
 
     from reconciler import importer
 
@@ -183,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=bundle.cmd_bundle)
 
     p = sub.add_parser("demo", help="simulated nodes on 127.0.0.1 plus the daemon on the demo network")
-    p.add_argument("file", nargs="?", default=None, help="default: examples/demo.toml")
+    p.add_argument("file", nargs="?", default=None,
+                   help="the demo network (default: the one shipped with ollafleet, reconciler/demo.toml)")
     p.add_argument("--openwebui", action="store_true",
                    help="also start a real Open WebUI on 127.0.0.1 (cached install; admin printed once)")
     p.set_defaults(run=lambda a: __import__("reconciler.demo", fromlist=["main"]).main(a.file, a.openwebui))
@@ -192,6 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     p.set_defaults(run=None)  # its arguments go to the simulator's own parser
     return parser
+
+
+def _version() -> str:
+    try:
+        return version("ollafleet")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        from balancer import __version__
+
+        return __version__
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -218,7 +244,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _simulate(rest: list[str]) -> int:
     from simulator.cli import main as simulate_main
 
-    return simulate_main(rest)
+    return simulate_main(rest, prog="ollafleet simulate")
 
 
 def main(argv: list[str] | None = None) -> int:

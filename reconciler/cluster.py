@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import socket
@@ -22,6 +23,7 @@ from typing import Any
 
 from balancer.fleet import Fleet
 from balancer.shared import Shared
+from reconciler.config.checks import endpoint
 from reconciler.config.schema import Cluster
 from reconciler.daemon.loop import Daemon
 from reconciler.errors import OllafleetError, TargetError
@@ -30,7 +32,7 @@ from reconciler.targets.base import AnyTarget, Progress, Seen, Target, Work, Wra
 
 log = logging.getLogger("ollafleet.cluster")
 
-KEY = "ollafleet:leader"
+LEADER = "leader"   # the lease's key, after the fleet's prefix: ollafleet:<fleet>:leader
 TIMEOUT = 0.5  # seconds: every Redis call; a dead Redis must not stall a request
 SAFETY = 0.2  # the share of the lease we never count on (clock drift, the renewal's trip)
 
@@ -61,16 +63,27 @@ def daemon_name(cfg: Cluster) -> str:
     return cfg.name or socket.gethostname()
 
 
+def nodes_mark(urls: Sequence[str]) -> str:
+    """8 hex digits naming a set of node addresses, however each is spelled."""
+    text = "\n".join(sorted({"|".join(map(str, endpoint(u))) for u in urls}))
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 class Lease:
     def __init__(self, client: Any, name: str, seconds: float,
-                 on_gained: Callable[[], None] = lambda: None) -> None:
+                 on_gained: Callable[[], None] = lambda: None, *, key: str, nodes: str = "") -> None:
         self.client = client
+        self.key = key
         self.name = name
         self.seconds = seconds
         # the key lives 3/4 of the lease and standbys try every 1/8: a dead leader is
         # replaced within the lease time
         self.ms = max(1, int(seconds * 750))
-        self.token = f"{name}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        # the last part marks the nodes of this daemon's file: a standby can tell that the
+        # leader of "its" fleet serves other nodes (two fleets left with the same fleet name)
+        self.nodes = nodes
+        self.token = f"{name}/{os.getpid()}/{uuid.uuid4().hex[:8]}/{nodes}"
+        self.other_fleet: str | None = None   # the leader's name, when its file has other nodes
         self.on_gained = on_gained
         self.valid_until = 0.0  # monotonic; the lease is ours before this
         self._holding = False  # as of the last hold(): to log changes once
@@ -90,11 +103,13 @@ class Lease:
         was = self._holding
         try:
             if was:
-                ok = bool(await self._renew(keys=[KEY], args=[self.token, self.ms]))
+                ok = bool(await self._renew(keys=[self.key], args=[self.token, self.ms]))
             else:
-                ok = bool(await self.client.set(KEY, self.token, nx=True, px=self.ms))
+                ok = bool(await self.client.set(self.key, self.token, nx=True, px=self.ms))
                 if not ok:  # ours already, e.g. a renewal whose answer was lost
-                    ok = bool(await self._renew(keys=[KEY], args=[self.token, self.ms]))
+                    ok = bool(await self._renew(keys=[self.key], args=[self.token, self.ms]))
+                if not ok and self.nodes:
+                    self._check_leader(await self.client.get(self.key))
         except Exception as exc:
             self._down(exc)
             self.valid_until = 0.0
@@ -116,6 +131,17 @@ class Lease:
             log.warning("cluster: %s lost the leader lease: standing by", self.name)
         return ok
 
+    def _check_leader(self, raw: bytes | None) -> None:
+        """Say once when the leader's file declares other nodes than ours: most likely two
+        fleets that share a Redis and a fleet name (or a change not yet on every daemon)."""
+        parts = (raw or b"").decode(errors="replace").split("/")
+        other = parts[0] if len(parts) == 4 and parts[3] and parts[3] != self.nodes else None
+        if other is not None and other != self.other_fleet:
+            log.warning("cluster: the leader of fleet %s, daemon %s, declares other nodes than this file: if "
+                        "it is another fleet, give each file its own [cluster] fleet = \"...\" (while a "
+                        "changed file reaches the daemons one by one this is expected)", self.key, other)
+        self.other_fleet = other
+
     def _down(self, exc: BaseException) -> None:
         if self.redis_down_since is None:
             self.redis_down_since = time.time()
@@ -128,7 +154,7 @@ class Lease:
         if not self.leader:
             return False
         try:
-            return bool(await self.client.get(KEY) == self.token.encode()) and self.leader
+            return bool(await self.client.get(self.key) == self.token.encode()) and self.leader
         except Exception as exc:
             self._down(exc)
             return False
@@ -148,7 +174,7 @@ class Lease:
             await asyncio.gather(self._task, return_exceptions=True)
         if self.leader:
             try:
-                await self._release(keys=[KEY], args=[self.token])
+                await self._release(keys=[self.key], args=[self.token])
             except Exception:
                 pass
         self.valid_until, self._holding = 0.0, False
@@ -173,13 +199,13 @@ class Fenced(Wrapper[Seen, Work]):
 class ClusterMember:
     """This daemon's part: the lease, the shared balancer state, and what /status shows."""
 
-    def __init__(self, cfg: Cluster, fleet: Fleet, on_gained: Callable[[], None]) -> None:
+    def __init__(self, cfg: Cluster, fleet: Fleet, on_gained: Callable[[], None], nodes: str = "") -> None:
         self.cfg = cfg
         self.name = daemon_name(cfg)
         self.redis_url = cfg.redis
         self.client = connect(cfg)
-        self.lease = Lease(self.client, self.name, cfg.lease, on_gained)
-        self.shared = Shared(connect(cfg), self.name, fleet, cfg.slot_lease)
+        self.lease = Lease(self.client, self.name, cfg.lease, on_gained, key=cfg.key_prefix + LEADER, nodes=nodes)
+        self.shared = Shared(connect(cfg), self.name, fleet, cfg.slot_lease, prefix=cfg.key_prefix)
         fleet.shared = self.shared
 
     def start(self) -> None:
@@ -199,9 +225,11 @@ class ClusterMember:
 
     def status(self) -> dict[str, Any]:
         down = self.lease.redis_down_since
-        return {"name": self.name, "role": "leader" if self.lease.leader else "standby",
+        return {"name": self.name, "fleet": self.cfg.fleet_name,
+                "role": "leader" if self.lease.leader else "standby",
                 "redis": "down" if down is not None else "up", "redis_down_since": down,
-                "redis_error": self.lease.redis_error, "balancer": self.shared.status()}
+                "redis_error": self.lease.redis_error, "balancer": self.shared.status(),
+                "leader_with_other_nodes": self.lease.other_fleet}
 
     async def close(self) -> None:
         await self.lease.close()
@@ -214,11 +242,12 @@ class ClusterMember:
 
 def join_cluster(cfg: Cluster, daemon: Daemon, balancer: Any) -> ClusterMember:
     """Hook a daemon and its balancer into the cluster (the caller starts it)."""
-    member = ClusterMember(cfg, balancer.fleet, lambda: daemon.request("leader"))
+    urls = [n.url for n in daemon.state.nodes] if daemon.state is not None else []
+    member = ClusterMember(cfg, balancer.fleet, lambda: daemon.request("leader"), nodes_mark(urls))
     daemon.gate = member.may_apply
     daemon.cluster_status = member.status
-    log.info("cluster: %s joins %s as a standby until it holds the leader lease",
-             member.name, member.redis_url)
+    log.info("cluster: %s joins fleet %s on %s as a standby until it holds the leader lease",
+             member.name, cfg.fleet_name, member.redis_url)
     return member
 
 
@@ -230,13 +259,13 @@ class NotLeader(OllafleetError):
 async def apply_lease(cfg: Cluster) -> AsyncIterator[Lease]:
     """`ollafleet apply` with [cluster]: hold the leader lease for the run, or refuse."""
     client = connect(cfg)
-    lease = Lease(client, f"apply@{socket.gethostname()}", cfg.lease)
+    lease = Lease(client, f"apply@{socket.gethostname()}", cfg.lease, key=cfg.key_prefix + LEADER)
     try:
         if not await lease.hold():
             if lease.redis_error:
                 raise NotLeader(f"cluster.redis: cannot reach {cfg.redis} ({lease.redis_error}): "
                                 "nothing applied")
-            holder = (await client.get(KEY) or b"?").decode(errors="replace").split("/")[0]
+            holder = (await client.get(lease.key) or b"?").decode(errors="replace").split("/")[0]
             raise NotLeader(f"daemon {holder!r} holds the leader lease and reconciles this "
                             "cluster: commit the file and let it apply (or stop the daemons first)")
         lease.start()

@@ -1,10 +1,12 @@
-"""`ollafleet demo`: simulated Ollama nodes on 127.0.0.1 plus the daemon on examples/demo.toml;
-with --openwebui also a real Open WebUI that the daemon configures (demo_openwebui.py)."""
+"""`ollafleet demo`: simulated Ollama nodes on 127.0.0.1 plus the daemon on the demo network
+(reconciler/demo.toml, shipped in the package so an installed ollafleet runs it too); with
+--openwebui also a real Open WebUI that the daemon configures (demo_openwebui.py)."""
 
 from __future__ import annotations
 
 import sys
 import tempfile
+from importlib.resources import files
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -12,7 +14,8 @@ from reconciler.config import load
 from reconciler.daemon.run import Service
 from reconciler.errors import ConfigError
 
-DEMO_FILE = Path(__file__).resolve().parents[1] / "examples" / "demo.toml"
+# package data (pyproject.toml); a wheel installs unpacked, so this is a file the daemon can watch
+DEMO_FILE = Path(str(files("reconciler").joinpath("demo.toml")))
 
 
 def main(file: str | None = None, openwebui: bool = False) -> int:
@@ -40,13 +43,18 @@ def main(file: str | None = None, openwebui: bool = False) -> int:
               f"  curl {state.balancer_public_url()}/api/tags\n"
               f"  curl {state.balancer_public_url()}/api/chat -d "
               "'{\"model\": \"codestral:22b\", \"messages\": [{\"role\": \"user\", \"content\": \"hello\"}]}'\n"
-              f"  .venv/bin/ollafleet status --url http://{state.reconcile.status_listen}\n"
+              f"  {_ollafleet()} status --url http://{state.reconcile.status_listen}\n"
               f"  the status page: http://{state.reconcile.status_listen}/\n"
               f"Edit {path} and save: the change is applied within seconds. Ctrl-C stops everything.",
               flush=True)
         from balancer.cli import run as run_loop
 
         return run_loop(Service(path, drain_timeout=5.0).run())
+
+
+def _ollafleet() -> str:
+    """How this user runs ollafleet: the path it was started by (.venv/bin/ollafleet in a checkout)."""
+    return sys.argv[0] if Path(sys.argv[0]).name == "ollafleet" else "ollafleet"
 
 
 def _with_openwebui(path: Path) -> int:
@@ -65,12 +73,13 @@ def _with_openwebui(path: Path) -> int:
         print(f"demo --openwebui: {exc}", file=sys.stderr)
         return 1
     try:
-        folder = Path(tempfile.mkdtemp(prefix="ollafleet-demo-"))
-        composed = folder / "demo.toml"
-        composed.write_text(owui.declare(path.read_text()))
-        print_credentials(owui)
-        print(f"Open WebUI's models, parameters and settings come from {composed}: the daemon applies them "
-              "once the models are pulled. Log in and chat: the answers come through the balancer.", flush=True)
-        return main(str(composed))
+        with tempfile.TemporaryDirectory(prefix="ollafleet-demo-") as folder:  # removed at the end
+            composed = Path(folder) / "demo.toml"
+            composed.write_text(owui.declare(path.read_text()))
+            print_credentials(owui)
+            print(f"Open WebUI's models, parameters and settings come from {composed}: the daemon applies "
+                  "them once the models are pulled. Log in and chat: the answers come through the balancer.",
+                  flush=True)
+            return main(str(composed))
     finally:
         owui.stop()

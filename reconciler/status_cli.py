@@ -47,6 +47,13 @@ def print_status(data: dict[str, Any], console: Console) -> None:
                   f"{last.get('applied', 0)} applied, {last.get('failed', 0)} failed"
                   + ("  [yellow](suspended: changes are only reported)[/]" if data.get("suspended") else ""))
 
+    verified = data.get("verify")       # [reconcile] verify: what an employee sees
+    if verified:
+        head = "[green]ok[/]" if verified.get("ok") else "[red]problems[/]"
+        console.print(f"[bold]Verify[/] {_when(verified.get('at'))}: {head}  " + "; ".join(verified.get("checked") or []))
+        for text in verified.get("problems") or []:
+            console.print(f"  [red]{text}[/]")
+
     alerts = data.get("alerts") or {}
     for text in alerts.get("open") or []:
         console.print(f"[red]alert open[/] {text}")
@@ -105,7 +112,8 @@ def _print_gpus(nodes: list[dict[str, Any]], console: Console) -> None:
     it or a poll saw it) with its num_ctx, and the rates learned from the node's answers."""
     table = Table("node", "GPU holds", "learned from its answers", title="GPUs as the balancer knows them")
     for n in nodes:
-        model, ctx = n.get("runner_model"), n.get("runner_num_ctx")
+        gpu = n.get("gpu") or {}   # the poll's num_ctx, else the one the balancer sent (status.gpu_view)
+        model, ctx = gpu.get("model", n.get("runner_model")), gpu.get("num_ctx", n.get("runner_num_ctx"))
         holds = f"{model}\nnum_ctx {ctx or 'default'}" if model else "-"
         learned = [f"{m}: load {r.get('load_s')} s, prompt {r.get('prompt_tokens_per_s')} tokens/s, "
                    f"generation {r.get('tokens_per_s')} tokens/s, answers ~{r.get('answer_tokens')} tokens"
@@ -120,7 +128,8 @@ def _print_cluster(cluster: dict[str, Any] | None, console: Console) -> None:
         return
     role = ("[green]leader[/] (this daemon reconciles)" if cluster.get("role") == "leader"
             else "[yellow]standby[/] (it serves as a balancer; the leader reconciles)")
-    console.print(f"[bold]Cluster[/] {escape(str(cluster.get('name', '?')))}: {role}")
+    fleet = f"; fleet {escape(str(cluster['fleet']))}" if cluster.get("fleet") else ""
+    console.print(f"[bold]Cluster[/] {escape(str(cluster.get('name', '?')))}: {role}{fleet}")
     shared = cluster.get("balancer") or {}
     if cluster.get("redis") == "down" or shared.get("redis") == "down":
         since = min((t for t in (cluster.get("redis_down_since"), shared.get("redis_down_since")) if t), default=None)
@@ -129,6 +138,9 @@ def _print_cluster(cluster: dict[str, Any] | None, console: Console) -> None:
                       + ": no pass applies; the balancer serves on its own knowledge")
     else:
         console.print("  Redis reachable: slots and caches shared with the other balancers")
+    if cluster.get("leader_with_other_nodes"):
+        console.print(f"  [yellow]the leader, {escape(str(cluster['leader_with_other_nodes']))}, declares other "
+                      "nodes[/]: another fleet with the same name? Set [cluster] fleet in each file")
 
 
 class _Console(Console):

@@ -12,6 +12,7 @@ the rest (keep_alive -1 for a keep_loaded model), so every body is decoded and r
 `--no-params`: a balancer with no declared parameters, bodies relayed as they come.
 
     .venv/bin/python scripts/bench_balancer.py [--quick] [--no-params]
+        [--nodes 64 --slots 1 --queue-timeout 60]   (64 streams over 64 nodes, cost-based)
 """
 from __future__ import annotations
 
@@ -30,8 +31,10 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-NODES = 4
-SLOTS = 16  # parallel slots per simulated node (4 x 16 = 64 streams at once)
+# parallel slots per simulated node (4 x 16 = 64 streams at once); `--nodes 64 --slots 1`: the
+# 64 x 64 case (the child processes read them from the environment)
+NODES = int(os.environ.get("BENCH_NODES", "4"))
+SLOTS = int(os.environ.get("BENCH_SLOTS", "16"))
 MODEL = "codestral:22b"
 TOKENS = 32
 TOKENS_PER_S = 100.0
@@ -72,7 +75,8 @@ async def serve_balancer(urls: list[str]) -> None:
         setup_logging(open(os.environ["BENCH_LOG"], "a"))
 
     params = {} if os.environ.get("BENCH_NO_PARAMS") else declared()[1]
-    b = Balancer(Settings(poll_interval=0.0, model_params=params),
+    queue = float(os.environ.get("BENCH_QUEUE", "0"))  # --queue-timeout: the cost-based path
+    b = Balancer(Settings(poll_interval=0.0, model_params=params, queue_timeout=queue),
                  [NodeSpec(f"n{i}", u, max_concurrent=SLOTS) for i, u in enumerate(urls)])
     await b.start("127.0.0.1", 0)
     profile_to = os.environ.get("BENCH_PROFILE")  # a path: write a cProfile of the balancer
@@ -196,6 +200,10 @@ async def main(quick: bool, cpu_rounds: int = 0) -> None:
         async with aiohttp.ClientSession(connector=conn) as http:
             await run_level(http, urls, 16, 2, False)  # warm up both paths
             await run_level(http, [bal_url], 16, 2, False)
+            # every node runs the model once through the balancer, which then knows it is
+            # loaded everywhere (a cost-based balancer would rather wait for a node it knows
+            # has the model than load it on another: the bench would measure that, not the relay)
+            await run_level(http, [bal_url], NODES * SLOTS, 1, True)
             for label, conc, per_worker, repeats, burst in plan:
                 d_ttft: list[float] = []
                 b_ttft: list[float] = []
@@ -246,6 +254,10 @@ if __name__ == "__main__":
                         help="only measure CPU per request and per chunk, N times")
     parser.add_argument("--no-params", action="store_true",
                         help="no declared model parameters (client and balancer)")
+    parser.add_argument("--nodes", type=int, default=NODES, help="simulated nodes (default 4)")
+    parser.add_argument("--slots", type=int, default=SLOTS, help="slots per node (default 16)")
+    parser.add_argument("--queue-timeout", type=float, default=0.0, metavar="N",
+                        help="the balancer queues (cost-based choice) for up to N s")
     parser.add_argument("--serve-nodes", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-balancer", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -258,6 +270,9 @@ if __name__ == "__main__":
             from balancer.cli import run  # as `python -m balancer` runs: uvloop if installed
             run(serve_balancer(args.serve_balancer))
     else:
+        os.environ["BENCH_NODES"], os.environ["BENCH_SLOTS"] = str(args.nodes), str(args.slots)
+        os.environ["BENCH_QUEUE"] = str(args.queue_timeout)
+        NODES, SLOTS = args.nodes, args.slots
         if args.no_params:
             os.environ["BENCH_NO_PARAMS"] = "1"  # the balancer process inherits it
         else:

@@ -11,10 +11,15 @@ the answer for 10-30 s. Time runs compressed: `--scale` real seconds per modelle
 Days:   stable   6 users, 4 on codestral, 2 on qwq, all day
         shift    the same, but two codestral users' second chat is on qwq
         single   9 users, all on codestral
+        death    the stable day, but the node holding the only loaded qwq copy dies at 100 s
+                 (connections refused from then on; static: node 3)
 Placements:
         first-free  the peer's rule: first free node in list order, else 503 (retried after 2 s)
         static      pinned by hand: codestral users on nodes 1-2, qwq users on node 3
                     (single day: three users per node), straight to Ollama's queue
+        greedy      a reference, in process: each request straight to the node whose first
+                    token comes soonest, from perfect knowledge of what every node holds and
+                    has queued (and which node is dead)
         ollafleet   the balancer with --queue-timeout 600 (its own queue, cost-based choice)
         ollafleet-handoff  (with --placements) the same, but a request whose best node is
                     busy with its model loaded goes to that node's Ollama queue at once
@@ -27,7 +32,7 @@ keep_alive -1; num_ctx always the declared one). `--file ''`: no parameters at a
 
 Prints per day and placement: mean / p90 time to first token (as users feel it, retries
 included), 503s, model loads (from load_duration) in all and on the busiest node, KV reuse
-(share of prompt tokens the nodes did not have to evaluate).
+(share of prompt tokens the nodes did not have to evaluate), turns given up (a dead node).
 
 `--tasks on` (or `both`: off, then on) adds Open WebUI 0.12.4's default background tasks: after
 every answer a follow-up request to the task model (codestral:22b), after a new chat's first
@@ -39,7 +44,7 @@ the extra columns give the tasks' mean / p90 latency (send to last byte) and the
 tasks go: static, to a codestral node (the user's own for codestral users); first-free, like
 any request; ollafleet, through the balancer, which knows them (balancer/tasks.py).
 
-    .venv/bin/python scripts/bench_schedule.py [--scale 0.1] [--days stable,shift,single] [--file F]
+    .venv/bin/python scripts/bench_schedule.py [--scale 0.1] [--days stable,shift,single,death] [--file F]
                                                [--tasks off|on|both]
 """
 from __future__ import annotations
@@ -106,6 +111,7 @@ class Result:
     task_latency: list[float] = field(default_factory=list)  # --tasks on: send to last byte
     task_loads: int = 0
     task_failed: int = 0
+    given_up: int = 0  # turns whose node refused connections (static placement, death day)
 
 
 def code_paste(rng: random.Random, words: int = 300) -> str:
@@ -126,6 +132,8 @@ def rendered_tokens(messages: list[dict[str, str]]) -> int:
 
 def day_plan(day: str) -> list[list[str]]:
     """Per user: the model of each of its chats."""
+    if day == "death":
+        return day_plan("stable")
     if day == "single":
         return [[CODE] * CHATS for _ in range(9)]
     users = [[CODE] * CHATS for _ in range(4)] + [[QWQ] * CHATS for _ in range(2)]
@@ -140,16 +148,21 @@ class FirstFree:
     def __init__(self, urls: list[str]) -> None:
         self.urls = urls
         self.busy = [False] * len(urls)
+        self.dead: set[int] = set()  # nodes that refused a connection
 
     def take(self) -> int | None:
         for i, b in enumerate(self.busy):
-            if not b:
+            if not b and i not in self.dead:
                 self.busy[i] = True
                 return i
         return None
 
+    def release(self, node: int) -> None:
+        self.busy[node] = False
 
-async def user(uid: int, chats: list[str], place: str, urls: list[str], peer: FirstFree | None,
+
+async def user(uid: int, chats: list[str], place: str, urls: list[str],
+               peer: FirstFree | Greedy | None,
                session: aiohttp.ClientSession, scale: float, res: Result, day: str,
                decl: Declared, tasks: OpenWebUITasks | None = None) -> None:
     rng = random.Random(f"{day}-{uid}")
@@ -170,25 +183,39 @@ async def user(uid: int, chats: list[str], place: str, urls: list[str], peer: Fi
                     else:
                         url = urls[2] if model == QWQ else urls[uid % 2]
                 elif place == "first-free":
-                    assert peer is not None
+                    assert isinstance(peer, FirstFree)
                     node = peer.take()
                     if node is None:
                         res.rejected += 1
                         await asyncio.sleep(2.0 * scale)
                         continue
                     url = urls[node]
+                elif place == "greedy":
+                    assert isinstance(peer, Greedy)
+                    node = peer.take(model, rendered_tokens(messages))
+                    url = urls[node]
                 else:
                     url = urls[0]
                 try:
                     answer = await chat(session, url, body, uid, sent, scale, res)
+                except aiohttp.ClientError:  # a dead node (death day): refused, or cut
+                    answer = refused(peer, node, res)
+                    if answer is None:
+                        continue
                 finally:
                     if node is not None and peer is not None:
-                        peer.busy[node] = False
+                        peer.release(node)
+                if answer == GIVEN_UP:
+                    break
                 if answer is None:  # 503 from the balancer
                     res.rejected += 1
                     await asyncio.sleep(2.0 * scale)
                     continue
                 break
+            if answer == GIVEN_UP:
+                messages.pop()  # the user gives up this question and asks the next one
+                await asyncio.sleep(rng.uniform(10, 30) * scale)
+                continue
             res.prompt_tokens += rendered_tokens(messages)
             messages.append({"role": "assistant", "content": answer})
             if tasks is not None:
@@ -226,6 +253,73 @@ async def chat(session: aiohttp.ClientSession, url: str, body: dict[str, Any], u
     return answer
 
 
+# -- the death day and the greedy reference (issue 23) -------------------------------------
+GIVEN_UP = "\0given up"
+DEATH_AT = 100.0  # modelled seconds into the day
+LOAD_S = {CODE: 8.0, QWQ: 12.0}  # the simulated loads (TIMING and the models' sizes)
+ANSWER_S = 250 / 30.0  # a 250-token answer at 30 tokens/s
+
+
+class Greedy:
+    """The greedy rule with perfect knowledge, in process: each request goes straight to the
+    node (Ollama's own queue) whose first token comes soonest, from what every node holds
+    (read from the simulator), the work already sent to it, and which nodes are dead."""
+
+    def __init__(self, nodes: list[Any], scale: float) -> None:
+        self.nodes = nodes
+        self.scale = scale
+        self.dead: set[int] = set()
+        self.free_at = [0.0] * len(nodes)  # modelled clock: when its queue empties
+        self.last: list[str | None] = [None] * len(nodes)  # the model its queue ends with
+        self.out = [0] * len(nodes)
+
+    def now(self) -> float:
+        return time.monotonic() / self.scale
+
+    def take(self, model: str, tokens: int) -> int:
+        now = self.now()
+        best, best_ttft, best_busy = 0, float("inf"), 0.0
+        for i, node in enumerate(self.nodes):
+            if i in self.dead:
+                continue
+            held = self.last[i] if self.out[i] else next(iter(node.loaded_models()), None)
+            load = 0.0 if held == model else LOAD_S[model]
+            start = max(0.0, self.free_at[i] - now) if self.out[i] else 0.0
+            ttft = start + load + tokens / PROMPT_TPS
+            if ttft < best_ttft:
+                best, best_ttft, best_busy = i, ttft, ttft + ANSWER_S
+        self.free_at[best] = now + best_busy
+        self.last[best] = model
+        self.out[best] += 1
+        return best
+
+    def release(self, node: int) -> None:
+        self.out[node] -= 1
+
+
+def refused(peer: FirstFree | Greedy | None, node: int | None, res: Result) -> str | None:
+    """A node refused the connection: a router forgets it and tries another (None); a static
+    placement has nowhere else to go, so its user gives the turn up."""
+    if peer is not None and node is not None:
+        peer.dead.add(node)
+        return None
+    res.given_up += 1
+    return GIVEN_UP
+
+
+async def death(place: str, nodes: list[Any], peer: FirstFree | Greedy | None,
+                scale: float) -> None:
+    """At DEATH_AT, switch off the node that holds the only loaded qwq copy (static: node 3)."""
+    await asyncio.sleep(DEATH_AT * scale)
+    holders = [i for i, n in enumerate(nodes) if QWQ in n.loaded_models()]
+    victim = NODES - 1 if place == "static" or len(holders) != 1 else holders[0]
+    nodes[victim].set_fault("refuse")
+    if isinstance(peer, Greedy):
+        peer.dead.add(victim)  # perfect knowledge
+    print(f"{'':8} {place}: {nodes[victim].name} dies (held {nodes[victim].loaded_models()}; "
+          f"qwq loaded on {len(holders)} node(s))", flush=True)
+
+
 async def run(day: str, place: str, scale: float, decl: Declared, with_tasks: bool = False
               ) -> Result:
     res = Result()
@@ -239,14 +333,15 @@ async def run(day: str, place: str, scale: float, decl: Declared, with_tasks: bo
         if place.startswith("ollafleet"):
             balancer = Balancer(Settings(silence_timeout=120 * scale, queue_timeout=600 * scale,
                                          poll_interval=5 * scale, model_params=decl.balancer,
-                                         **task_settings(with_tasks, scale)),
+                                         time_scale=scale, **task_settings(with_tasks, scale)),
                                 [NodeSpec(n.name, n.url) for n in nodes])
-            balancer.fleet.knowledge.scale = scale
             if place == "ollafleet-handoff":  # hand to a busy node's own queue instead
                 balancer.fleet.knowledge.hand_off = True
             await balancer.start("127.0.0.1", 0)
             urls = [balancer.url]
-        peer = FirstFree(urls) if place == "first-free" else None
+        peer: FirstFree | Greedy | None = FirstFree(urls) if place == "first-free" else \
+            Greedy(nodes, scale) if place == "greedy" else None
+        killer = asyncio.create_task(death(place, nodes, peer, scale)) if day == "death" else None
         timeout = aiohttp.ClientTimeout(total=None)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -257,6 +352,8 @@ async def run(day: str, place: str, scale: float, decl: Declared, with_tasks: bo
                 if tasks is not None:
                     await tasks.drain()
         finally:
+            if killer is not None:
+                killer.cancel()
             if balancer is not None:
                 await balancer.stop(drain_timeout=1.0)
     return res
@@ -376,8 +473,8 @@ def p90(values: list[float]) -> float:
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", type=float, default=0.1, help="real seconds per modelled second")
-    ap.add_argument("--days", default="stable,shift,single")
-    ap.add_argument("--placements", default="first-free,static,ollafleet")
+    ap.add_argument("--days", default="stable,shift,death")
+    ap.add_argument("--placements", default="first-free,static,greedy,ollafleet")
     ap.add_argument("--file", default=str(ROOT / "desired_state.toml"),
                     help="desired-state file whose model parameters are used ('': none)")
     ap.add_argument("--tasks", choices=("off", "on", "both"), default="off",
@@ -392,7 +489,7 @@ async def main() -> None:
     print(f"scale {args.scale}: one modelled second takes {args.scale:g} s; times below are "
           "modelled seconds")
     print(f"{'day':8} {'placement':11} {'mean':>6} {'p90':>6} {'503s':>5} {'loads':>5} "
-          f"{'max/node':>8} {'KV reuse':>8} {'wall':>6}")
+          f"{'max/node':>8} {'KV reuse':>8} {'wall':>6} {'given up':>8}")
     for day in args.days.split(","):
         rows: dict[str, Result] = {}
         for place in args.placements.split(","):
@@ -401,7 +498,7 @@ async def main() -> None:
             reuse = 1 - r.evaluated / r.prompt_tokens if r.prompt_tokens else 0.0
             print(f"{day:8} {place:11} {statistics.mean(r.ttft):6.1f} {p90(r.ttft):6.1f} "
                   f"{r.rejected:5d} {r.loads:5d} {max(r.node_loads.values(), default=0):8d} "
-                  f"{reuse:8.0%} {time.monotonic() - t0:5.0f}s",
+                  f"{reuse:8.0%} {time.monotonic() - t0:5.0f}s {r.given_up:8d}",
                   flush=True)
         if "ollafleet" in rows and len(rows) > 1:
             ours = statistics.mean(rows["ollafleet"].ttft)

@@ -10,11 +10,14 @@ asynchronously, and a SIGKILLed process keeps its listening socket (and accepts 
 its backlog) until the kernel has torn it down, some milliseconds later. The probe succeeds
 against that dying socket; the chat then lands in its backlog (reset when it closes) or finds no
 socket at all (refused) before the new balancer, still starting Python, listens. Separately,
-the new balancer used to listen before its first poll, so a node that froze meanwhile was tried
-blind and the chat ended in 404. Now the new one waits for a held port instead of failing, polls
-before it listens, and a SIGTERMed one closes its port before anything else. With SIGTERM no chat
-fails; with SIGKILL a probe can still reach the dying process: only a harness that waits for the
-old process to exit (or for the new one's "listening" log line) closes that window.
+a balancer that routed before its first poll tried a node that froze meanwhile blind (the chat
+ended in 404). Now the new one waits for a held port instead of failing, listens at once and
+holds requests until its first polls are in (issue 24: a port kept shut during the polls
+widened the refused window), and a SIGTERMed one closes its port before anything else. With
+SIGTERM no chat fails; with SIGKILL a probe can still reach the dying process (one run of 12
+restarts here: 8x 503 and 3x 502 from the frozen node, 1 reset): only a harness that waits for
+the old process to exit, or for the port to be free, as the peer's harness does before it
+starts a balancer, closes that window.
 """
 from __future__ import annotations
 

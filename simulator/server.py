@@ -31,7 +31,7 @@ _KNOWN_PATHS = ("/", "/api/version", "/api/tags", "/api/ps", "/api/show", "/api/
 def _parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
 
 

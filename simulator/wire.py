@@ -93,14 +93,45 @@ async def error_response(request: web.Request, err: HTTPError) -> web.StreamResp
     return await native_json(request, {"error": err.message}, err.status)
 
 
+class _Pairs(dict[str, Any]):
+    """An object with its keys as sent, in order (for the top level: a Go struct)."""
+    pairs: list[tuple[str, Any]]
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> _Pairs:
+    obj = _Pairs(pairs)
+    obj.pairs = pairs
+    return obj
+
+
+def go_struct(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The request's fields as Go's encoding/json fills a struct: a key matches its field
+    case-insensitively (Unicode simple folding: the Kelvin sign is a "k"), a field given twice
+    takes the later value, a map or struct given twice is merged, null leaves a string alone."""
+    fields: dict[str, Any] = {}
+    for key, value in pairs:
+        name = "".join(c.casefold() if len(c.casefold()) == 1 else c for c in key)
+        old = fields.get(name)
+        if isinstance(old, dict) and isinstance(value, dict):
+            value = {**old, **value}
+        elif value is None and old is not None and not isinstance(old, (dict, list)):
+            value = old
+        fields[name] = value
+    return fields
+
+
 def decode_body(raw: bytes, struct: str) -> dict[str, Any]:
     """Decode a POST body like the Go handlers (400 on empty or malformed JSON)."""
     if not raw or not raw.strip():
         raise HTTPError(400, "missing request body")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, object_pairs_hook=_pairs)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise HTTPError(400, go_json_error(raw)) from None
+    except RecursionError:
+        raise HTTPError(400, "exceeded max depth") from None
+    if isinstance(body, _Pairs):
+        body = go_struct(body.pairs)
     if not isinstance(body, dict):
         raise HTTPError(400, f"json: cannot unmarshal {go_type_name(body)} into Go value of "
                         f"type api.{struct}")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
 from typing import Any
+from urllib.parse import urlsplit
 
+from balancer.classify import normalize_model
 from reconciler.config.params import PARAMS, check_param
 from reconciler.config.problems import Problem, did_you_mean
 from reconciler.config.runtime import v1_name
 from reconciler.config.schema import DesiredState
+from reconciler.config.values import split_listen
 
 # Ollama's model name: [host/][namespace/]model[:tag]
 _NAME = re.compile(
@@ -32,14 +37,18 @@ def check(file: str, state: DesiredState) -> list[Problem]:
     names = [n.name for n in state.nodes]
     model_names = list(state.models)
     seen_names: dict[str, int] = {}
-    seen_urls: dict[str, int] = {}
+    seen_urls: dict[tuple[str, str, int, str], int] = {}
+    _check_addresses(problem, state)
     for i, node in enumerate(state.nodes):
         if node.name in seen_names:
             problem(("nodes", i, "name"), f'duplicate node name "{node.name}" (also nodes[{seen_names[node.name]}])')
         seen_names.setdefault(node.name, i)
-        url = node.url.lower()
+        url = endpoint(node.url)
         if url in seen_urls:
-            problem(("nodes", i, "url"), f'duplicate node URL "{node.url}" (also nodes[{seen_urls[url]}])')
+            j = seen_urls[url]
+            other = state.nodes[j].url
+            problem(("nodes", i, "url"), f'duplicate node URL "{node.url}" (also nodes[{j}])' if other == node.url
+                    else f'duplicate node URL "{node.url}": the same node as nodes[{j}] ("{other}")')
         seen_urls.setdefault(url, i)
         for j, m in enumerate(node.models or []):
             if m not in state.models:
@@ -54,9 +63,9 @@ def check(file: str, state: DesiredState) -> list[Problem]:
         at = ("models", name)
         if not valid_model_name(name):
             problem(at, f'"{name}" is not a valid Ollama model name (expected [host/][namespace/]model[:tag])')
-        key = name.lower() if ":" in name else name.lower() + ":latest"
+        key = normalize_model(name)
         if key in lowered:
-            problem(at, f'"{name}" is the same model as "{lowered[key]}" (Ollama names ignore case; no tag means :latest)')
+            problem(at, f'"{name}" is the same model as "{lowered[key]}" (Ollama names ignore case; no tag means :latest, the default registry and namespace can be left out)')
         lowered.setdefault(key, name)
         sources = [s for s in ("pull", "gguf", "ollama_dir", "from") if getattr(model, "from_" if s == "from" else s) is not None]
         if len(sources) > 1:
@@ -145,3 +154,65 @@ def _check_derived_cycles(problem: Any, state: DesiredState) -> None:
                 break
             seen.append(current)
             current = state.models[current].from_
+
+
+def _host(host: str) -> str:
+    """A host as one spelling: localhost is 127.0.0.1, 127.1 is 127.0.0.1, IPv6 compressed."""
+    host = host.lower().strip("[]").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return "127.0.0.1"
+    if re.fullmatch(r"[0-9.]+", host) or re.fullmatch(r"0x[0-9a-f.x]+", host):
+        try:
+            return socket.inet_ntoa(socket.inet_aton(host))    # the shorthands a URL parser accepts
+        except OSError:
+            return host
+    try:
+        return ipaddress.ip_address(host).compressed
+    except ValueError:
+        return host
+
+
+def endpoint(url: str) -> tuple[str, str, int, str]:
+    """What a URL reaches: scheme, host (one spelling), port (the scheme's by default), path."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.scheme, _host(parts.hostname or ""), port, parts.path.rstrip("/")
+
+
+def _local(host: str) -> bool:
+    """A host that is this machine, by name or loopback address (nothing is looked up)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host in ("0.0.0.0", socket.gethostname().lower())
+
+
+def _same_place(listen: str, host: str, port: int) -> bool:
+    """Does a server listening on `listen` answer at host:port?"""
+    lhost, lport = split_listen(listen)
+    lhost = _host(lhost)
+    if lport == 0 or lport != port:
+        return False
+    if lhost in ("0.0.0.0", "::", ""):
+        return _local(host) or host in ("0.0.0.0", "::")
+    return lhost == host or (_local(lhost) and host in ("0.0.0.0", "::"))
+
+
+def _check_addresses(problem: Any, state: DesiredState) -> None:
+    """No node is this daemon's own balancer or status server, and those two do not collide."""
+    listen, status = state.balancer.listen, state.reconcile.status_listen
+    shost, sport = split_listen(status)
+    if _same_place(listen, _host(shost), sport) or _same_place(status, _host(split_listen(listen)[0]),
+                                                               split_listen(listen)[1]):
+        problem(("reconcile", "status_listen"), f'"{status}" is the balancer\'s address too '
+                f'(balancer.listen = "{listen}")', "give the status page another port")
+    public = endpoint(state.balancer.public_url) if state.balancer.public_url else None
+    for i, node in enumerate(state.nodes):
+        scheme, host, port, path = endpoint(node.url)
+        if public is not None and (scheme, host, port, path) == public or _same_place(listen, host, port):
+            problem(("nodes", i, "url"), f'"{node.url}" is this daemon\'s own balancer (balancer.listen = '
+                    f'"{listen}"{", public_url" if public else ""}): requests would go round in a loop',
+                    "give the node's own Ollama address")
+        elif _same_place(status, host, port):
+            problem(("nodes", i, "url"), f'"{node.url}" is this daemon\'s status address '
+                    f'(reconcile.status_listen = "{status}"), not an Ollama node', "give the node's own Ollama address")

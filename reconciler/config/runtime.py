@@ -6,7 +6,7 @@ every chat); where both set a key, the openwebui value wins, as it does on the w
 
     runtime_params(state) -> {declared name: Runtime}
 
-The reconciler preloads a `keep_loaded` model with `load_options` and builds the `v1_model`;
+The reconciler builds the `v1_model` (it loads nothing: a `keep_loaded` model is pinned by the balancer);
 the balancer fills (or enforces) `options` into every request and pins `keep_alive`.
 """
 

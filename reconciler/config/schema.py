@@ -43,6 +43,7 @@ class Reconcile(Strict):
     max_pulls_per_node: int = Field(1, ge=1)
     upload_concurrency: int = Field(2, ge=1)   # nodes receiving blobs at once (GGUF files, ollama_dir)
     status_listen: Listen = "127.0.0.1:11435"
+    verify: bool = False                  # after a pass that changed Open WebUI or models: `ollafleet verify`'s listing check
 
 
 def parse_redis_url(value: Any) -> str:
@@ -64,8 +65,21 @@ class Cluster(Strict):
     redis: RedisUrl                       # redis://host:6379/0 (no password here)
     password: SecretRef | None = None     # "${REDIS_PASSWORD}"
     name: str | None = Field(None, min_length=1)  # this daemon in /status; default: the host name
+    # the fleet this file declares: every Redis key carries it, so fleets can share one Redis;
+    # default: the file's name without .toml (set by load)
+    fleet: str | None = Field(None, min_length=1)
     lease: Duration = 15.0                # the leader lease: a dead leader is replaced within this
     slot_lease: Duration = 10.0           # a dead balancer's slots free after this
+    _file_stem: str = PrivateAttr(default="desired_state")
+
+    @property
+    def fleet_name(self) -> str:
+        return self.fleet or self._file_stem
+
+    @property
+    def key_prefix(self) -> str:
+        """What every Redis key of this fleet starts with."""
+        return f"ollafleet:{self.fleet_name}:"
 
 
 class Node(Strict):
@@ -75,6 +89,7 @@ class Node(Strict):
     speed: int = Field(0, ge=0)           # tier: higher is preferred among equals
     max_concurrent: int = Field(1, ge=1)  # OLLAMA_NUM_PARALLEL on that node
     models: list[str] | None = None       # default: every model that does not name its nodes
+    gpu_memory_gb: float | None = Field(None, gt=0)   # for plan's check that keep_loaded models fit
 
 
 class ModelOpenWebUI(Strict):

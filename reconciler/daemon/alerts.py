@@ -6,10 +6,16 @@ never runs inside a pass, so a slow webhook cannot delay one. Each condition has
 alert is sent once per key until that key clears, then one "recovered". Conditions:
 - a node the balancer cannot reach, for `after`;
 - a target whose last passes failed (drift that cannot be corrected, a server that cannot be
-  read), for `after`; not for a node already alerted as unreachable;
+  read), for `after`; not for a node the balancer finds unreachable, nor for one that came back
+  after that pass began (its errors are from the outage, and the next pass will tell);
 - a pass that raised (a bug), for `after`;
 - with [cluster], Redis unreachable from this daemon (for its lease or its balancer), for `after`;
 - a rejected save of the file, at once.
+
+Each channel (webhook, command) has its own queue and delivers on its own: a webhook that
+hangs or trickles cannot hold the command's alerts. Every attempt has a total deadline
+(`deadline`, 30 s: connect, send and answer together), then it counts as failed and is retried
+with backoff, in order within its channel.
 """
 
 from __future__ import annotations
@@ -29,8 +35,21 @@ import httpx
 from balancer import Balancer
 from reconciler.config.schema import Alerts
 from reconciler.daemon.loop import Daemon
+from reconciler.scrub import cut
 
 log = logging.getLogger("ollafleet.alerts")
+
+
+WAYS = ("webhook", "command")
+
+
+class _Channel:
+    """One way of delivering: its queue of (number, text) and whether its last attempt failed."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+        self.failing = False
+        self.busy = False       # an alert taken from the queue, not delivered yet
 
 
 @dataclass
@@ -44,27 +63,42 @@ class _Open:
 
 class Alerter:
     def __init__(self, daemon: Daemon, balancer: Balancer | None = None, *,
-                 clock: Callable[[], float] = time.monotonic, retry_delay: float = 5.0) -> None:
+                 clock: Callable[[], float] = time.monotonic, retry_delay: float = 5.0,
+                 deadline: float = 30.0) -> None:
         self.daemon, self.balancer = daemon, balancer
         self.clock = clock
         self.retry_delay = retry_delay
+        self.deadline = deadline                   # seconds per delivery attempt, all in
         self.config: Alerts | None = None
         self.open: dict[str, _Open] = {}
         self.sent_at: deque[float] = deque()       # clock() of recent sends, for the rate limit
         self.suppressed = 0
-        self.outbox: asyncio.Queue[str] = asyncio.Queue()
-        self.delivered: deque[str] = deque(maxlen=50)   # what went out, newest last
-        self.failing = False                       # the last delivery attempt failed
+        self.channels = {way: _Channel() for way in WAYS}
+        self.delivered: deque[str] = deque(maxlen=50)   # what went out (by any channel), newest last
+        self._recorded: deque[int] = deque(maxlen=200)  # numbers of the alerts in `delivered`
+        self._number = 0
         self._host = socket.gethostname()
+        self._down: set[str] = set()               # nodes unreachable at the last look
+        self._back: dict[str, float] = {}          # node -> time.time() it was seen reachable again
 
     def configure(self, config: Alerts | None) -> None:
         self.config = config
+
+    @property
+    def failing(self) -> bool:
+        """Some channel's last delivery attempt failed."""
+        return any(c.failing for c in self.channels.values())
+
+    def queued(self) -> int:
+        """Deliveries waiting, one per channel and alert (the one under way included)."""
+        return sum(c.queue.qsize() + (1 if c.busy else 0) for c in self.channels.values())
 
     def view(self) -> dict[str, Any]:
         """For /status and the page."""
         return {"configured": self.ways(), "open": [c.text for c in self.open.values() if c.sent],
                 "watching": [c.text for c in self.open.values() if not c.sent],
-                "undelivered": self.outbox.qsize() + (1 if self.failing else 0), "delivery_failing": self.failing,
+                "undelivered": self.queued(), "delivery_failing": self.failing,
+                "failing_channels": [w for w, c in self.channels.items() if c.failing],
                 "last_sent": list(self.delivered)[-5:]}
 
     # -- deciding ------------------------------------------------------------------------
@@ -84,11 +118,17 @@ class Alerter:
                 down.add(node.name)
                 found[f"node:{node.name}"] = (f"node {node.name} is unreachable ({node.last_error or 'no answer'})",
                                               after)
+        now = time.time()
+        for name in self._down - down:
+            self._back[name] = now
+        self._down = down
         redis = _redis_down(d.cluster_status() if d.cluster_status else None)
         if redis is not None:
             found["cluster:redis"] = (redis, after)
         for name, rec in d.targets.items():
-            if rec.errors and name.removeprefix("ollama/") not in down:
+            node_name = name.removeprefix("ollama/")
+            stale = rec.pass_started < self._back.get(node_name, 0.0) if name != node_name else False
+            if rec.errors and node_name not in down and not stale:
                 what = "cannot correct drift on" if rec.failed else "cannot reconcile"
                 found[f"target:{name}"] = (f"{what} {name}: " + "; ".join(rec.errors[:3]), after)
         return found
@@ -129,11 +169,13 @@ class Alerter:
             self.suppressed = 0
         self.sent_at.append(now)
         log.warning("alert: %s", text)
-        self.outbox.put_nowait(f"[ollafleet on {self._host}] {text}")
+        self._number += 1
+        for way in self.ways():
+            self.channels[way].queue.put_nowait((self._number, f"[ollafleet on {self._host}] {text}"))
 
     # -- delivering ----------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, every: float = 1.0) -> None:
-        sender = asyncio.create_task(self._deliver_forever())
+        senders = [asyncio.create_task(self._deliver_forever(way)) for way in WAYS]
         try:
             while not stop.is_set():
                 try:
@@ -145,20 +187,24 @@ class Alerter:
                 except asyncio.TimeoutError:
                     pass
         finally:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+            for sender in senders:
+                sender.cancel()
+            await asyncio.gather(*senders, return_exceptions=True)
 
-    async def _deliver_forever(self) -> None:
+    async def _deliver_forever(self, way: str) -> None:
+        channel = self.channels[way]
         while True:
-            text = await self.outbox.get()
+            number, text = await channel.queue.get()
+            channel.busy = True
             delay = self.retry_delay
-            ways = self.ways()
-            while ways := await self.deliver(text, ways):
-                self.failing = True
-                await asyncio.sleep(delay)     # in order: a later alert waits for this one
+            while not await self.deliver(way, text):
+                channel.failing = True
+                await asyncio.sleep(delay)     # in order: this channel's later alerts wait for this one
                 delay = min(delay * 2, 300.0)
-            self.failing = False
-            self.delivered.append(text)
+            channel.failing = channel.busy = False
+            if number not in self._recorded:
+                self._recorded.append(number)
+                self.delivered.append(text)
 
     def ways(self) -> list[str]:
         config = self.config
@@ -166,19 +212,17 @@ class Alerter:
             return []
         return (["webhook"] if config.webhook is not None else []) + (["command"] if config.command else [])
 
-    async def deliver(self, text: str, ways: list[str]) -> list[str]:
-        """Send one alert by each of `ways`; return those that failed (logged), to retry."""
+    async def deliver(self, way: str, text: str) -> bool:
+        """Send one alert by `way` within the deadline; False when it failed (logged), to retry.
+        A way no longer configured counts as done."""
         config = self.config
-        if config is None:
-            return []
-        failed = []
-        if "webhook" in ways and config.webhook is not None:
-            if not await _attempt(f"webhook {config.webhook}", self._post(config.webhook.value, text)):
-                failed.append("webhook")
-        if "command" in ways and config.command:
-            if not await _attempt(f"command {config.command[0]}", _run(config.command, text)):
-                failed.append("command")
-        return failed
+        if way == "webhook" and config is not None and config.webhook is not None:
+            what, job = f"webhook {config.webhook}", self._post(config.webhook.value, text)
+        elif way == "command" and config is not None and config.command:
+            what, job = f"command {config.command[0]}", _run(config.command, text)
+        else:
+            return True
+        return await _attempt(what, job, self.deadline)
 
     @staticmethod
     async def _post(url: str, text: str) -> None:
@@ -205,22 +249,24 @@ async def _run(command: list[str], text: str) -> None:
                                                 stdout=asyncio.subprocess.DEVNULL,
                                                 stderr=asyncio.subprocess.PIPE)
     try:
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise RuntimeError("did not finish within 30 s") from None
+        _, err = await proc.communicate()
+    except BaseException:      # the attempt's deadline, or the daemon stopping: no command left behind
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
     if proc.returncode:
-        raise RuntimeError(f"exit code {proc.returncode}: {err.decode(errors='replace').strip()[:200]}")
+        raise RuntimeError(f"exit code {proc.returncode}: {cut(err.decode(errors='replace').strip(), 200)}")
 
 
-async def _attempt(what: str, job: Awaitable[Any]) -> bool:
+async def _attempt(what: str, job: Awaitable[Any], deadline: float) -> bool:
     try:
-        await job
+        await asyncio.wait_for(job, deadline)
         return True
     except Exception as exc:
         # the webhook URL holds a secret: only the ${VARIABLE} name is ever logged
-        reason = (f"no connection or no answer: {type(exc).__name__}" if isinstance(exc, httpx.TransportError)
+        reason = (f"not done within {deadline:g} s" if isinstance(exc, asyncio.TimeoutError)
+                  else f"no connection or no answer: {type(exc).__name__}" if isinstance(exc, httpx.TransportError)
                   else str(exc) or type(exc).__name__)
         log.warning("alert not delivered by %s (%s); retrying", what, reason)
         return False

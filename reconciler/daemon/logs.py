@@ -7,6 +7,7 @@ import logging
 import sys
 from datetime import datetime, timezone
 
+from balancer.logline import LineFormatter
 from reconciler.scrub import ScrubbingFormatter
 
 
@@ -29,7 +30,7 @@ def setup(log_format: str = "text", verbose: bool = False) -> None:
     if log_format == "json":
         handler.setFormatter(ScrubbingFormatter(JsonFormatter()))
     else:
-        handler.setFormatter(ScrubbingFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")))
+        handler.setFormatter(ScrubbingFormatter(LineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

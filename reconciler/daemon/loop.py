@@ -45,6 +45,7 @@ class TargetRecord:
     """What the last pass saw and did on one target."""
 
     last_pass: float = 0.0
+    pass_started: float = 0.0     # time.time() when that pass began: what it saw is from then on
     ok: bool = True
     applied: int = 0
     failed: int = 0
@@ -95,6 +96,8 @@ class Daemon:
         self.pass_done = asyncio.Condition()
         self._reading = asyncio.Lock()
         self._newer = asyncio.Event()          # set when a newer file arrives during a pass
+        self.verified: dict[str, Any] | None = None   # the last `[reconcile] verify` run (listing part)
+        self._verifying: asyncio.Task[None] | None = None
 
     @property
     def file_waiting(self) -> bool:
@@ -209,12 +212,28 @@ class Daemon:
         self._record(report, targets, reason, suspended=state.reconcile.suspend)
         if self.last_pass and self.last_pass["ok"] and not state.reconcile.suspend:
             self.applied_revision = sha
+        if state.reconcile.verify and _changed_what_people_see(report) and self._verifying is None:
+            self._verifying = asyncio.create_task(self._verify(state))   # after the pass, never in it
         return report
+
+    async def _verify(self, state: DesiredState) -> None:
+        """`ollafleet verify`'s listing part, as an employee: shown on /status, logged as warnings."""
+        from reconciler.verify import verify
+
+        try:
+            v = await verify(state, timeout=30.0)
+            self.verified = {"at": time.time(), "ok": not v.problems, "problems": v.problems, "checked": v.checked}
+        except Exception as exc:      # a bug in the check must not stop the daemon
+            self.verified = {"at": time.time(), "ok": False, "problems": [f"verify failed: {exc}"], "checked": []}
+        finally:
+            self._verifying = None
+        for problem in self.verified["problems"]:
+            log.warning("verify: %s", problem)
 
     def _record(self, report: PassReport, targets: Sequence[AnyTarget], reason: str, *, suspended: bool) -> None:
         plan: Plan = report.plan
         now = time.time()
-        records = {t.name: TargetRecord(last_pass=now) for t in targets}
+        records = {t.name: TargetRecord(last_pass=now, pass_started=report.started or now) for t in targets}
         for problem in plan.problems:
             records[problem.target].errors.append(problem.message)
         for note in plan.notes:
@@ -278,6 +297,12 @@ class Daemon:
     async def wait_for_pass(self, timeout: float) -> None:
         async with self.pass_done:
             await asyncio.wait_for(self.pass_done.wait(), timeout)
+
+
+def _changed_what_people_see(report: PassReport) -> bool:
+    """A change applied to Open WebUI or to a node's models."""
+    return any(r.status is Status.APPLIED and (r.change.target == "openwebui" or r.change.path[:1] == ("models",))
+               for r in report.results)
 
 
 def _abandonable(targets: Sequence[AnyTarget]) -> Callable[[Change[object]], bool]:

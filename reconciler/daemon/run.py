@@ -15,7 +15,8 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from watchfiles import awatch
 
-from balancer import Balancer
+from balancer import Balancer, Metrics
+from balancer.guard import STATUS_MAX_CONNECTIONS, GuardedAppRunner, GuardedServer
 from reconciler.config import DesiredState
 from reconciler.cluster import ClusterMember, join_cluster
 from reconciler.config.values import split_listen
@@ -23,10 +24,12 @@ from reconciler.daemon.alerts import Alerter
 from reconciler.daemon.live import listening, needs_restart
 from reconciler.daemon.loop import Daemon, TargetFactory
 from reconciler.daemon.status import status_app
+from reconciler.daemon.timeline import Timeline
 from reconciler.daemon.wiring import balancer_nodes, balancer_settings, draining
 from reconciler.targets import build_targets
 
 log = logging.getLogger("ollafleet.daemon")
+SAMPLE_EVERY = 5.0   # seconds between samples of the queue and the nodes for the status page
 
 
 async def watch_file(path: Path, daemon: Daemon, stop: asyncio.Event) -> None:
@@ -47,10 +50,24 @@ async def watch_file(path: Path, daemon: Daemon, stop: asyncio.Event) -> None:
                 pass
 
 
+async def sample(timeline: Timeline, balancer: Balancer, every: float, stop: asyncio.Event) -> None:
+    """Every few seconds: the queue per model and which nodes are down, into the timeline."""
+    while not stop.is_set():
+        timeline.sample(balancer.queued_by_model(),
+                        ((s.name, s.reachable is not False and s.reliability == "Reliable") for s in balancer.states()))
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+        except asyncio.TimeoutError:
+            pass
+
+
 class Service:
     def __init__(self, path: str | Path, *, factory: TargetFactory = build_targets,
-                 drain_timeout: float = 60.0) -> None:
+                 drain_timeout: float = 60.0, timeline: Timeline | None = None,
+                 sample_every: float = SAMPLE_EVERY) -> None:
         self.path = Path(path)
+        self.timeline = timeline or Timeline()   # what the status page draws; emptied by a restart
+        self.sample_every = sample_every
         self.daemon = Daemon(self.path, factory=factory)
         self.alerter = Alerter(self.daemon)
         self.drain_timeout = drain_timeout
@@ -75,6 +92,7 @@ class Service:
         assert state is not None
         self.balancer = Balancer(balancer_settings(state), balancer_nodes(state))
         self.alerter.balancer = self.balancer
+        self.balancer.metrics.listen(self.timeline.event)
         self.alerter.configure(state.alerts)
         if state.cluster is not None:
             self.cluster = join_cluster(state.cluster, self.daemon, self.balancer)
@@ -93,7 +111,10 @@ class Service:
         if self.cluster is not None:
             self.daemon.wrap = self.cluster.fence(self.daemon.wrap)
         self.daemon.on_pass_failed = self._schedule_retry
-        self._status_runner = web.AppRunner(status_app(self.daemon, self.balancer, self.alerter), access_log=None)
+        # bounded like the balancer's port: a flood here must not starve the balancer or a pass
+        self._status_runner = GuardedAppRunner(
+            status_app(self.daemon, self.balancer, self.alerter, self.timeline), metrics=Metrics(),
+            max_connections=STATUS_MAX_CONNECTIONS, idle_timeout=state.balancer.idle_timeout)
         await self._status_runner.setup()
         shost, sport = split_listen(state.reconcile.status_listen)
         site = web.TCPSite(self._status_runner, shost, sport, reuse_address=True)
@@ -114,7 +135,8 @@ class Service:
             self.cluster.start()
         self._tasks = [asyncio.create_task(self.daemon.run()),
                        asyncio.create_task(watch_file(self.path, self.daemon, self.stop_event)),
-                       asyncio.create_task(self.alerter.run(self.stop_event))]
+                       asyncio.create_task(self.alerter.run(self.stop_event)),
+                       asyncio.create_task(sample(self.timeline, self.balancer, self.sample_every, self.stop_event))]
         self.daemon.request("start")
         return True
 
@@ -123,6 +145,9 @@ class Service:
         self.balancer.replace_nodes(balancer_nodes(state))
         self.alerter.configure(state.alerts)
         self.balancer.update_settings(balancer_settings(state, self.task_config))
+        status = self._status_runner.server if self._status_runner is not None else None
+        if isinstance(status, GuardedServer):
+            status.use(STATUS_MAX_CONNECTIONS, state.balancer.idle_timeout)
         assert self._started is not None
         restart = needs_restart(self._started, state)
         if restart != self.daemon.needs_restart:

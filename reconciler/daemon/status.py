@@ -17,15 +17,17 @@ from balancer import Balancer
 from reconciler.daemon import page
 from reconciler.daemon.alerts import Alerter
 from reconciler.daemon.loop import Daemon
+from reconciler.daemon.timeline import Timeline
 from reconciler.scrub import scrub_data
 
 
-def status_json(daemon: Daemon, balancer: Balancer | None, alerter: Alerter | None = None) -> dict[str, Any]:
+def status_json(daemon: Daemon, balancer: Balancer | None, alerter: Alerter | None = None,
+                timeline: Timeline | None = None) -> dict[str, Any]:
     pending = [f"{name}: {d}" for name, rec in daemon.targets.items() for d in rec.drift]
     errors = list(daemon.file_errors) + [f"{name}: {e}" for name, rec in daemon.targets.items() for e in rec.errors]
     if daemon.pass_error:
         errors.append(f"the last pass failed unexpectedly: {daemon.pass_error}")
-    return {
+    return _with_timeline({
         "now": time.time(),
         "revision": daemon.revision.to_json() if daemon.revision else None,
         "file_errors": daemon.file_errors,
@@ -46,13 +48,39 @@ def status_json(daemon: Daemon, balancer: Balancer | None, alerter: Alerter | No
         "listening": daemon.listening,
         "counters": dataclasses.asdict(daemon.counters),
         "alerts": alerter.view() if alerter else None,
+        "verify": daemon.verified,        # [reconcile] verify: what an employee sees, after the last pass that changed it
         "cluster": daemon.cluster_status() if daemon.cluster_status else None,
         "balancer": None if balancer is None else {
             "url": balancer.url,
+            # the file's [balancer] in force, as the file writes it (ollafleet import --daemon reads it)
+            "settings": daemon.state.balancer.model_dump(mode="json", exclude_none=True) if daemon.state else None,
             "nodes": [_node_json(daemon, s) for s in balancer.states()],
             "metrics": balancer.metrics.as_dict(),
         },
-    }
+    }, balancer, timeline)
+
+
+def _with_timeline(data: dict[str, Any], balancer: Balancer | None, timeline: Timeline | None) -> dict[str, Any]:
+    """The history the page draws (`over_time`), and per node what its GPU holds with which
+    num_ctx (`gpu`): the poll's context_length, else what the balancer itself sent."""
+    data["over_time"] = timeline.to_json() if timeline is not None else None
+    if balancer is not None and data.get("balancer"):
+        polled = balancer.polled_contexts()
+        for node in data["balancer"]["nodes"]:
+            node["gpu"] = gpu_view(node, polled.get(node.get("name"), {}))
+    return data
+
+
+def gpu_view(node: dict[str, Any], polled: dict[str, int]) -> dict[str, Any]:
+    loaded = list(node.get("loaded") or [])
+    model = node.get("runner_model")
+    if loaded and model not in loaded:
+        model = loaded[0]   # polled, never sent (or the one sent was evicted since)
+    ctx, source = polled.get(model or ""), "poll"
+    if ctx is None and model is not None and model == node.get("runner_model") and node.get("runner_num_ctx"):
+        ctx, source = node.get("runner_num_ctx"), "sent"
+    return {"model": model, "num_ctx": ctx, "num_ctx_from": source if ctx else None,
+            "also_loaded": [m for m in loaded if m != model]}
 
 
 def _on_disk_sha256(daemon: Daemon) -> str | None:
@@ -134,6 +162,9 @@ class _Collector:
         yield CounterMetricFamily("ollafleet_balancer_task_model_loads",
                                   "Open WebUI task requests sent to a node that did not hold the task model",
                                   value=t.model_loads_caused)
+        yield CounterMetricFamily("ollafleet_balancer_warmer_loads",
+                                  "Model loads the balancer's warmer started (pins, orphan reloads)",
+                                  value=m.warmer_loads)
         for name, h, text in (("ollafleet_balancer_queue_wait_seconds", m.queue_wait_seconds,
                                "Time requests waited in the balancer's queue"),
                               ("ollafleet_balancer_task_wait_seconds", t.wait_seconds,
@@ -144,20 +175,23 @@ class _Collector:
                                         sum_value=h.sum)
 
 
-def status_app(daemon: Daemon, balancer: Balancer | None, alerter: Alerter | None = None) -> web.Application:
+def status_app(daemon: Daemon, balancer: Balancer | None, alerter: Alerter | None = None,
+               timeline: Timeline | None = None) -> web.Application:
     registry = CollectorRegistry()
     registry.register(_Collector(daemon, balancer))
 
     async def status(_: web.Request) -> web.Response:
-        return web.json_response(scrub_data(status_json(daemon, balancer, alerter)))
+        return web.json_response(scrub_data(status_json(daemon, balancer, alerter, timeline)))
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": "text/plain; version=0.0.4"})
 
     async def html(request: web.Request) -> web.Response:
-        data = scrub_data(status_json(daemon, balancer, alerter))
+        data = scrub_data(status_json(daemon, balancer, alerter, timeline))
         text = page.main(data) if request.query.get("part") == "main" else page.page(data)
-        return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-store"})
+        resp = web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-store"})
+        resp.enable_compression()   # the charts' SVG shrinks tenfold; sent every few seconds
+        return resp
 
     app = web.Application()
     app.router.add_get("/", html)

@@ -1,5 +1,6 @@
-"""What the daemon feeds the balancer: its settings and node list from the file, and a drain
-around every change that rebuilds or removes a model on a node."""
+"""What the daemon feeds the balancer: its settings and node list from the file, a drain
+around every change that rebuilds or removes a model on a node, and a poll after every change
+to a node's models, so the balancer routes to a new model as soon as the pass reports it."""
 
 from __future__ import annotations
 
@@ -54,8 +55,13 @@ def model_params(state: DesiredState) -> dict[str, ModelParams]:
 def balancer_nodes(state: DesiredState) -> list[NodeSpec]:
     # models=None: the balancer routes by what each node reports, which is the truth even
     # while the reconciler is still pulling.
+    # pinned: the `keep_loaded` models that belong on the node; the balancer's warmer keeps
+    # them loaded there whenever the node is idle (balancer/warm.py)
     return [NodeSpec(name=n.name, url=n.url, max_concurrent=n.max_concurrent,
-                     capability=n.capability, speed=n.speed) for n in state.nodes]
+                     capability=n.capability, speed=n.speed,
+                     pinned=tuple(normalize_model(m) for m in state.models_on(n)
+                                  if state.models[m].keep_loaded))
+            for n in state.nodes]
 
 
 class Draining(Wrapper[Seen, Work]):
@@ -81,14 +87,20 @@ class Draining(Wrapper[Seen, Work]):
         hit = self.inner.disrupts(change)
         if hit is None:
             await self.inner.apply(change, progress)
-            return
-        async with self.model_locks.setdefault(hit.model, asyncio.Lock()):
-            self.balancer.set_draining(hit.node, hit.model, True)
-            try:
-                await self.inner.apply(change, progress)
-            finally:
-                self.balancer.set_draining(hit.node, hit.model, False)
-        await self.balancer.refresh()
+        else:
+            async with self.model_locks.setdefault(hit.model, asyncio.Lock()):
+                self.balancer.set_draining(hit.node, hit.model, True)
+                try:
+                    await self.inner.apply(change, progress)
+                finally:
+                    self.balancer.set_draining(hit.node, hit.model, False)
+        if hit is not None or changes_models(change):
+            await self.balancer.refresh()     # the balancer knows the new model set before the pass says ok
+
+
+def changes_models(change: Change[object]) -> bool:
+    """A change that pulls, creates or deletes a model on an Ollama node (not Open WebUI's entries)."""
+    return change.target.startswith("ollama/") and change.path[:1] == ("models",)
 
 
 def draining(balancer: Balancer, on_task_config: Callable[[dict[str, Any]], None] = lambda c: None

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from balancer.classify import listed_name
 from reconciler.config.checks import OPENWEBUI_EXTRA_PARAMS, valid_model_name
 from reconciler.config.params import INT_PARAMS, PARAMS, check_param
 from reconciler.config.runtime import v1_name
@@ -250,9 +251,12 @@ def _settings(ow: OpenWebUIRead, known_models: set[str], node_urls: dict[str, st
     out = file_fragment(groups)       # every setting the file can hold, as Open WebUI holds it
     comments: list[str] = []
     task = out.get("task_model")
-    if task is not None and task not in known_models:
+    known = {model_key(m): m for m in known_models}
+    if task is not None and model_key(task) not in known:
         del out["task_model"]
         warn.append(f'Open WebUI\'s task model "{task}" is on no node that was read; task_model left out')
+    elif task is not None:
+        out["task_model"] = known[model_key(task)]
     execution = out.get("code_execution") or {}
     if "code_execution" in out and set(execution) != {"enabled", "engine"}:
         del out["code_execution"]     # the file holds both or neither
@@ -293,7 +297,8 @@ def _ordered(sections: list[Section]) -> list[Section]:
 
 
 def build(reads: list[NodeRead], ow: OpenWebUIRead | None, credentials: dict[str, str],
-          folders: Folders | None = None) -> Document:
+          folders: Folders | None = None, running: dict[str, Any] | None = None) -> Document:
+    """`running`: the [balancer] of the daemon that serves this network (its /status), if read."""
     warn: list[str] = []
     missing = [f"node {r.name} ({r.url}): {r.error}" for r in reads if r.view is None]
     sections = _model_sections(reads, warn, folders)
@@ -318,17 +323,28 @@ def build(reads: list[NodeRead], ow: OpenWebUIRead | None, credentials: dict[str
             missing.append(f"Open WebUI ({ow.url}): {ow.error}")
             ow_comments.append("its settings could not be read: none is managed until you add them")
         elif ow.seen is not None:
-            by_name = {s.name: s for s in sections}
-            for model_id, entry in sorted(ow.entries.items()):
-                if model_id not in by_name:
+            # one identity: "m" and "m:latest" are one model, written once under the name the nodes list
+            by_key = {model_key(s.name): s for s in sections}
+            listed = {s.name for s in sections}
+            # an entry under an id no connection lists ("m" for "m:latest") is read first, so the
+            # entry under the listed id, the one people get, wins
+            for model_id, entry in sorted(ow.entries.items(), key=lambda kv: (kv[0] in listed, kv[0])):
+                section = by_key.get(model_key(model_id))
+                if section is None:
                     if not valid_model_name(model_id):
                         warn.append(f'Open WebUI has an entry for "{model_id}", not a model name the file accepts; left out')
                         continue
-                    section = Section(model_id, {"nodes": []}, comments=[
+                    section = Section(listed_name(model_id), {"nodes": []}, comments=[
                         "Open WebUI has an entry for this model, but no node that was read holds it"])
                     sections.append(section)
-                    by_name[model_id] = section
-                by_name[model_id].openwebui = _entry_fields(model_id, entry, warn)
+                    by_key[model_key(model_id)] = section
+                elif model_id != section.name:
+                    warn.append(f'Open WebUI has an entry under "{model_id}", an id no Ollama connection lists '
+                                f'(the nodes list "{section.name}"): nobody can use it; apply deletes it')
+                    if section.openwebui is not None:
+                        continue
+                section.openwebui = _entry_fields(section.name, entry, warn)
+            by_name = {s.name: s for s in sections}
             for preset, base in sorted(ow.presets.items()):
                 warn.append(f'Open WebUI workspace model "{preset}" (built on "{base}") is not something the '
                             "file can hold; left as it is")
@@ -336,8 +352,11 @@ def build(reads: list[NodeRead], ow: OpenWebUIRead | None, credentials: dict[str
             ow_table.update(settings)
             if public_url is not None:
                 balancer["public_url"] = public_url
-    # a hand-built network's balancer relays requests as they are: so does the imported one
-    balancer.update({"silence_timeout": "120s", "queue_timeout": "0s", "apply_model_params": "off"})
+    if running is not None:      # the daemon's balancer as it runs
+        balancer = {**running, **({"public_url": balancer["public_url"]} if "public_url" in balancer
+                                  and "public_url" not in running else {})}
+    else:   # a hand-built network's balancer relays requests as they are: so does the imported one
+        balancer.update({"silence_timeout": "120s", "queue_timeout": "0s", "apply_model_params": "off"})
     sections = _ordered(sections)
     return Document(nodes, node_comments, sections, balancer, ow_table, ow_comments,
                     list(dict.fromkeys(warn)), missing)

@@ -1,7 +1,7 @@
 """`ollafleet import`: read a running network and write the desired_state.toml that describes it.
 
     ollafleet import --node gpu-1=http://192.168.1.31:11434 --node gpu-2=... \
-        [--openwebui http://192.168.1.22:3000] [-o desired_state.toml] [--force]
+        [--openwebui http://192.168.1.22:3000] [--daemon 127.0.0.1:11435] [-o desired_state.toml] [--force]
 
 Open WebUI credentials come from the environment, as for `apply`: the API key in
 $OPENWEBUI_API_KEY (--api-key-env), or an admin's email and password in
@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import httpx
 import tomli_w
 
 from reconciler.config import load_text
@@ -174,9 +175,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a copied Ollama models folder the nodes' models may have been made from (repeatable)")
     p.add_argument("--api-key-env", type=_var_arg, default="OPENWEBUI_API_KEY", metavar="VAR",
                    help="environment variable holding an Open WebUI admin API key")
-    p.add_argument("--admin-email-env", type=_var_arg, default="OPENWEBUI_ADMIN_EMAIL", metavar="VAR")
-    p.add_argument("--admin-password-env", type=_var_arg, default="OPENWEBUI_ADMIN_PASSWORD", metavar="VAR")
+    p.add_argument("--admin-email-env", type=_var_arg, default="OPENWEBUI_ADMIN_EMAIL", metavar="VAR",
+                   help="environment variable holding an Open WebUI admin's email, to sign in without "
+                   "an API key (default OPENWEBUI_ADMIN_EMAIL)")
+    p.add_argument("--admin-password-env", type=_var_arg, default="OPENWEBUI_ADMIN_PASSWORD", metavar="VAR",
+                   help="environment variable holding that admin's password (default OPENWEBUI_ADMIN_PASSWORD)")
+    p.add_argument("--daemon", metavar="URL",
+                   help="the status address (reconcile.status_listen) of the ollafleet daemon that serves this "
+                        "network: its [balancer] settings are imported as they run")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each server")
+
+
+async def read_daemon(url: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The [balancer] a running daemon uses, from its /status."""
+    url = url if url.startswith(("http://", "https://")) else "http://" + url
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            r = await client.get(url.rstrip("/") + "/status")
+            r.raise_for_status()
+            settings = ((r.json() or {}).get("balancer") or {}).get("settings")
+    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        raise OSError(f"daemon {url}: {exc}") from exc
+    if not isinstance(settings, dict):
+        raise OSError(f"daemon {url}: its /status shows no balancer settings (an older ollafleet?)")
+    return settings
 
 
 def _credentials(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, str]:
@@ -209,8 +231,16 @@ def cmd_import(args: argparse.Namespace, *, now: datetime | None = None, env: Ma
     nodes = list(args.node)     # [[nodes]] order is the balancer's preference: keep the user's order
     reads, ow = asyncio.run(read_network(nodes, openwebui, creds, env, args.timeout))
     folders, folder_warnings = index_folders(args.ollama_dir)
-    doc = build(reads, ow, creds, folders)
+    running, daemon_error = None, None
+    if getattr(args, "daemon", None):
+        try:
+            running = asyncio.run(read_daemon(args.daemon, args.timeout))
+        except OSError as exc:
+            daemon_error = str(exc)
+    doc = build(reads, ow, creds, folders, running)
     doc.warnings[:0] = folder_warnings
+    if daemon_error is not None:
+        doc.missing.append(daemon_error + "; [balancer] says how a hand-built network's balancer relays")
     sources = [f"node {n} {u}" for n, u in nodes] + ([f"Open WebUI {openwebui}"] if openwebui else [])
     # a server's error text may quote a credential: the file and the messages are scrubbed
     text = scrub(render(doc, when=now or datetime.now(timezone.utc), sources=sources))

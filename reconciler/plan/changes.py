@@ -73,6 +73,13 @@ class Change(Generic[Work]):
         }
 
 
+WARNING = "WARNING: "    # a note that starts so says the network will not work as the file says
+
+
+def is_warning(note: str) -> bool:
+    return note.startswith(WARNING)
+
+
 @dataclass(frozen=True)
 class TargetProblem:
     """A target that could not be observed or planned (unreachable, bad credentials...)."""

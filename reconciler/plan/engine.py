@@ -51,6 +51,7 @@ def plan_from(targets: Sequence[AnyTarget], observed: Sequence[Observed[object]]
     notes: list[TargetProblem] = []
     for target, seen in zip(targets, observed):
         notes += [TargetProblem(target.name, n) for n in seen.notes]
+        problems += [TargetProblem(target.name, p) for p in seen.problems]
         if seen.error is not None:
             problems.append(TargetProblem(target.name, seen.error))
             continue

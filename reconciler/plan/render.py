@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from reconciler.plan.changes import REDACTED, Action, Change, ChangeResult, PassReport, Plan, Status
+from reconciler.plan.changes import REDACTED, Action, Change, ChangeResult, PassReport, Plan, Status, is_warning
 from reconciler.scrub import scrub, scrub_data
 
 _SIGN = {Action.CREATE: ("+", "green"), Action.UPDATE: ("~", "yellow"),
@@ -53,12 +53,17 @@ def change_line(change: Change[object]) -> str:
     return f"[{_SIGN[change.action][1]}]{shown(change_text(change))}[/]"
 
 
-def summary(changes: tuple[Change[object], ...], unread: int = 0) -> str:
-    """The plan's last line; `unread` targets could not be read, so their changes are unknown."""
+def summary(changes: tuple[Change[object], ...], unread: int = 0, warnings: int = 0) -> str:
+    """The plan's last line; `unread` targets could not be read, so their changes are unknown;
+    `warnings` say where the network will not work as the file says, changes or not."""
     count = {a: sum(1 for c in changes if c.action is a) for a in Action}
     gap = (f" {unread} target(s) could not be read (errors above): their changes are unknown."
            if unread else "")
+    if warnings:
+        gap += f" {warnings} warning(s) above: people will not get what the file declares there."
     if not changes:
+        if warnings and not unread:
+            return "Nothing to change, but the network does not match the file." + gap
         return ("No changes: the network matches the file." if not unread
                 else "No changes on the targets that could be read." + gap)
     return (f"Plan: {count[Action.CREATE]} to create, {count[Action.UPDATE] + count[Action.REPLACE]} to change, "
@@ -70,11 +75,16 @@ def print_plan(plan: Plan, console: Console) -> None:
         console.print(f"[bold]{shown(target)}[/]")
         for change in changes:
             console.print("  " + change_line(change), highlight=False)
+    warnings = [n for n in plan.notes if is_warning(n.message)]
     for note in plan.notes:
-        console.print(f"[cyan]note[/] {shown(note.target)}: {shown(note.message)}", highlight=False)
+        if not is_warning(note.message):
+            console.print(f"[cyan]note[/] {shown(note.target)}: {shown(note.message)}", highlight=False)
+    for note in warnings:
+        console.print(f"[yellow bold]warning[/] {shown(note.target)}: {shown(note.message.split(': ', 1)[1])}",
+                      highlight=False)
     for problem in plan.problems:
         console.print(f"[red bold]error[/] {shown(problem.target)}: {shown(problem.message)}", highlight=False)
-    console.print(summary(plan.changes, unread=len({p.target for p in plan.problems})))
+    console.print(summary(plan.changes, unread=len({p.target for p in plan.problems}), warnings=len(warnings)))
 
 
 def result_line(result: ChangeResult) -> str:

@@ -24,6 +24,7 @@ class Observed(Generic[Seen]):
     data: Seen | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)   # errors that do not stop the plan (plan exits 1)
 
 
 @dataclass(frozen=True)

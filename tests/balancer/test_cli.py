@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 import aiohttp
 import pytest
@@ -28,7 +29,7 @@ def test_server_flag_forms() -> None:
         ("http://10.0.0.1:11434", "a=b"),
     ]
     assert settings_from(args).silence_timeout == 7.0
-    assert args.bind == ("127.0.0.1", 11434)
+    assert args.bind == ("0.0.0.0", 11434)  # the peer's: every interface, port 11434
 
 
 def test_defaults_and_bind() -> None:
@@ -42,6 +43,19 @@ def test_defaults_and_bind() -> None:
         "--server", "http://h:1=n", "--idle-timeout", "5", "--max-connections", "100",
         "--max-body-mb", "8"]))
     assert (s.idle_timeout, s.max_connections, s.max_body) == (5.0, 100, 8 * 2**20)
+
+
+def test_time_scale_for_replays_reaches_the_balancers_clock() -> None:
+    from balancer import Balancer
+    s = settings_from(build_parser().parse_args(["--server", "http://h:1=n"]))
+    assert s.time_scale == 1.0
+    s = settings_from(build_parser().parse_args(["--server", "http://h:1=n", "--time-scale", "0.1"]))
+    assert s.time_scale == 0.1
+    # learned rates are in the nodes' reported seconds: the cost clock runs 10x with them
+    assert Balancer(s).fleet.knowledge.now() == pytest.approx(time.monotonic() / 0.1, rel=1e-3)
+    for bad in ("0", "-1", "x"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--server", "http://h:1=n", "--time-scale", bad])
 
 
 @pytest.mark.parametrize("bad", ["http://h:1", "=name", "http://h:1="])

@@ -21,8 +21,8 @@ async def office(sim: Any, make_balancer: Any, http: aiohttp.ClientSession,
                  users: list[str], turns: int) -> tuple[Any, list[dict[str, Any]]]:
     nodes = [await sim.add_node(name=f"gpu-{i}", models=[CODE, QWQ], timing=TIMING,
                                 reply_tokens=30) for i in range(3)]
-    b = await make_balancer(nodes, queue_timeout=600 * SCALE, silence_timeout=120 * SCALE)
-    b.fleet.knowledge.scale = SCALE
+    b = await make_balancer(nodes, queue_timeout=600 * SCALE, silence_timeout=120 * SCALE,
+                            time_scale=SCALE)
     finals: list[dict[str, Any]] = []
 
     async def user(i: int, model: str) -> None:
@@ -64,8 +64,8 @@ async def test_an_estimated_wait_beyond_the_queue_timeout_is_503_at_once(sim, ma
     slow = Timing(load_delay=1.0, prompt_tps=2000.0, gen_tps=0.5, time_scale=SCALE)
     node = await sim.add_node(name="gpu-0", models=[CODE], timing=slow, reply_tokens=30)
     # answers take ~60 modelled seconds; the queue timeout is 30
-    b = await make_balancer([node], queue_timeout=30 * SCALE, silence_timeout=120 * SCALE)
-    b.fleet.knowledge.scale = SCALE
+    b = await make_balancer([node], queue_timeout=30 * SCALE, silence_timeout=120 * SCALE,
+                            time_scale=SCALE)
     body = {"model": CODE, "messages": [{"role": "user", "content": "hi"}]}
     assert (await chat_lines(http, b, body))[0] == 200  # learns the rates
     busy = asyncio.create_task(chat_lines(http, b, body))
@@ -83,8 +83,8 @@ async def test_an_expected_model_load_is_not_silence(sim, make_balancer, http) -
     scale = 0.05  # codestral's ~8 s load takes 0.4 s, four times the silence timeout below
     node = await sim.add_node(name="gpu-0", models=[CODE], reply_tokens=5,
                               timing=Timing(load_delay=12.5, gen_tps=30.0, time_scale=scale))
-    b = await make_balancer([node], queue_timeout=600 * scale, silence_timeout=0.1)
-    b.fleet.knowledge.scale = scale
+    b = await make_balancer([node], queue_timeout=600 * scale, silence_timeout=0.1,
+                            time_scale=scale)
     status, lines, broke = await chat_lines(http, b)
     assert status == 200 and broke is None and lines[-1]["done"] is True
     assert lines[-1]["load_duration"] >= 7e9 and b.metrics.failures_total == 0
@@ -95,8 +95,8 @@ async def test_rates_are_learned_from_answers_that_are_not_streamed(sim, make_ba
                                                                     http) -> None:
     """"stream": false (Open WebUI's title and tag requests, scripts) teaches the rates too."""
     node = await sim.add_node(name="gpu-0", models=[CODE], timing=TIMING, reply_tokens=30)
-    b = await make_balancer([node], queue_timeout=600 * SCALE, silence_timeout=120 * SCALE)
-    b.fleet.knowledge.scale = SCALE
+    b = await make_balancer([node], queue_timeout=600 * SCALE, silence_timeout=120 * SCALE,
+                            time_scale=SCALE)
     body = {"model": CODE, "stream": False,
             "messages": [{"role": "user", "content": "code " * 400}]}
     async with http.post(b.url + "/api/chat", json=body) as r:

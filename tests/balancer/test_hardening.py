@@ -202,21 +202,49 @@ async def test_single_frozen_node_is_a_node_failure_not_a_missing_model(sim, mak
 
 
 # -- readiness, start-up and shutdown ------------------------------------------------------
-async def test_port_opens_only_after_the_first_polls(sim, http) -> None:
-    frozen = await sim.add_node(name="frozen", models=["codestral:22b"])
-    ok = await sim.add_node(name="ok", models=["codestral:22b"])
-    frozen.set_fault(Fault.FREEZE)
+async def test_port_opens_at_once_and_holds_requests_until_the_first_polls(fake, http) -> None:
+    """A harness that sends a chat the moment the port accepts: the port is open while the
+    first polls run, and the chat waits for them instead of being refused or routed blind."""
+    polled = asyncio.Event()
+
+    async def slow_polls(request: web.BaseRequest, body: bytes) -> web.Response:
+        if request.path in ("/api/tags", "/api/ps"):
+            await polled.wait()
+        return await json_chat(request, body)
+
+    node = await fake(slow_polls)
     port = free_port()
-    b = Balancer(FAST, [NodeSpec("frozen", frozen.url), NodeSpec("ok", ok.url)])
+    b = Balancer(Settings(**{**FAST.__dict__, "connect_timeout": 3.0}), [NodeSpec("gpu-1", node.url)])
     starting = asyncio.create_task(b.start("127.0.0.1", port))
     try:
+        await until(lambda: accepts(port), timeout=5.0)
+        assert not starting.done()  # still polling, yet the port accepts
+        chat = asyncio.create_task(http.post(f"http://127.0.0.1:{port}/api/chat", json=CHAT))
         await asyncio.sleep(0.3)
-        assert not starting.done()
-        assert not await asyncio.to_thread(accepts, port)  # polling: not open yet
+        assert not chat.done() and not [q for q in node.seen if q.path == "/api/chat"]  # held
+        polled.set()
+        async with await chat as r:
+            assert r.status == 200 and (await r.json())["done"] is True
         await starting
-        assert await asyncio.to_thread(accepts, port)
-        status, lines, _ = await chat_lines(http, b)
-        assert status == 200 and lines[-1]["done"] is True
+    finally:
+        polled.set()
+        await b.stop(drain_timeout=1.0)
+
+
+async def test_requests_are_held_no_longer_than_the_first_polls_bound(sim, http) -> None:
+    frozen = await sim.add_node(name="frozen", models=["codestral:22b"])
+    frozen.set_fault(Fault.FREEZE)
+    port = free_port()
+    b = Balancer(FAST, [NodeSpec("frozen", frozen.url)])
+    starting = asyncio.create_task(b.start("127.0.0.1", port))
+    try:
+        await until(lambda: accepts(port), timeout=5.0)
+        t0 = time.monotonic()
+        async with http.post(f"http://127.0.0.1:{port}/api/chat", json=CHAT) as r:
+            assert r.status == 503 and "frozen is unreachable" in (await r.json())["error"]
+        # first polls (connect timeout 0.5 s + 1 s), then one re-check (0.5 s)
+        assert time.monotonic() - t0 < 3.5
+        await starting
     finally:
         await b.stop(drain_timeout=1.0)
 

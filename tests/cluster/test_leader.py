@@ -16,7 +16,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from reconciler.cluster import KEY, Fenced, Lease
+from reconciler.cluster import Fenced, Lease
 from reconciler.errors import TargetError
 from simulator import Simulator, SimNode, Timing
 
@@ -25,6 +25,7 @@ from .conftest import RedisServer, wait_until
 ROOT = Path(__file__).resolve().parents[2]
 LEASE = 3.0
 FIRST, SECOND = "llama3.2:1b", "llama3.1:8b"
+KEY = "ollafleet:desired_state:leader"   # the lease of the fleet these desired_state.toml files declare
 
 
 def daemon_file(redis: str, name: str, node: SimNode, models: list[str]) -> str:
@@ -178,7 +179,7 @@ async def test_the_fencing_check_refuses_a_change_once_the_lease_is_not_ours(
         redis_server: RedisServer) -> None:
     client = aioredis.Redis.from_url(redis_server.url)
     try:
-        lease = Lease(client, "a", 30.0)
+        lease = Lease(client, "a", 30.0, key=KEY)
         assert await lease.hold()
         inner = _Recorder()
         fenced = Fenced(inner, lease)  # type: ignore[arg-type]
@@ -212,7 +213,7 @@ async def test_ollafleet_apply_on_a_cluster_refuses_while_a_daemon_leads(
 
     client = aioredis.Redis.from_url(redis_server.url)
     try:
-        leader = Lease(client, "lb-1", 30.0)
+        leader = Lease(client, "lb-1", 30.0, key=KEY)
         assert await leader.hold()
         code, err = await apply()
         assert code == 1 and "daemon 'lb-1' holds the leader lease" in err, err

@@ -265,7 +265,7 @@ async def test_a_drain_by_one_daemon_keeps_the_model_off_that_node_in_every_bala
 async def _drain_written(svc: Service, none: bool = False) -> bool:
     assert svc.cluster is not None
     shared = svc.cluster.shared
-    fields = await shared.client.hkeys("ollafleet:drains")
+    fields = await shared.client.hkeys(shared.drains)
     return (len(fields) == 0) if none else len(fields) == 1
 
 
@@ -294,14 +294,14 @@ async def test_slots_of_a_daemon_that_died_free_after_their_lease(
         tmp_path: Path, redis_server: RedisServer, nodes: list[SimNode]) -> None:
     import time
 
-    from balancer.shared import PREFIX, TAKE
+    from balancer.shared import TAKE
     a, b = await start_two(tmp_path, redis_server, nodes, queue="60s")
     try:
         assert b.balancer and b.cluster
         client = b.cluster.shared.client
         for node in nodes:  # a daemon filled every slot, then was killed: nobody renews them
             for i in range(2):
-                assert await client.eval(TAKE, 1, PREFIX + "slots:" + node.name, 2, 3000, f"dead/{i}")
+                assert await client.eval(TAKE, 1, b.cluster.shared.slots + node.name, 2, 3000, f"dead/{i}")
         started = time.monotonic()
         async with httpx.AsyncClient(timeout=60) as http:
             r = await chat(http, b.balancer.url, [{"role": "user", "content": "hi"}])
@@ -326,7 +326,7 @@ async def _diagnose(a: Service, b: Service, peaks: Peaks) -> str:
     out.append(_tasks())
     client = a.cluster.shared.client  # type: ignore[union-attr]
     for name in ("gpu-1", "gpu-2"):
-        out.append(f"{name}: {await client.zrange('ollafleet:slots:' + name, 0, -1, withscores=True)}"
+        out.append(f"{name}: {await client.zrange(a.cluster.shared.slots + name, 0, -1, withscores=True)}"
                    f" at {await client.time()}")
     return "\n".join(out)
 

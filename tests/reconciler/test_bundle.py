@@ -59,8 +59,8 @@ def test_the_bundle_installs_with_no_index_and_ollafleet_validates(index_reachab
                 env=offline_env())
     assert str(venv) in where
     (tmp_path / "desired_state.toml").write_text(
-        'version = 1\n[[nodes]]\nname = "gpu-1"\nurl = "http://127.0.0.1:11434"\n'
-        '[models."qwq:32b"]\nollama_dir = "usb/models"\n')
+        'version = 1\n[[nodes]]\nname = "gpu-1"\nurl = "http://127.0.0.1:11501"\n'
+        '[models."qwq:32b"]\n')
     said = run(venv / "bin" / "ollafleet", "validate", cwd=tmp_path, env=offline_env())
     assert "desired_state.toml: valid (1 nodes; qwq:32b)" in said
 

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from reconciler.errors import PermanentError, TemporaryError
+from reconciler.scrub import cut
 from reconciler.targets.deadline import Deadline
 from reconciler.targets.ollama.facts import (PsEntry, ShowInfo, TagEntry, parse_ps, parse_show,
                                              parse_tags, stream_failure, to_wire)
@@ -47,7 +48,7 @@ def _error_text(response: httpx.Response) -> str:
     except ValueError:
         pass
     text = (response.content or b"").decode("utf-8", "replace").strip()
-    return text[:200] or f"HTTP {response.status_code}"
+    return cut(text, 200) or f"HTTP {response.status_code}"
 
 
 _tls: ssl.SSLContext | None = None
@@ -124,7 +125,7 @@ class OllamaClient:
         try:
             return response.json()
         except ValueError as exc:
-            raise TemporaryError(f"{method} {path}: not JSON: {response.text[:100]!r}", target=self.name) from exc
+            raise TemporaryError(f"{method} {path}: not JSON: {cut(response.text, 100)!r}", target=self.name) from exc
 
     # reads
     async def version(self) -> str:

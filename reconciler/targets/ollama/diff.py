@@ -2,7 +2,11 @@
 
 No I/O here, so every rule is tested as a table: desired + observed → expected changes.
 Paths: models."m" (create = pull/create, delete = prune), models."m".digest (re-pull),
-models."m".parameters.<key> / .system / .template / .from (re-create), models."m".loaded.
+models."m".parameters.<key> / .system / .template / .from (re-create).
+
+Which models are loaded is not the reconciler's to change: people's requests load and evict
+them, and the daemon's balancer re-pins `keep_loaded` models on idle nodes. The plan only warns
+when a node's pinned models cannot all fit in its GPU memory (`pin_fit`).
 """
 
 from __future__ import annotations
@@ -12,13 +16,16 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from reconciler.config.runtime import runtime_params
+from reconciler.config.runtime import runtime_params, v1_name
+from reconciler.plan.changes import WARNING
 from reconciler.config.schema import DesiredState, Node
 from reconciler.plan.changes import Action, Change
 from reconciler.targets.same import same
 from reconciler.targets.ollama.facts import PsEntry, ShowInfo, TagEntry, model_key
 
 PINNED_AFTER = timedelta(days=365)   # a runner expiring later than this is kept "forever"
+GiB = 1 << 30
+ASSUMED_GPU_MEMORY = 24 * GiB        # a node that does not say (nodes.gpu_memory_gb): one 24 GB GPU
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,7 @@ class WantedModel:
     digest: str | None = None         # pinned manifest digest, 64 hex
     keep_loaded: bool = False
     ollama_dir: Path | None = None    # a copied Ollama models folder (see ollama_dir.py)
-    load_options: dict[str, Any] = field(default_factory=dict)   # preload with these (num_ctx, ...)
+    load_options: dict[str, Any] = field(default_factory=dict)   # the runner's load-time options (num_ctx, ...)
 
     def __post_init__(self) -> None:
         if not self.pull:
@@ -63,6 +70,7 @@ class Wanted:
     models: tuple[WantedModel, ...]
     prune: bool = False
     max_concurrent: int = 1
+    gpu_memory: int | None = None     # bytes, as the file says; None: not said
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,7 @@ class NodeView:
 class Work:
     """The private payload of a change: what apply must do."""
 
-    kind: str                         # pull | create | delete | load
+    kind: str                         # pull | create | delete
     model: WantedModel | None = None
     name: str = ""                    # for delete: the installed name
 
@@ -109,7 +117,8 @@ def wanted_for(state: DesiredState, node: Node, base_dir: Path | None = None) ->
         v1 = runtime[name].v1_model if name in runtime else None
         if v1 is not None:
             out.append(WantedModel(v1, "from", base=name, parameters=dict(runtime[name].v1_parameters)))
-    return Wanted(node.name, tuple(out), state.reconcile.prune_models, node.max_concurrent)
+    memory = int(node.gpu_memory_gb * 1e9) if node.gpu_memory_gb is not None else None
+    return Wanted(node.name, tuple(out), state.reconcile.prune_models, node.max_concurrent, memory)
 
 
 def _local(path: str | None, base_dir: Path | None) -> Path | None:
@@ -120,14 +129,14 @@ def _local(path: str | None, base_dir: Path | None) -> Path | None:
 
 
 def needs_show(wanted: Wanted, view: NodeView) -> list[str]:
-    """Installed names whose /api/show the diff compares (built models, their bases, keep_loaded)."""
+    """Installed names whose /api/show the diff compares (built models and their bases)."""
     names: list[str] = []
     by_key = {w.key: w for w in wanted.models}
     for w in wanted.models:
         present = view.present(w.name)
         if present is None:
             continue
-        if w.source in ("from", "gguf", "ollama_dir") or w.keep_loaded:
+        if w.source in ("from", "gguf", "ollama_dir"):
             names.append(present.name)
         if w.source == "from" and w.base and model_key(w.base) in by_key:
             base = view.present(w.base)
@@ -199,22 +208,30 @@ def bases_first(models: tuple[WantedModel, ...]) -> list[WantedModel]:
     return out
 
 
-def _loaded(w: WantedModel, view: NodeView) -> PsEntry | None:
-    """The runner serving `w`: same name, or the same weights (base and derived share a runner)."""
-    present = view.present(w.name)
-    mine = view.shows.get(w.key)
-    for entry in view.loaded:
-        if model_key(entry.name) == w.key or (present and entry.digest and entry.digest == present.digest):
-            return entry
-        other = view.shows.get(model_key(entry.name))
-        if mine and other and mine.weights and mine.weights == other.weights:
-            return entry
-    return None
-
-
-def _load_note(w: WantedModel) -> str:
-    options = ", ".join(f"{k} {v}" for k, v in w.load_options.items())
-    return "load with keep_alive -1" + (f" and {options}" if options else "")
+def pin_fit(wanted: Wanted, view: NodeView) -> str | None:
+    """A warning when the node's keep_loaded models cannot all be resident at once. Sizes: a
+    model's weights as /api/tags reports them, or its runner's VRAM when it is loaded (weights +
+    KV cache), so a lower bound before it is first loaded. GPU memory: the file's gpu_memory_gb,
+    else 24 GB, raised to what the node's runners hold right now (Ollama reports no total)."""
+    keys = {w.key for w in wanted.models if w.keep_loaded}
+    sizes: dict[str, int] = {}
+    for w in wanted.models:
+        present = view.present(w.name)
+        shares_base = w.source == "from" and w.base is not None and model_key(w.base) in keys
+        if not w.keep_loaded or present is None or shares_base:
+            continue
+        runner = max((e.size_vram for e in view.loaded if model_key(e.name) == w.key), default=0)
+        sizes[w.name] = max(present.size, runner)
+    need = sum(sizes.values())
+    in_use = sum(e.size_vram for e in view.loaded)
+    memory = wanted.gpu_memory if wanted.gpu_memory is not None else max(ASSUMED_GPU_MEMORY, in_use)
+    if need <= memory:
+        return None
+    said = "" if wanted.gpu_memory is not None else " (assumed: set gpu_memory_gb on the node to say)"
+    each = ", ".join(f"{name} {size / 1e9:.1f} GB" for name, size in sizes.items())
+    return (f"{WARNING}keep_loaded models cannot all stay resident on {wanted.node}: {each} need at least "
+            f"{need / 1e9:.1f} GB, its GPU memory is {memory / 1e9:.1f} GB{said}; the balancer keeps what fits "
+            "and loading one evicts another, so set `models` on the nodes to share them out")
 
 
 def _short(names: list[str], limit: int = 6) -> str:
@@ -282,19 +299,12 @@ def diff_node(target: str, wanted: Wanted, view: NodeView) -> tuple[list[Change[
                 if w.source in ("gguf", "ollama_dir") and rewrites_gguf(view.version):
                     notes.append(f"{w.name}: Ollama {view.version} converts imported GGUF files, "
                                  "so a replaced file is not detected")
-        if w.keep_loaded:
-            runner = _loaded(w, view) if present is not None else None
-            pinned = runner is not None and (runner.expires_at is None or runner.expires_at - view.now > PINNED_AFTER)
-            if not pinned:
-                before = None if runner is None else f"until {runner.expires_at:%Y-%m-%d %H:%M}"
-                if runner is None and present is not None:
-                    notes.append(f"{w.name} is not loaded")
-                add(Change(target, Action.CREATE if runner is None else Action.UPDATE, ("models", w.name, "loaded"),
-                           before=before, after="always", requires=tuple(keys_of.get(w.key, ())),
-                           note=_load_note(w), data=Work("load", w)))
 
     wanted_keys = {w.key for w in wanted.models}
-    unlisted = [m.name for m in view.models if model_key(m.name) not in wanted_keys]
+    # a -v1 helper of a declared model is ollafleet's own, not someone else's model
+    helpers = {model_key(v1_name(w.name)) for w in wanted.models}
+    unlisted = [m.name for m in view.models if model_key(m.name) not in wanted_keys
+                and (wanted.prune or model_key(m.name) not in helpers)]
     if unlisted and wanted.prune:   # first: deleting frees disk space for the pulls
         changes[:0] = [Change(target, Action.DELETE, ("models", name), before=name, data=Work("delete", name=name))
                        for name in unlisted]
@@ -302,6 +312,8 @@ def diff_node(target: str, wanted: Wanted, view: NodeView) -> tuple[list[Change[
         notes.append(f"not in the file, kept because prune_models is off: {_short(unlisted)}")
 
     notes.insert(0, _summary(wanted, view, present_names, missing, drifted))
+    if (fit := pin_fit(wanted, view)) is not None:
+        notes.append(fit)
     return changes, notes
 
 

@@ -5,6 +5,10 @@ The folder is what `ollama pull` leaves on a PC with internet: `manifests/<host>
 named them on Linux). The model is found by its declared name under any registry host.
 
     read_folder(folder, name) -> FolderModel      manifest + text layers, checked; no big reads
+
+Every file is read only inside the declared folder (a symlink may point within it, never out
+of it; a digest must be `sha256:` and 64 hex digits) and only after its size on disk matches
+what the manifest says: a copied folder is data, never a way to read the rest of the disk.
     await verify(model)                            every big blob's size and sha256 (once per file)
     create_body(model, declared) -> dict           /api/create: files, adapters, template, ...
     expected(model, declared) -> WantedModel       what the built model must show (for the diff)
@@ -18,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
@@ -36,6 +41,8 @@ TEXTS = {MT + "template", MT + "system", MT + "params", MT + "license", MT + "me
 DEFAULT_HOST, DEFAULT_NS = "registry.ollama.ai", "library"
 CHUNK = 1 << 20
 _TEXT_LIMIT = 16 << 20     # a text layer larger than this is not one Ollama wrote
+_MANIFEST_LIMIT = 1 << 20  # Ollama's manifests are a few kB
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -76,11 +83,20 @@ def models_root(folder: Path) -> Path:
     """The folder holding manifests/ and blobs/: the given one, or its `models` (a copied .ollama)."""
     for root in (folder, folder / "models"):
         if (root / "manifests").is_dir():
-            return root
+            return root.resolve()
     if not folder.exists():
         raise PermanentError(f"the models folder {folder} does not exist (is the disk mounted?)")
     raise PermanentError(f"{folder} is not an Ollama models folder: it has no manifests/ "
                          "(copy the whole models folder: manifests/ and blobs/)")
+
+
+def inside(root: Path, path: Path) -> Path:
+    """`path` resolved, if it stays inside the models folder `root` (resolved); else PermanentError."""
+    real = path.resolve()
+    if not real.is_relative_to(root):
+        raise PermanentError(f"{path} points outside the models folder {root}; not read "
+                             "(copy the folder with its files, not links to elsewhere)")
+    return real
 
 
 def find_manifest(root: Path, name: str) -> Path:
@@ -98,7 +114,7 @@ def find_manifest(root: Path, name: str) -> Path:
     if len(found) > 1:     # pulled from several registries: the public one, unless the name says
         found = [p for p in found if p.parts[-4].lower() == DEFAULT_HOST] or found
     if len(found) == 1:
-        return found[0]
+        return inside(root, found[0])
     if found:
         raise PermanentError(f"{root}: {name} is there from several registries "
                              f"({', '.join(p.parts[-4] for p in found)}); name the host in the model's name")
@@ -108,17 +124,30 @@ def find_manifest(root: Path, name: str) -> Path:
 
 
 def blob_path(root: Path, digest: str) -> Path:
-    hexd = digest.removeprefix("sha256:").removeprefix("sha256-")
+    if not _DIGEST.fullmatch(digest):
+        raise PermanentError(f"the manifest names a layer {digest[:80]!r}, which is not a digest "
+                             "(sha256: and 64 hex digits); not read")
+    hexd = digest.removeprefix("sha256:")
     for form in (f"sha256-{hexd}", f"sha256:{hexd}"):
         path = root / "blobs" / form
         if path.is_file():
-            return path
+            return inside(root, path)
     raise PermanentError(f"{root / 'blobs' / ('sha256-' + hexd)} is missing: the manifest of this model "
                          "names it (copy the blobs/ folder again)")
 
 
+def _read_small(path: Path, size: int, what: str) -> bytes:
+    """The file's bytes, if it is `size` bytes on disk (checked before reading, and read no further)."""
+    with path.open("rb") as f:
+        on_disk = os.fstat(f.fileno()).st_size
+        if on_disk != size:
+            raise PermanentError(f"{path} is {on_disk} bytes, {what} says {size}: not read "
+                                 "(copy it again); nothing was sent")
+        return f.read(size + 1)
+
+
 def _read_text(blob: FolderBlob) -> bytes:
-    data = blob.path.read_bytes()
+    data = _read_small(blob.path, blob.size, "the manifest")
     if len(data) != blob.size or hashlib.sha256(data).hexdigest() != blob.digest:
         raise PermanentError(f"{blob.path} does not match its digest in the manifest: corrupt or truncated "
                              "(copy it again); nothing was sent")
@@ -130,13 +159,18 @@ def read_folder(folder: Path, name: str) -> FolderModel:
     root = models_root(folder)
     manifest = find_manifest(root, name)
     try:
-        doc = json.loads(manifest.read_bytes())
+        size = manifest.stat().st_size
+        if size > _MANIFEST_LIMIT:
+            raise ValueError(f"{size} bytes; a manifest is a few kB")
+        doc = json.loads(_read_small(manifest, size, "its size"))
         layers = [(str(x["mediaType"]), str(x["digest"]), int(x["size"])) for x in doc["layers"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise PermanentError(f"{manifest} is not an Ollama manifest ({exc}); copy it again") from exc
     blobs: list[FolderBlob] = []
     texts: dict[str, list[bytes]] = {}
     for media_type, digest, size in layers:
+        if size < 0:
+            raise PermanentError(f"{manifest}: layer {digest[:80]} has a negative size")
         blob = FolderBlob(media_type, digest.removeprefix("sha256:"), size, blob_path(root, digest))
         if media_type in TEXTS and size <= _TEXT_LIMIT:
             texts.setdefault(media_type.removeprefix(MT), []).append(_read_text(blob))

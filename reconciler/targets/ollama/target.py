@@ -4,7 +4,10 @@ through the REST API only (reference: ollama-api.md §13 recipes).
     node_targets(state, *, base_dir=None, timeout=10.0, stream_timeout=600.0) -> list[OllamaNode]
     OllamaNode.observe() -> Observed(data=NodeView) | Observed(error="unreachable: ...")
     OllamaNode.diff(observed) -> (changes, notes)      pure, see diff.diff_node
-    OllamaNode.apply(change, progress)                 one pull / create / upload+create / load / delete
+    OllamaNode.apply(change, progress)                 one pull / create / upload+create / delete
+
+Loading models is not a pass's work (a load waits behind people's generations): the daemon's
+balancer pins keep_loaded models when a node is idle.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from reconciler.errors import PermanentError, TargetError, TemporaryError
 from reconciler.plan.changes import Change
 from reconciler.targets.base import Disruption, Observed, Progress
 from reconciler.targets.ollama import folder as ollama_dir
+from reconciler.targets.ollama.sources import source_problem
 from reconciler.targets.ollama.client import OllamaClient
-from reconciler.targets.ollama.facts import PullProgress, ShowInfo, model_key, to_wire
+from reconciler.targets.ollama.facts import PullProgress, model_key, to_wire
 from reconciler.targets.ollama.hashing import file_sha256
 from reconciler.targets.ollama.diff import (NodeView, Wanted, WantedModel, Work, diff_node, needs_show,
                                             rewrites_gguf, settings_note, wanted_for)
@@ -72,6 +76,7 @@ class OllamaNode:
                                 transport=transport)
         self._locks: dict[str, asyncio.Lock] = {}
         self._built: set[str] = set()        # models (re)created in this pass: one create per model
+        self._unbuildable: set[str] = set()  # models to create whose local source cannot be read
         self.notes: list[str] = []           # said once per plan, by the first node
 
     async def close(self) -> None:
@@ -83,15 +88,26 @@ class OllamaNode:
             version, models, loaded = await asyncio.gather(self.api.version(), self.api.tags(), self.api.ps())
             view = NodeView(version, tuple(models), tuple(loaded))
             names = needs_show(self.wanted, view)
-            pinning = any(w.keep_loaded for w in self.wanted.models)   # runners may share weights
-            loaded_names = [e.name for e in loaded if pinning and e.name not in names and view.present(e.name)]
-            shows = await asyncio.gather(*(self.api.show(n) for n in [*names, *loaded_names]))
+            shows = await asyncio.gather(*(self.api.show(n) for n in names))
         except TargetError as exc:
             return Observed(self.name, error=str(exc))
         self.effective = await self._read_folders()
         files = await self._file_digests(view)
-        view = replace(view, shows={model_key(n): s for n, s in zip([*names, *loaded_names], shows)}, files=files)
-        return Observed(self.name, view)
+        view = replace(view, shows={model_key(n): s for n, s in zip(names, shows)}, files=files)
+        return Observed(self.name, view, problems=await self._unreadable_sources(view))
+
+    async def _unreadable_sources(self, view: NodeView) -> list[str]:
+        """An error per model this node lacks whose GGUF file or models folder cannot be read;
+        its create is left out of the plan (there is nothing to build it from)."""
+        self._unbuildable = set()
+        problems = []
+        for w in self.wanted.models:
+            if w.source in ("gguf", "ollama_dir") and view.present(w.name) is None:
+                problem = await asyncio.to_thread(source_problem, w.name, w.gguf, w.ollama_dir)
+                if problem is not None:
+                    self._unbuildable.add(w.key)
+                    problems.append(f'models."{w.name}": {problem}; it cannot be created on this node')
+        return problems
 
     async def _read_folders(self) -> Wanted:
         """The wanted models with each ollama_dir model's folder values (unreadable: as declared)."""
@@ -124,6 +140,8 @@ class OllamaNode:
         view = observed.data
         assert view is not None
         changes, notes = diff_node(self.name, self.effective, view)
+        changes = [c for c in changes if not (c.data is not None and c.data.kind != "delete"
+                                              and c.data.model is not None and c.data.model.key in self._unbuildable)]
         return changes, [*notes, settings_note(self.wanted), *self.notes]
 
     def disrupts(self, change: Change[Work]) -> Disruption | None:
@@ -154,8 +172,6 @@ class OllamaNode:
                     return       # another drifted value of the same model: already re-created
                 await self._create(model, progress)
                 self._built.add(model.key)
-            elif work.kind == "load":
-                await self._load(model)
             else:
                 raise PermanentError(f"unknown change kind {work.kind!r}")
 
@@ -236,12 +252,6 @@ class OllamaNode:
                 raise
             progress.done(task, "uploaded")
         return digest
-
-    async def _load(self, model: WantedModel) -> None:
-        info: ShowInfo | None = await self.api.show(model.name)
-        if info is None:
-            raise TemporaryError(f"{model.name} is not on the node, cannot load it")
-        await self.api.load(model.name, embedding="embedding" in info.capabilities, options=model.load_options)
 
 
 def node_targets(state: DesiredState, *, base_dir: Path | None = None, timeout: float = 10.0,

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from reconciler.errors import PermanentError, TemporaryError
-from reconciler.scrub import remember
+from reconciler.scrub import cut, remember
 from reconciler.targets.deadline import Deadline
 
 # the settings objects Open WebUI reads and writes whole: group → (GET path, POST path)
@@ -44,12 +44,12 @@ def _detail(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return response.text[:200]
+        return cut(response.text, 200)
     detail = body.get("detail", body) if isinstance(body, dict) else body
     if isinstance(detail, list):  # FastAPI's 422: [{loc, msg}, ...]
         return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}"
                          for d in detail if isinstance(d, dict))
-    return str(detail)[:300]
+    return cut(str(detail), 300)
 
 
 class OpenWebUIClient:
@@ -145,6 +145,28 @@ class OpenWebUIClient:
         return dict(await self._call("POST", "/api/v1/auths/signup",
                                      json={"name": name, "email": email, "password": password}))
 
+    async def add_user(self, name: str, email: str, password: str, role: str = "user") -> dict[str, Any]:
+        """POST /api/v1/auths/add (admin): a new account; the answer carries its session token."""
+        return dict(await self._call("POST", "/api/v1/auths/add",
+                                     json={"name": name, "email": email, "password": password, "role": role}))
+
+    async def delete_user(self, user_id: str) -> None:
+        await self._call("DELETE", f"/api/v1/users/{user_id}")
+
+    # ------------------------------------------------------------ as a person sees it
+
+    async def models_for_me(self) -> list[str]:
+        """Ids of GET /api/models: the models the signed-in account can pick in a chat."""
+        body = await self._call("GET", "/api/models")
+        return [str(m.get("id")) for m in (body or {}).get("data") or [] if isinstance(m, dict)]
+
+    async def chat(self, model_id: str, text: str = "Say OK.") -> str:
+        """One short, non-streamed chat as the signed-in account (POST /api/chat/completions)."""
+        body = await self._call("POST", "/api/chat/completions", json={
+            "model": model_id, "stream": False, "max_tokens": 1, "messages": [{"role": "user", "content": text}]})
+        choices = (body or {}).get("choices") or [{}]
+        return str(((choices[0] or {}).get("message") or {}).get("content") or "")
+
     # ------------------------------------------------------------ settings
 
     async def read_group(self, group: str) -> dict[str, Any]:
@@ -183,6 +205,9 @@ class OpenWebUIClient:
 
     async def update_model(self, body: dict[str, Any]) -> dict[str, Any]:
         return dict(await self._call("POST", "/api/v1/models/model/update", json=body))
+
+    async def delete_model(self, model_id: str) -> None:
+        await self._call("POST", "/api/v1/models/model/delete", json={"id": model_id})
 
     async def set_model_access(self, model_id: str, name: str, grants: list[dict[str, Any]]) -> dict[str, Any]:
         """Replace all access grants of a model entry."""

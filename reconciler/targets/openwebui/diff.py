@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from balancer.classify import listed_name, normalize_model
 from reconciler.config.checks import OPENWEBUI_EXTRA_PARAMS
 from reconciler.config.params import PARAMS
 from reconciler.config.schema import DesiredState
-from reconciler.plan.changes import Action, Change, render_path
+from reconciler.plan.changes import WARNING, Action, Change, render_path
 from reconciler.targets.openwebui.settings import SETTING, SETTINGS, Setting
 from reconciler.targets.same import same
 
@@ -39,13 +40,19 @@ def managed_param(stored_key: str) -> str | None:
 
 @dataclass(frozen=True)
 class WantedModel:
-    id: str
+    id: str                           # as the Ollama connection lists it ("codestral-30k:latest")
     public: bool
     name: str | None = None
     description: str | None = None
     capabilities: dict[str, bool] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)   # Ollama names, as in the file
     system: str | None = None
+    declared: str = ""                # as the file names it ("codestral-30k"); "" = the id
+
+    @property
+    def other_id(self) -> str | None:
+        """The file's name when it is not the listed id: an entry under it reaches no model."""
+        return self.declared if self.declared and self.declared != self.id else None
 
     def stored_params(self) -> dict[str, Any]:
         """The params as Open WebUI stores them (max_tokens; system among them)."""
@@ -79,13 +86,14 @@ class Seen:
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: dict[str, dict[str, Any] | None] = field(default_factory=dict)   # id → entry or None
     listed: frozenset[str] | None = None      # ids the connections list; None: unknown
+    strays: dict[str, dict[str, Any]] = field(default_factory=dict)   # entries under a declared model's other id
 
 
 @dataclass(frozen=True)
 class Work:
     """What apply does for a change: create the admin, converge a settings group or a model."""
 
-    kind: Literal["admin", "group", "model"]
+    kind: Literal["admin", "group", "model", "stray"]   # stray: delete the entry `group` names
     group: str = ""
     model: WantedModel | None = None
 
@@ -105,10 +113,11 @@ def wanted_for(state: DesiredState) -> Wanted | None:
         declared["enable_api_keys"] = None
         warnings.append(f"enable_api_keys = false would lock out the API key ollafleet signs in with "
                         f"({ow.api_key}); left as it is")
+    # one identity: Open WebUI keys an entry by the id its Ollama connection lists, which always has a tag
     models = tuple(
-        WantedModel(model_id, m.openwebui.visibility == "public", m.openwebui.name, m.openwebui.description,
-                    dict(m.openwebui.capabilities), dict(m.openwebui.params), m.openwebui.system)
-        for model_id, m in state.models.items() if m.openwebui is not None)
+        WantedModel(listed_name(name), m.openwebui.visibility == "public", m.openwebui.name, m.openwebui.description,
+                    dict(m.openwebui.capabilities), dict(m.openwebui.params), m.openwebui.system, name)
+        for name, m in state.models.items() if m.openwebui is not None)
     settings = {s.path: declared[s.path] for s in SETTINGS if declared.get(s.path) is not None}
     return Wanted(ow.url, settings, models, auth, tuple(warnings))
 
@@ -266,9 +275,18 @@ def diff_openwebui(target: str, wanted: Wanted, seen: Seen) -> tuple[list[Change
                 action = Action.DELETE if sub[0] == "params" and after is None else Action.UPDATE
                 changes.append(Change(target, action, ("models", model.id, *sub), before, after,
                                       data=Work("model", model=model)))
+        stray = seen.strays.get(model.other_id or "")
+        if model.other_id and stray is not None:
+            changes.append(Change(target, Action.DELETE, ("models", model.other_id), requires=needs,
+                                  note=f"an entry under an id no Ollama connection lists; the model is "
+                                  f'listed as "{model.id}", whose entry holds the file\'s settings',
+                                  data=Work("stray", group=model.other_id)))
         if seen.listed is not None and model.id not in seen.listed:
-            notes.append(f'models."{model.id}": the Ollama connection does not list it yet; its entry '
-                         "is kept ready and applies as soon as a node serves it")
+            near = [i for i in seen.listed if normalize_model(i) == normalize_model(model.id)]
+            also = f' (it lists "{near[0]}": rename the model in the file to that)' if near else ""
+            notes.append(f'{WARNING}models."{model.id}": no Ollama connection of Open WebUI lists this model, '
+                         f"so nobody can chat with it{also}; its entry is kept ready and applies as soon as a "
+                         "node serves it")
     task = wanted.settings.get("task_model")
     if task and seen.listed is not None and task not in seen.listed:
         notes.append(f'task model "{task}" is not listed by the Ollama connection: until it is, '

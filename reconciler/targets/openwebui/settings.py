@@ -13,7 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from balancer.classify import listed_name
 from balancer.tasks import KINDS
+
 from reconciler.config.schema import DesiredState
 
 ROLES = ("pending", "user", "admin")
@@ -66,7 +68,7 @@ def _ow(state: DesiredState) -> Any:
 
 
 SETTINGS = (
-    Setting("task_model", "task", "TASK_MODEL", lambda s: _ow(s).task_model, _text),
+    Setting("task_model", "task", "TASK_MODEL", lambda s: _ow(s).task_model and listed_name(_ow(s).task_model), _text),
     Setting("code_interpreter", "code", "ENABLE_CODE_INTERPRETER", lambda s: _ow(s).code_interpreter),
     Setting("code_execution.enabled", "code", "ENABLE_CODE_EXECUTION",
             lambda s: _ow(s).code_execution.enabled if _ow(s).code_execution else None),

@@ -91,6 +91,11 @@ class OpenWebUITarget:
             return f"the account in {c.email} is not allowed to change settings: {exc.detail}"
         return f"Open WebUI refused the admin sign-in with {c.email} and {c.password}: wrong email or password"
 
+    async def sign_in(self) -> None:
+        """Sign in as the file's admin (API key, else email and password), once."""
+        if not self._signed_in:
+            await self._sign_in()
+
     async def _sign_in(self) -> None:
         c = self.creds
         if c.api_key is not None:
@@ -172,6 +177,8 @@ class OpenWebUITarget:
             await self._sign_in()
             groups = await asyncio.gather(*(self.api.read_group(g) for g in self.wanted.groups()))
             entries = await asyncio.gather(*(self.api.model(m.id) for m in self.wanted.models))
+            others = [m.other_id for m in self.wanted.models if m.other_id]
+            strays = dict(zip(others, await asyncio.gather(*(self.api.model(i) for i in others))))
         except AuthRefused as exc:
             return Observed(self.name, error=self._refused(exc), notes=list(self._notes))
         except TargetError as exc:
@@ -183,7 +190,8 @@ class OpenWebUITarget:
             except TargetError as exc:
                 self._notes.append(f"could not read the models the Ollama connection lists: {exc}")
         seen = Seen(version, False, dict(zip(self.wanted.groups(), groups)),
-                    {m.id: e for m, e in zip(self.wanted.models, entries)}, listed)
+                    {m.id: e for m, e in zip(self.wanted.models, entries)}, listed,
+                    {i: e for i, e in strays.items() if e is not None})
         return Observed(self.name, seen, notes=list(self._notes))
 
     def diff(self, observed: Observed[Seen]) -> tuple[list[Change[Work]], list[str]]:
@@ -208,7 +216,11 @@ class OpenWebUITarget:
                 return
             if not self._signed_in:
                 await self._sign_in()
-            if work.kind == "group":
+            if work.kind == "stray":
+                async with self._locks["model:" + work.group]:
+                    if await self.api.model(work.group) is not None:
+                        await self.api.delete_model(work.group)
+            elif work.kind == "group":
                 async with self._locks["group:" + work.group]:
                     await self._converge_group(work.group)
             else:

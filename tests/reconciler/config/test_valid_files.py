@@ -10,7 +10,8 @@ from reconciler.config import load, load_text
 from reconciler.config.values import Secret
 
 ROOT = Path(__file__).resolve().parents[3]
-FILES = [ROOT / "desired_state.toml", *sorted((ROOT / "examples").glob("*.toml"))]
+FILES = [ROOT / "desired_state.toml", ROOT / "reconciler" / "demo.toml",
+         *sorted((ROOT / "examples").glob("*.toml"))]
 ENV = {"OPENWEBUI_API_KEY": "k", "OPENWEBUI_ADMIN_EMAIL": "a@b.c", "OPENWEBUI_ADMIN_PASSWORD": "p"}
 
 

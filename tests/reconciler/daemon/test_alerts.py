@@ -96,7 +96,7 @@ async def test_node_down_recovery_and_rejected_save_alert_once_each(
             clock.t += 60
             alerter.evaluate()
             await asyncio.sleep(0)
-        assert rec.attempts == 0 and alerter.outbox.empty()
+        assert rec.attempts == 0 and alerter.queued() == 0
 
         b.set_fault("refuse")
 
@@ -105,7 +105,7 @@ async def test_node_down_recovery_and_rejected_save_alert_once_each(
         await wait_until(seen_down)
         clock.t += 240
         alerter.evaluate()
-        assert alerter.outbox.empty(), "alerted before `after`"
+        assert alerter.queued() == 0, "alerted before `after`"
         clock.t += 61
         for _ in range(20):            # ten more minutes down, with retry passes failing meanwhile
             alerter.evaluate()
@@ -158,7 +158,7 @@ async def test_rate_limit_and_command(tmp_path: Path) -> None:
         daemon.file_errors = []
         alerter.evaluate()
         clock.t += 60
-    assert alerter.outbox.qsize() == 2 and alerter.suppressed == 4
+    assert alerter.queued() == 2 and alerter.suppressed == 4
     clock.t += 3600
     daemon.file_errors = ["bad"]
     alerter.evaluate()
@@ -174,3 +174,121 @@ async def test_rate_limit_and_command(tmp_path: Path) -> None:
     lines = out.read_text().splitlines()
     assert len(lines) == 3 and "recovered" in lines[1]
     assert "4 earlier alert(s) were not sent" in lines[2]
+
+
+@contextlib.asynccontextmanager
+async def trickling_webhook(posts: list[int]) -> AsyncIterator[str]:
+    """A webhook that accepts the post, then answers one byte at a time, for ever (each byte
+    arrives well within any per-read timeout)."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        posts.append(1)
+        writers.append(writer)
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n")
+            while True:
+                writer.write(b".")
+                await writer.drain()
+                await asyncio.sleep(0.2)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hooks/slow"
+    finally:
+        server.close()
+        for writer in writers:      # ends each handler's loop at its next write
+            writer.close()
+        await server.wait_closed()
+
+
+async def test_a_trickling_webhook_holds_neither_the_command_nor_the_truth(tmp_path: Path) -> None:
+    out = tmp_path / "alerts.txt"
+    script = f"import sys; open({str(out)!r}, 'a').write(sys.argv[1] + '\\n')"
+    daemon = Daemon(tmp_path / "desired_state.toml")
+    posts: list[int] = []
+    async with trickling_webhook(posts) as url:
+        from reconciler.config.values import Secret
+
+        alerter = Alerter(daemon, clock=Clock(), retry_delay=0.05, deadline=1.0)
+        alerter.configure(Alerts(webhook=Secret("HOOK", url), command=[sys.executable, "-c", script]))
+        stop = asyncio.Event()
+        task = asyncio.create_task(alerter.run(stop, every=0.05))
+        try:
+            daemon.file_errors = ["bad"]            # an alert at once
+
+            async def commanded() -> bool:
+                return out.exists() and "rejected" in out.read_text()
+            await wait_until(commanded)             # the command got it, whatever the webhook does
+
+            async def shown_failing() -> bool:
+                view = alerter.view()
+                return bool(view["delivery_failing"]) and view["failing_channels"] == ["webhook"]
+            await wait_until(shown_failing)         # the webhook's attempt ended at its deadline
+
+            async def retried() -> bool:
+                return len(posts) >= 2
+            await wait_until(retried)
+        finally:
+            stop.set()
+            await task
+    assert alerter.view()["undelivered"] == 1      # the webhook's, still to be retried
+
+
+async def test_a_node_that_comes_back_raises_no_alert_about_the_pass_from_before(
+        sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Receiver()
+    a = await sim.add_node("gpu-1", models=["llama3.2:1b"], timing=Timing.instant())
+    b = await sim.add_node("gpu-2", models=["llama3.2:1b"], timing=Timing.instant())
+    file = tmp_path / "desired_state.toml"
+    alerts = '[alerts]\nwebhook = "${OLLAFLEET_TEST_WEBHOOK}"\nafter = "3s"\n'
+    text = network([a, b], '[models."llama3.2:1b"]\n', extra=alerts, interval="1h")
+    file.write_text(text.replace('retry_interval = "1s"', 'retry_interval = "1h"'))   # passes only on request
+    clock = Clock()
+    async with serve_receiver(rec) as url:
+        monkeypatch.setenv("OLLAFLEET_TEST_WEBHOOK", url)
+        svc = Service(file, drain_timeout=2)
+        svc.alerter.clock, svc.alerter.retry_delay = clock, 0.05
+        assert await svc.start()
+        alerter, balancer = svc.alerter, svc.balancer
+        assert balancer is not None
+        try:
+            async def reachable(want: bool) -> bool:
+                return [n.reachable for n in balancer.states() if n.name == "gpu-2"] == [want]
+
+            async def passed(ok: bool) -> bool:
+                target = svc.daemon.targets.get("ollama/gpu-2")
+                return target is not None and (not target.errors) == ok and not svc.daemon.running_pass
+
+            async def delivered(n: int) -> bool:
+                return len(rec.texts) >= n
+            await wait_until(lambda: passed(True))
+            b.set_fault("refuse")
+            await wait_until(lambda: reachable(False))
+            svc.daemon.request("test")                 # a pass fails on gpu-2 while it is down
+            await wait_until(lambda: passed(False))
+            alerter.evaluate()
+            clock.t += 4
+            alerter.evaluate()
+            await wait_until(lambda: delivered(1))    # "node gpu-2 is unreachable"
+
+            b.clear_fault()
+            await wait_until(lambda: reachable(True))
+            for _ in range(10):                        # back, and no pass since: 20 s of evaluations
+                alerter.evaluate()
+                clock.t += 2
+                await asyncio.sleep(0.02)
+            await wait_until(lambda: delivered(2))    # "recovered"
+            svc.daemon.request("test")                 # the next pass finds gpu-2 fine
+            await wait_until(lambda: passed(True))
+            for _ in range(5):
+                alerter.evaluate()
+                clock.t += 2
+            await asyncio.sleep(0.3)
+        finally:
+            await svc.stop()
+    assert len(rec.texts) == 2, rec.texts
+    down, back = rec.texts
+    assert "gpu-2 is unreachable" in down and "recovered: node gpu-2 is unreachable" in back

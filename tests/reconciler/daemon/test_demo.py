@@ -15,7 +15,7 @@ import httpx
 
 from tests.openwebui_harness import free_port
 
-DEMO = Path(__file__).resolve().parents[3] / "examples" / "demo.toml"
+from reconciler.demo import DEMO_FILE as DEMO
 
 
 def demo_on_free_ports(tmp_path: Path) -> tuple[Path, dict[str, str]]:

@@ -3,6 +3,7 @@ credentials are printed once; chat through it reaches the simulated nodes via th
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -22,8 +23,11 @@ ROOT = Path(__file__).resolve().parents[3]
 def test_demo_with_openwebui_configures_it(tmp_path: Path) -> None:
     file, ports = demo_on_free_ports(tmp_path)
     status = f"http://127.0.0.1:{ports['11499']}"
+    tmp = tmp_path / "tmp"  # the demo's temp folders land here, to check that none is left
+    tmp.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "reconciler", "demo", str(file), "--openwebui"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "TMPDIR": str(tmp)})
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
     reader.start()
@@ -55,3 +59,4 @@ def test_demo_with_openwebui_configures_it(tmp_path: Path) -> None:
     out = "".join(lines)
     assert out.count(password) == 1, "the admin password is printed exactly once"
     assert proc.returncode == 0, out[-3000:]
+    assert not list(tmp.glob("ollafleet-demo-*")), "the demo left its folders in the temp directory"

@@ -70,13 +70,27 @@ async def daemon(tmp_path: Path) -> AsyncIterator[tuple[Service, list[Any]]]:
 
 def runners(nodes: list[Any]) -> dict[str, Any]:
     [weights] = {m.weights for n in nodes for m in n.state.models.values() if m.name.short == "codestral:22b"}
-    return {n.name: n.state.runners[weights] for n in nodes}
+    return {n.name: n.state.runners[weights] for n in nodes if weights in n.state.runners}
+
+
+async def first_loads(svc: Service, nodes: list[Any]) -> dict[str, Any]:
+    """Chats two at a time until codestral runs on every node (the pass loads nothing itself)."""
+    assert svc.balancer is not None
+    body = {"model": "codestral:22b", "messages": MSGS, "stream": False}
+    async with httpx.AsyncClient(base_url=svc.balancer.url, timeout=30) as client:
+        for _ in range(20):
+            if len(runners(nodes)) == len(nodes):
+                break
+            await asyncio.gather(*(client.post("/api/chat", json=body) for _ in nodes))
+    pinned = runners(nodes)
+    assert len(pinned) == len(nodes)
+    return pinned
 
 
 async def test_no_reload_and_declared_values_for_every_client(daemon: tuple[Service, list[Any]]) -> None:
     svc, nodes = daemon
     assert svc.balancer is not None
-    pinned = runners(nodes)        # preloaded by the reconciler, one per node
+    pinned = await first_loads(svc, nodes)      # loaded by the balancer's requests, one per node
     for runner in pinned.values():
         assert runner.num_ctx == 30000 and runner.keep_alive_ns >= FOREVER_NS
 
@@ -102,6 +116,21 @@ async def test_no_reload_and_declared_values_for_every_client(daemon: tuple[Serv
     assert len(served) == 20 and {r.body["model"] for r in served} == {"codestral:22b-v1"}
 
 
+async def test_the_v1_helper_models_are_in_no_model_list(daemon: tuple[Service, list[Any]]) -> None:
+    """People pick models from /api/tags (Open WebUI) and /v1/models: the -v1 helpers are
+    ollafleet's own, so they are left out, and /v1 requests still reach them."""
+    svc, nodes = daemon
+    assert svc.balancer is not None
+    assert any(m.endswith("-v1") for m in nodes[0].installed_models())
+    async with httpx.AsyncClient(base_url=svc.balancer.url, timeout=30) as client:
+        tags = [m["name"] for m in (await client.get("/api/tags")).json()["models"]]
+        listed = [m["id"] for m in (await client.get("/v1/models")).json()["data"]]
+        r = await client.post("/v1/chat/completions", json={"model": "qwq:32b", "messages": MSGS})
+    assert sorted(tags) == sorted(listed) == ["codestral:22b", "qwq:32b"]
+    assert r.status_code == 200
+    assert [r.body["model"] for n in nodes for r in n.requests if r.path == "/v1/chat/completions"] == ["qwq:32b-v1"]
+
+
 async def test_official_clients_without_parameters_get_the_declared_values(
         daemon: tuple[Service, list[Any]]) -> None:
     import ollama
@@ -109,7 +138,7 @@ async def test_official_clients_without_parameters_get_the_declared_values(
 
     svc, nodes = daemon
     assert svc.balancer is not None
-    pinned = runners(nodes)
+    pinned = await first_loads(svc, nodes)
     for n in nodes:
         n.last_options = {}
     oa = openai.AsyncOpenAI(base_url=svc.balancer.url + "/v1", api_key="unused", max_retries=0)

@@ -93,7 +93,6 @@ async def _check(svc: Service, nodes: list, owui: OpenWebUI) -> None:  # type: i
     await eventually(converged, 120)
     for node in nodes:
         assert sorted(node.installed_models()) == ["codestral:22b", "codestral:22b-v1", "qwq:32b", "qwq:32b-v1"]
-        assert node.loaded_models() == ["codestral:22b"]
 
     async with httpx.AsyncClient(base_url=owui.url, timeout=60) as client:
         token = (await client.post("/api/v1/auths/signin", json={"email": ADMIN[0], "password": ADMIN[1]})).json()["token"]

@@ -71,7 +71,9 @@ async def test_file_edit_is_applied_and_status_shows_the_new_revision(sim: Simul
         assert 'ollafleet_balancer_first_token_seconds_bucket{le="+Inf"}' in metrics
         assert "ollafleet_balancer_queue_wait_seconds_count" in metrics
         assert "ollafleet_balancer_model_loads_total" in metrics
-        assert all({"runner_model", "queued", "learned"} <= set(n) for n in data["balancer"]["nodes"])
+        assert "ollafleet_balancer_warmer_loads_total" in metrics
+        assert all({"runner_model", "queued", "learned", "warming"} <= set(n)
+                   for n in data["balancer"]["nodes"])
     finally:
         await svc.stop()
 

@@ -103,14 +103,12 @@ async def test_status_shows_the_runner_queue_learned_rates_and_why_a_node_gets_n
         assert row(gpus, "gpu-2")[1:] == ["-", "-"], out
         assert "no requests: it is unreachable by the last poll" in gpu2[1], out
         assert code == 1   # gpu-2 cannot be reconciled: unhealthy, as before
-        # the status page shows the same per node
-        head_html = html[html.index("<h2>Nodes</h2>"):]
-        head_html = head_html[:head_html.index("</tr>")]
-        assert all(f"<th>{h}</th>" in head_html for h in ("queued", "runner model", "runner num ctx", "unfit")), head_html
-        page_row = html[html.index('<tr data-node="gpu-1">'):]
-        page_row = page_row[:page_row.index("</tr>")]
-        assert "<td>4096</td>" in page_row and "<td>1</td>" in page_row, page_row
-        assert "is unreachable by the last poll" in html[html.index('<tr data-node="gpu-2">'):]
+        # the status page shows the same per node, as a card
+        card = html[html.index('<div class="card node" data-node="gpu-1">'):]
+        card = card[:card.index("</dl>")]
+        assert "<dt>GPU holds</dt><dd><b>llama3.2:1b</b>, num_ctx 4096" in card, card
+        assert "<dt>queued</dt><dd>1</dd>" in card, card
+        assert "is unreachable by the last poll" in html[html.index('<div class="card node" data-node="gpu-2">'):]
 
         async def learned() -> bool:
             return any(s.learned for s in svc.balancer.states())  # type: ignore[union-attr]

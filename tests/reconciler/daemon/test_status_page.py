@@ -49,8 +49,8 @@ async def test_page_shows_nodes_and_models_and_changes_without_reload(sim: Simul
 
         async with chromium(tmp_path / "profile") as page:
             await page.goto(svc.status_url + "/")
-            rows = "document.querySelector('tr[data-node=\"%s\"]').innerText"
-            await page.wait_for("document.querySelectorAll('tr[data-node]').length === 2")
+            rows = "document.querySelector('.node[data-node=\"%s\"]').innerText"
+            await page.wait_for("document.querySelectorAll('.node[data-node]').length === 2")
             row1, row2 = await page.evaluate(rows % "gpu-1"), await page.evaluate(rows % "gpu-2")
             assert "llama3.2:1b" in row1 and "all-minilm:22m" not in row1
             assert "llama3.2:1b" in row2 and "all-minilm:22m" in row2 and "Reliable" in row2
@@ -60,7 +60,7 @@ async def test_page_shows_nodes_and_models_and_changes_without_reload(sim: Simul
 
             await page.evaluate("window.notReloaded = true")
             b.set_fault("refuse")
-            await page.wait_for("document.querySelector('tr[data-node=\"gpu-2\"]').innerText"
+            await page.wait_for("document.querySelector('.node[data-node=\"gpu-2\"]').innerText"
                                 ".includes('unreachable')")
             assert await page.evaluate("window.notReloaded === true"), "the page reloaded instead of updating"
             assert "unreachable" not in await page.evaluate(rows % "gpu-1")

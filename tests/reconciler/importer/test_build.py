@@ -174,3 +174,28 @@ def test_the_model_ollafleet_builds_for_v1_is_left_out() -> None:
     assert any("base:1-v1 is the model ollafleet builds for /v1 requests to base:1; left out" in w
                for w in doc.warnings)
     assert 'apply_model_params = "off"' in text_of(doc)
+
+
+def test_an_untagged_entry_and_its_listed_model_are_one_model_in_the_file() -> None:
+    """Nodes list "c30k:latest"; Open WebUI holds an entry under "c30k" (as older ollafleet wrote
+    it) and one under "c30k:latest": one section, under the listed name, with the listed entry."""
+    listed = {"name": "c30k:latest", "meta": {}, "params": {"num_ctx": 30000}, "access_grants": []}
+    stray = {"name": "c30k", "meta": {}, "params": {"num_ctx": 2048}, "access_grants": []}
+    reads = [node("gpu-1", {"base:1": BASE, "c30k:latest": BASE})]
+    doc = build(reads, _owui({"c30k": stray, "c30k:latest": listed}, task={"TASK_MODEL": "C30K"}), CREDS)
+    assert [s.name for s in doc.models] == ["base:1", "c30k:latest"]
+    assert doc.models[1].openwebui == {"visibility": "private", "params": {"num_ctx": 30000}}
+    assert doc.openwebui is not None and doc.openwebui["task_model"] == "c30k:latest"
+    assert any('entry under "c30k", an id no Ollama connection lists' in w for w in doc.warnings)
+    text_of(doc)                                          # validates: one name per model
+    alone = build(reads, _owui({"c30k": stray}), CREDS)   # only the stray: its settings are kept
+    assert alone.models[1].openwebui == {"name": "c30k", "visibility": "private", "params": {"num_ctx": 2048}}
+    text_of(alone)
+
+
+def test_the_balancer_of_a_running_daemon_is_imported_as_it_runs() -> None:
+    running = {"listen": "127.0.0.1:11434", "silence_timeout": "2m", "queue_timeout": "10m",
+               "apply_model_params": "fill"}
+    doc = build([node("gpu-1", {"a:1": BASE})], None, {}, running=running)
+    assert doc.balancer == running
+    assert tomllib.loads(text_of(doc))["balancer"]["apply_model_params"] == "fill"

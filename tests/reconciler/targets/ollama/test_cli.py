@@ -48,11 +48,12 @@ def test_plan_apply_plan(nodes: list[Any], tmp_path: Path, capsys: pytest.Captur
     file.write_text("version = 1\n" + "".join(f'[[nodes]]\nname = "{n.name}"\nurl = "{n.url}"\n' for n in nodes) + MODELS)
     assert cli.cmd_plan(args(file, detailed_exitcode=True), factory) == 2
     out = capsys.readouterr().out
-    assert 'ollama/sim-1' in out and '+ models."codestral:22b"' in out and "Plan: 6 to create" in out
+    assert 'ollama/sim-1' in out and '+ models."codestral:22b"' in out and "Plan: 4 to create" in out
+    assert "loaded" not in out.split("note")[0]      # loading is the balancer's, never a planned change
 
     assert cli.cmd_apply(args(file), factory) == 0
     out = capsys.readouterr().out
-    assert "Applied 6 of 6 changes." in out
+    assert "Applied 4 of 4 changes." in out
     for n in nodes:
         assert sorted(n.installed_models()) == ["codestral-30k:latest", "codestral:22b"]
         n.clear_requests()
@@ -62,7 +63,7 @@ def test_plan_apply_plan(nodes: list[Any], tmp_path: Path, capsys: pytest.Captur
     assert cli.cmd_apply(args(file, json=True), factory) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["changes"] == [] and report["errors"] == []
-    assert any(note["message"].startswith("Ollama 0.13.5; 2 of 2 models present; loaded: codestral:22b (pinned)")
+    assert any(note["message"].startswith("Ollama 0.13.5; 2 of 2 models present; nothing loaded")
                for note in report["notes"])
     assert any("OLLAMA_NUM_PARALLEL" in note["message"] and "not changeable" in note["message"]
                for note in report["notes"])

@@ -48,11 +48,11 @@ async def test_fresh_nodes_converge_then_a_second_apply_sends_no_write(sim: Any)
     progress = Recorder()
     report = await apply(state, progress)
     assert failures(report) == []
-    assert len(report.results) == 3 + 3 + 2 + 2 + 1    # pulls, creates and loads
+    assert len(report.results) == 3 + 2 + 3    # pulls and creates; loading is the balancer's
     for node in nodes:
         want = {"codestral:22b", "codestral-30k:latest"} | ({"qwq:32b"} if node.name != "gpu-3" else set())
         assert set(node.installed_models()) == want
-        assert "codestral:22b" in node.loaded_models()
+        assert node.loaded_models() == []
     assert progress.finished["gpu-1 pull qwq:32b"] == "pulled"
     completed, total = progress.updates["gpu-1 pull qwq:32b"][-1]
     assert total and total > 19e9 and completed == total
@@ -127,13 +127,14 @@ async def test_pinned_digest_mismatch_is_pulled_again_then_reported(sim: Any) ->
     assert "the registry serves digest" in failed.message and "ab" * 32 in failed.message
 
 
-async def test_keep_loaded_embedding_model_is_loaded_through_embed(sim: Any) -> None:
+async def test_keep_loaded_never_makes_a_pass_load_a_model(sim: Any) -> None:
+    """A pass that waited on a load would wait behind people's generations: it pulls only."""
     [node] = await add_nodes(sim, 1)
     state = desired([node], '[models."nomic-embed-text:v1.5"]\nkeep_loaded = true\n')
     report = await apply(state)
     assert failures(report) == []
-    assert [r.path for r in node.write_requests()] == ["/api/pull", "/api/embed"]
-    assert node.loaded_models() == ["nomic-embed-text:v1.5"]
+    assert [r.path for r in node.write_requests()] == ["/api/pull"]
+    assert node.loaded_models() == []
     assert (await plan(state)).changes == ()
 
 

@@ -28,7 +28,6 @@ async def test_refusing_and_silent_nodes_are_reported_and_the_others_converge(si
     assert "did not answer" in problems["ollama/gpu-3"]
     assert report.failed == () and not report.ok
     assert sorted(good.installed_models()) == ["codestral:22b", "qwq:32b"]
-    assert good.loaded_models() == ["codestral:22b"]
 
 
 async def test_pull_failing_mid_stream_reports_ollamas_message_and_the_next_pass_retries(sim: Any) -> None:
@@ -40,7 +39,7 @@ async def test_pull_failing_mid_stream_reports_ollamas_message_and_the_next_pass
     [failed] = failures(report)
     assert failed.startswith('ollama/gpu-2:models."qwq:32b": POST /api/pull qwq:32b: ')
     assert failed.endswith("no space left on device")
-    assert bad.loaded_models() == ["codestral:22b"]       # its other model still converged
+    assert (await plan(state)).changes[0].target == "ollama/gpu-2"      # only the failed pull is left
     assert sorted(good.installed_models()) == ["codestral:22b", "qwq:32b"]
     bad.clear_fault()
     report = await apply(state)

@@ -137,7 +137,35 @@ def test_a_missing_entry_is_created_whole_and_an_unlisted_model_gets_a_note() ->
     assert [(c.action, c.path_text) for c in found] == [(Action.CREATE, 'models."codestral:22b"')]
     assert found[0].after == {"visibility": "public", "capabilities": {"vision": False, "citations": False},
                               "params": {"num_ctx": 30000, "num_predict": 29000, "temperature": 0.1}}
-    assert any('"codestral:22b"' in n and "does not list" in n for n in notes)
+    [warning] = [n for n in notes if n.startswith("WARNING: ")]
+    assert 'models."codestral:22b": no Ollama connection of Open WebUI lists this model' in warning
+
+
+UNTAGGED = """[models."codestral-30k"]
+from = "codestral:22b"
+[models."codestral-30k".openwebui]
+visibility = "public"
+"""
+
+
+def test_an_untagged_model_is_written_under_the_id_the_connection_lists() -> None:
+    """Ollama lists "codestral-30k:latest": an entry under "codestral-30k" would reach nobody."""
+    w = wanted(models=UNTAGGED, settings='task_model = "codestral-30k"\n')
+    assert [m.id for m in w.models] == ["codestral:22b", "codestral-30k:latest"]
+    assert w.settings["task_model"] == "codestral-30k:latest"
+    listed = frozenset({"codestral:22b", "codestral-30k:latest"})
+    found, notes = diff_openwebui("openwebui", w, seen(listed=listed))
+    assert [(c.action, c.path_text, c.after) for c in found] == [
+        (Action.UPDATE, "settings.task_model", "codestral-30k:latest"),
+        (Action.CREATE, 'models."codestral-30k:latest"', {"visibility": "public"})]
+    assert not any(n.startswith("WARNING") for n in notes)
+    # an entry left under the untagged id (as earlier versions wrote it) is removed
+    stray = {**ENTRY, "id": "codestral-30k"}
+    found, _ = diff_openwebui("openwebui", w, Seen("0.12.4", False, copy.deepcopy(GROUPS),
+                                                   {"codestral:22b": ENTRY, "codestral-30k:latest": None}, listed,
+                                                   {"codestral-30k": stray}))
+    assert [(c.action, c.path_text) for c in found if c.path[0] == "models"] == [
+        (Action.CREATE, 'models."codestral-30k:latest"'), (Action.DELETE, 'models.codestral-30k')]
 
 
 def test_the_task_model_not_listed_is_reported() -> None:
