@@ -113,8 +113,8 @@ def main(data: dict[str, Any]) -> str:
     """The part that is swapped in place on every refresh: first the four questions (is anything
     wrong, are people waiting, what do the GPUs hold, what changed), then the details."""
     over_time = data.get("over_time")
-    return "".join([_header(data), page_time.wait(over_time), _nodes(data), page_time.loads(over_time),
-                    _running(data), _passes(data),
+    return "".join([_header(data), _verify(data), page_time.wait(over_time), _nodes(data),
+                    page_time.loads(over_time), _running(data), _passes(data),
                     _file(data), _cluster(data), _alerts(data), _retries(data), _targets(data), _balancer(data),
                     _other(data)])
 
@@ -189,6 +189,11 @@ def _header(data: dict[str, Any]) -> str:
         why.append(f"{len(alerts)} alert(s) open")
     if data.get("needs_restart"):
         why.append("a setting needs a restart of the daemon")
+    verified = data.get("verify")
+    if verified and not verified.get("ok"):
+        problems = verified.get("problems") or []
+        why.append(f"verify found {len(problems)} problem(s) in what employees see"
+                   + (f", first: {_cut(problems[0])}" if problems else ""))
     cluster = data.get("cluster") or {}
     if cluster.get("redis") == "down" or (cluster.get("balancer") or {}).get("redis") == "down":
         why.append("Redis unreachable")
@@ -208,6 +213,27 @@ def _header(data: dict[str, Any]) -> str:
     if errors:
         out.append('<h2>Problems</h2><div class="box">' + _list(errors, "bad") + "</div>")
     return "".join(out)
+
+
+def _cut(text: Any, n: int = 120) -> str:
+    shown = str(text)
+    return shown if len(shown) <= n else shown[:n - 1].rstrip() + "\u2026"
+
+
+def _verify(data: dict[str, Any]) -> str:
+    """[reconcile] verify: what an employee saw after the last pass that changed Open WebUI or models."""
+    v = data.get("verify")
+    if not v:
+        return ""
+    head = f"checked {_when(v.get('at'))} as an employee: "
+    if v.get("ok"):
+        body = '<span class="ok">ok</span>'
+        if v.get("checked"):
+            body += f' <span class="dim">({_e("; ".join(map(str, v["checked"])))})</span>'
+    else:
+        problems = v.get("problems") or []
+        body = (f'<span class="bad">{len(problems)} problem(s)</span><br>' + _list(problems, "bad"))
+    return f'<h2>What employees see (verify)</h2><div class="box" id="verify">{head}{body}</div>'
 
 
 def _file(data: dict[str, Any]) -> str:
@@ -418,7 +444,7 @@ def _many(items: Any, css: str = "") -> str:
 _KNOWN = {"now", "revision", "file_errors", "rejected_sha256", "suspended", "pass_running", "activity",
           "newer_file_waiting", "last_pass", "applied_revision", "attempted_revision", "retries", "history",
           "targets", "pending_drift", "errors", "needs_restart", "listening", "counters", "alerts", "cluster",
-          "balancer", "over_time"}
+          "balancer", "over_time", "verify"}
 
 
 def _other(data: dict[str, Any]) -> str:

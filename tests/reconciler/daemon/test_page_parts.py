@@ -59,7 +59,7 @@ def test_fields_of_newer_versions_are_shown_escaped() -> None:
     clock = lambda: 1_767_225_600.0  # noqa: E731
     tl = Timeline(clock)
     tl.event("first_token", "<img src=x onerror=alert(1)>", 1.0)
-    data = {"verify": {"ok": False, "problems": ["<script>alert(1)</script>"]},
+    data = {"added_later": {"ok": False, "problems": ["<script>alert(1)</script>"]},
             "over_time": tl.to_json(),
             "balancer": {"nodes": [{"name": "gpu-1", "task_requests": {"<b>title</b>": 3}}],
                          "metrics": {"task_requests_total": 7}}}
@@ -82,3 +82,31 @@ def test_the_headline_says_what_is_wrong() -> None:
     assert "Redis unreachable" in degraded
     problems = headline({"errors": ["ollama/gpu-2: pull failed"], "last_pass": {"ok": False}})
     assert "problems" in problems and "1 error(s), listed below" in problems
+
+
+def test_a_failed_verify_is_shown_plainly_and_degrades_the_headline() -> None:
+    at = 1_767_225_600.0
+    up = {"name": "gpu-1", "reachable": True, "reliability": "Reliable"}
+    bad = {"balancer": {"nodes": [up]}, "last_pass": {"ok": True},
+           "verify": {"at": at, "ok": False, "checked": [],
+                      "problems": ['models."coder<img src=x onerror=alert(1)>": an employee does not see it',
+                                   "balancer http://127.0.0.1:1: lists the helper model coder-v1:latest"]}}
+    html = page.main(bad)
+    headline = html[html.index('<h1 id="headline">'):html.index("</h1>")]
+    assert "degraded" in headline and "verify found 2 problem(s)" in headline
+    assert "an employee does not see it" in headline
+    section = html[html.index('id="verify"'):]
+    section = section[:section.index("</div>")]
+    assert page._when(at) in section and "2 problem(s)" in section
+    assert "lists the helper model coder-v1:latest" in section and "an employee does not see it" in section
+    assert "<img src=x" not in html and "&lt;img src=x" in html
+    assert "<h2>More</h2>" not in html, "verify has its own section, not the generic one"
+
+    good = {**bad, "verify": {"at": at, "ok": True, "problems": [],
+                              "checked": ["balancer lists 2 models", "an employee sees 2 public models"]}}
+    html = page.main(good)
+    headline = html[html.index('<h1 id="headline">'):html.index("</h1>")]
+    assert "healthy" in headline and "verify" not in headline
+    section = html[html.index('id="verify"'):]
+    assert '<span class="ok">ok</span>' in section[:section.index("</div>")]
+    assert "an employee sees 2 public models" in section
