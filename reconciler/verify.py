@@ -47,8 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 class Verifier:
-    def __init__(self, state: DesiredState, timeout: float = 120.0) -> None:
+    def __init__(self, state: DesiredState, timeout: float = 120.0, balancer_url: str | None = None) -> None:
         self.state = state
+        self.balancer_url = balancer_url or state.balancer_public_url()
         self.timeout = timeout
         self.problems: list[str] = []
         self.checked: list[str] = []
@@ -60,7 +61,7 @@ class Verifier:
     # ------------------------------------------------------------ the balancer
 
     async def balancer_listing(self, http: httpx.AsyncClient) -> None:
-        url = self.state.balancer_public_url()
+        url = self.balancer_url
         try:
             r = await http.get(url + "/api/tags")
             r.raise_for_status()
@@ -78,7 +79,7 @@ class Verifier:
         self.checked.append(f"balancer lists {len(keys)} models")
 
     async def balancer_chat(self, http: httpx.AsyncClient, name: str) -> None:
-        url = self.state.balancer_public_url()
+        url = self.balancer_url
         body = {"model": name, "messages": MESSAGES, "stream": False, "options": {"num_predict": 1}}
         try:
             r = await http.post(url + "/api/chat", json=body, timeout=self.timeout)
@@ -189,8 +190,8 @@ class Verifier:
 
 async def verify(state: DesiredState, *, chat: bool = False, env: Mapping[str, str] | None = None,
                  email_var: str | None = None, password_var: str | None = None,
-                 timeout: float = 120.0) -> Verifier:
-    v = Verifier(state, timeout)
+                 timeout: float = 120.0, balancer_url: str | None = None) -> Verifier:
+    v = Verifier(state, timeout, balancer_url)
     async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
         await v.balancer_listing(http)
         if chat:

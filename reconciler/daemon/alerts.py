@@ -10,6 +10,10 @@ alert is sent once per key until that key clears, then one "recovered". Conditio
   after that pass began (its errors are from the outage, and the next pass will tell);
 - a pass that raised (a bug), for `after`;
 - with [cluster], Redis unreachable from this daemon (for its lease or its balancer), for `after`;
+- with [reconcile] verify, a verify that found problems (what an employee sees differs from the
+  file), for `after`: a check right after a pass can catch Open WebUI or the balancer before
+  they caught up, and the daemon checks again after each later pass until it passes; the alert
+  names the problems, and "recovered" follows the first verify that passes;
 - a rejected save of the file, at once.
 
 Each channel (webhook, command) has its own queue and delivers on its own: a webhook that
@@ -125,6 +129,12 @@ class Alerter:
         redis = _redis_down(d.cluster_status() if d.cluster_status else None)
         if redis is not None:
             found["cluster:redis"] = (redis, after)
+        verified = d.verified
+        if verified and not verified.get("ok"):
+            problems = [str(p) for p in verified.get("problems") or []]
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            found["verify"] = (f"verify: employees do not get what the file declares, {len(problems)} problem(s): "
+                               + "; ".join(problems[:3]) + more, after)
         for name, rec in d.targets.items():
             node_name = name.removeprefix("ollama/")
             stale = rec.pass_started < self._back.get(node_name, 0.0) if name != node_name else False

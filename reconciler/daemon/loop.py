@@ -98,6 +98,7 @@ class Daemon:
         self._newer = asyncio.Event()          # set when a newer file arrives during a pass
         self.verified: dict[str, Any] | None = None   # the last `[reconcile] verify` run (listing part)
         self._verifying: asyncio.Task[None] | None = None
+        self.balancer_port: int | None = None   # the port this daemon's balancer listens on, once started
 
     @property
     def file_waiting(self) -> bool:
@@ -212,7 +213,8 @@ class Daemon:
         self._record(report, targets, reason, suspended=state.reconcile.suspend)
         if self.last_pass and self.last_pass["ok"] and not state.reconcile.suspend:
             self.applied_revision = sha
-        if state.reconcile.verify and _changed_what_people_see(report) and self._verifying is None:
+        failing = self.verified is not None and not self.verified["ok"]   # checked again until it passes
+        if state.reconcile.verify and (failing or _changed_what_people_see(report)) and self._verifying is None:
             self._verifying = asyncio.create_task(self._verify(state))   # after the pass, never in it
         return report
 
@@ -221,7 +223,7 @@ class Daemon:
         from reconciler.verify import verify
 
         try:
-            v = await verify(state, timeout=30.0)
+            v = await verify(state, timeout=30.0, balancer_url=_own_balancer(state, self.balancer_port))
             self.verified = {"at": time.time(), "ok": not v.problems, "problems": v.problems, "checked": v.checked}
         except Exception as exc:      # a bug in the check must not stop the daemon
             self.verified = {"at": time.time(), "ok": False, "problems": [f"verify failed: {exc}"], "checked": []}
@@ -297,6 +299,14 @@ class Daemon:
     async def wait_for_pass(self, timeout: float) -> None:
         async with self.pass_done:
             await asyncio.wait_for(self.pass_done.wait(), timeout)
+
+
+def _own_balancer(state: DesiredState, port: int | None) -> str | None:
+    """This daemon's balancer as the file names it, on the port it bound (the file may say :0);
+    None when the file names a public_url (what people use is checked then)."""
+    if state.balancer.public_url or port is None:
+        return None
+    return f"{state.balancer_public_url().rpartition(':')[0]}:{port}"
 
 
 def _changed_what_people_see(report: PassReport) -> bool:

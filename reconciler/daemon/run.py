@@ -105,6 +105,7 @@ class Service:
             return False
         self._started = state
         self.daemon.listening = listening(state)
+        self.daemon.balancer_port = self.balancer.port    # `[reconcile] verify` asks the port bound, even for :0
         log.info("balancer listening on %s", self.balancer.url)
         self.daemon.on_new_state = self._new_state
         self.daemon.wrap = draining(self.balancer, self._task_config)

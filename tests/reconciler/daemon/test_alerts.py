@@ -292,3 +292,61 @@ async def test_a_node_that_comes_back_raises_no_alert_about_the_pass_from_before
     assert len(rec.texts) == 2, rec.texts
     down, back = rec.texts
     assert "gpu-2 is unreachable" in down and "recovered: node gpu-2 is unreachable" in back
+
+
+async def test_a_verify_that_finds_problems_alerts_once_and_recovers_once(
+        sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """[reconcile] verify on simulated nodes and the daemon's own balancer: gpu-2, the only node
+    declared for llama3.1:8b, refuses, so after the pass that pulls llama3.2:1b onto gpu-1 the
+    balancer lists llama3.1 on no node. One alert after `after` names it; when gpu-2 is back, the
+    daemon checks again (no pass changes anything then) and one recovery follows."""
+    rec = Receiver()
+    async with serve_receiver(rec) as url:
+        monkeypatch.setenv("OLLAFLEET_TEST_WEBHOOK", url)
+        a = await sim.add_node("gpu-1", timing=Timing.instant())
+        b = await sim.add_node("gpu-2", models=["llama3.1:8b"], timing=Timing.instant())
+        b.set_fault("refuse")
+        file = tmp_path / "desired_state.toml"
+        extra = 'verify = true\n[alerts]\nwebhook = "${OLLAFLEET_TEST_WEBHOOK}"\nafter = "5m"\n'
+        file.write_text(network([a, b], '[models."llama3.2:1b"]\nnodes = ["gpu-1"]\n'
+                                        '[models."llama3.1:8b"]\nnodes = ["gpu-2"]\n', extra=extra, interval="1s"))
+        clock = Clock()
+        svc = Service(file, drain_timeout=2)
+        svc.alerter.clock, svc.alerter.retry_delay = clock, 0.05
+        assert await svc.start()
+        alerter = svc.alerter
+        try:
+            async def verify_failed() -> bool:
+                v = svc.daemon.verified
+                return bool(v and not v["ok"] and any("llama3.1:8b" in p for p in v["problems"]))
+            await wait_until(verify_failed, 30)
+            alerter.evaluate()
+            assert "verify" in alerter.open and not alerter.open["verify"].sent, "alerted before `after`"
+            clock.t += 301
+            for _ in range(5):          # looked at again and again: still one alert
+                alerter.evaluate()
+                clock.t += 60
+
+            def verify_alerts() -> list[str]:
+                return [t for t in rec.texts if "verify:" in t]
+
+            async def delivered(n: int) -> bool:
+                return len(verify_alerts()) >= n
+            await wait_until(lambda: delivered(1))
+            b.clear_fault()
+
+            async def verify_passed() -> bool:
+                v = svc.daemon.verified
+                return bool(v and v["ok"])
+            await wait_until(verify_passed, 30)
+            await wait_until(lambda: delivered(2))
+            for _ in range(5):
+                alerter.evaluate()
+                clock.t += 60
+            await asyncio.sleep(0.3)
+        finally:
+            await svc.stop()
+    alert, back = verify_alerts()
+    assert "recovered" not in alert and 'models."llama3.1:8b"' in alert and "lists it on no node" in alert
+    assert "(since " in alert
+    assert back.startswith("[ollafleet on ") and "recovered: verify:" in back
