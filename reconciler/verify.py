@@ -109,9 +109,14 @@ class Verifier:
         num_ctx = runtime.load_options.get("num_ctx") if runtime else None
         pinned = self.state.models[name].keep_loaded
         key = normalize_model(name)
-        found = [(node, e) for node, entries in (await self.runners(http)).items() for e in entries
-                 if normalize_model(e.name) in (key, normalize_model(v1_name(name)))]
-        if not found:
+        runners = [(node, e) for node, entries in (await self.runners(http)).items() for e in entries]
+        found = [(node, e) for node, e in runners if normalize_model(e.name) in (key, normalize_model(v1_name(name)))]
+        # Ollama keeps one runner per weights file: a chat with a model derived from a loaded one
+        # (same weights, same num_ctx) runs on that runner, which /api/ps lists under the other name
+        kin = same_weights(self.state, name)
+        shared = [e for _, e in runners if normalize_model(e.name) in kin
+                  and (num_ctx is None or not e.context_length or e.context_length == num_ctx)]
+        if not found and not shared:
             self.problem(f'models."{name}": after a chat, no node shows it loaded (/api/ps)')
             return
         now = datetime.now(timezone.utc)
@@ -186,6 +191,23 @@ class Verifier:
             return
         async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
             await self.what_ran(http, name)
+
+
+def _root(state: DesiredState, name: str) -> str:
+    """The model whose weights `name` runs on, following `from` through the declared models."""
+    models = {normalize_model(n): m for n, m in state.models.items()}
+    key, seen = normalize_model(name), set()
+    while key in models and models[key].from_ and key not in seen:
+        seen.add(key)
+        key = normalize_model(models[key].from_ or "")
+    return key
+
+
+def same_weights(state: DesiredState, name: str) -> set[str]:
+    """The names (and -v1 helpers) of the declared models that share `name`'s weights."""
+    root = _root(state, name)
+    names = [n for n in state.models if _root(state, n) == root]
+    return {root} | {normalize_model(n) for n in names} | {normalize_model(v1_name(n)) for n in names}
 
 
 async def verify(state: DesiredState, *, chat: bool = False, env: Mapping[str, str] | None = None,
