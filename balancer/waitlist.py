@@ -42,6 +42,7 @@ _NUM_CTX = re.compile(rb'"num_ctx"\s*:\s*(\d+)')
 REPLAN = 2.0  # seconds: re-plan at least this often while waiting (estimates age)
 GONE_CHECK = 0.5  # seconds: how soon a queued request notices that its client left
 FRESH = 0.02  # seconds: a plan this young is shared by every waiter (estimates age slowly)
+FULL = 0.5  # seconds: every waiter is planned afresh at least this often (estimates age)
 
 
 def _never() -> bool:
@@ -128,6 +129,7 @@ class WaitList:
         self.preempt: Callable[[str], None] = lambda node: None
         self._cache: tuple[tuple[int, int], float, dict[str, NodeCost],
                            dict[int, Decision]] | None = None
+        self._full = 0.0  # when every waiter was last planned afresh
 
     def _decisions(self) -> tuple[dict[str, NodeCost], dict[int, Decision]]:
         """One plan for every waiting request, made again only after a change (a node, a
@@ -142,7 +144,11 @@ class WaitList:
         # tasks behind the first few wait behind those in any plan: they are not weighed
         tasks = [e for e in entries if e.request.task is not None]
         planned = entries[:len(entries) - len(tasks) + len(snap.nodes)]
-        decisions = plan(snap, costs, planned, self.knowledge.demand())
+        # the last plan's Holds stand for a change that frees no slot, up to FULL seconds
+        kept = self._cache[3] if self._cache is not None and now - self._full < FULL else None
+        if kept is None:
+            self._full = now
+        decisions = plan(snap, costs, planned, self.knowledge.demand(), kept)
         if len(planned) < len(entries):
             last = decisions[planned[-1].id]
             node = last.estimate.node if isinstance(last, Hold) else getattr(last, "node", None)
