@@ -145,7 +145,7 @@ class WaitList:
         tasks = [e for e in entries if e.request.task is not None]
         planned = entries[:len(entries) - len(tasks) + len(snap.nodes)]
         # the last plan's Holds stand for a change that frees no slot, up to FULL seconds
-        kept = self._cache[3] if self._cache is not None and now - self._full < FULL else None
+        kept = self._cache[3] if self._cache is not None and now - self._full < FULL * self.knowledge.scale else None
         if kept is None:
             self._full = now
         decisions = plan(snap, costs, planned, self.knowledge.demand(), kept)
