@@ -20,7 +20,7 @@ its tier (capability, speed) for the model (knowledge.py), else the defaults.
 
 `plan()` places every waiting request in priority order on its cheapest node, as if the
 earlier ones already ran there (list scheduling): a request starts now only when its best
-node is free now; otherwise it waits in the balancer and is re-planned on every change.
+node is free now; otherwise it waits in the balancer and is re-planned on a change that frees a slot.
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The balancer's own queue (when queue_timeout > 0): requests wait here, not in Ollama.
 
-Every waiting request is re-planned (cost.plan) whenever the fleet changes: a node frees,
-a request arrives or leaves, a poll changes a node. A request goes out when its cheapest
+Waiting requests are re-planned (cost.plan) whenever the fleet changes: a node frees,
+a request arrives or leaves, a poll changes a node (those a change cannot let start, once
+the free slots are handed out, keep their last Hold; all are planned afresh every FULL s). A request goes out when its cheapest
 node is free now; until then it waits here, so the choice stays open (another node may
 free first) and no node's silence timer counts the wait. A request whose wait alone would
 exceed the queue timeout is answered 503 with Retry-After at once, when that estimate comes
