@@ -20,7 +20,7 @@ its tier (capability, speed) for the model (knowledge.py), else the defaults.
 
 `plan()` places every waiting request in priority order on its cheapest node, as if the
 earlier ones already ran there (list scheduling): a request starts now only when its best
-node is free now; otherwise it waits in the balancer and is re-planned on every change.
+node is free now; otherwise it waits in the balancer and is re-planned on a change that frees a slot.
 """
 from __future__ import annotations
 
@@ -279,14 +279,27 @@ def choose(snapshot: Snapshot, costs: dict[str, NodeCost], entry: Entry,
 
 
 def plan(snapshot: Snapshot, costs: dict[str, NodeCost], entries: list[Entry],
-         demand: Demand | None = None) -> dict[int, Pick | Hold | Reject | Wait]:
-    """Decide every waiting entry, in the given (priority) order."""
+         demand: Demand | None = None, kept: Mapping[int, object] | None = None,
+         ) -> dict[int, Pick | Hold | Reject | Wait]:
+    """Decide every waiting entry, in the given (priority) order.
+    `kept`: the previous plan's decisions. Once no slot is left free (every free one taken by
+    the entries before), an entry that held for a node still usable keeps that Hold: only a
+    free slot can let it start, so nothing that changed can alter it (its estimate ages until
+    the next full plan). A change then costs (free slots x nodes), not (waiting x nodes)."""
     p = _Plan(dict(costs))
     out: dict[int, Pick | Hold | Reject | Wait] = {}
+    free = sum(max(0, v.max_concurrent - v.in_flight) for v in snapshot.nodes)
+    usable = {v.name for v in snapshot.nodes
+              if v.reliability is Reliability.RELIABLE and v.unfit is None} if kept else set()
     for entry in entries:
-        d = choose(snapshot, p.costs, entry, p.taken, demand)
+        old = kept.get(entry.id) if kept else None
+        if free <= 0 and isinstance(old, Hold) and old.estimate.node in usable:
+            d: Pick | Hold | Reject | Wait = old
+        else:
+            d = choose(snapshot, p.costs, entry, p.taken, demand)
         out[entry.id] = d
         if isinstance(d, Pick):
+            free -= entry.request.uses_slot
             p.taken[d.node] = p.taken.get(d.node, 0) + 1
             node_cost = p.costs.get(d.node, NodeCost())
             p.costs[d.node] = after(node_cost, entry.job,

@@ -191,6 +191,8 @@ class Knowledge:
         model = run.job.model
         samples: dict[str, float] = {}
         load = _seconds(final.get("load_duration"))
+        if load is None and run.cold and "total_duration" in final:
+            load = 0.0  # Ollama omits zero durations (Go omitempty): a load that took no time
         if load is not None and (load >= MIN_LOAD or run.cold):
             samples["load"] = load
         prefill = _seconds(final.get("prompt_eval_duration"))

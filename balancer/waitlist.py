@@ -1,7 +1,8 @@
 """The balancer's own queue (when queue_timeout > 0): requests wait here, not in Ollama.
 
-Every waiting request is re-planned (cost.plan) whenever the fleet changes: a node frees,
-a request arrives or leaves, a poll changes a node. A request goes out when its cheapest
+Waiting requests are re-planned (cost.plan) whenever the fleet changes: a node frees,
+a request arrives or leaves, a poll changes a node (those a change cannot let start, once
+the free slots are handed out, keep their last Hold; all are planned afresh every FULL s). A request goes out when its cheapest
 node is free now; until then it waits here, so the choice stays open (another node may
 free first) and no node's silence timer counts the wait. A request whose wait alone would
 exceed the queue timeout is answered 503 with Retry-After at once, when that estimate comes
@@ -42,6 +43,7 @@ _NUM_CTX = re.compile(rb'"num_ctx"\s*:\s*(\d+)')
 REPLAN = 2.0  # seconds: re-plan at least this often while waiting (estimates age)
 GONE_CHECK = 0.5  # seconds: how soon a queued request notices that its client left
 FRESH = 0.02  # seconds: a plan this young is shared by every waiter (estimates age slowly)
+FULL = 0.5  # seconds: every waiter is planned afresh at least this often (estimates age)
 
 
 def _never() -> bool:
@@ -128,6 +130,7 @@ class WaitList:
         self.preempt: Callable[[str], None] = lambda node: None
         self._cache: tuple[tuple[int, int], float, dict[str, NodeCost],
                            dict[int, Decision]] | None = None
+        self._full = 0.0  # when every waiter was last planned afresh
 
     def _decisions(self) -> tuple[dict[str, NodeCost], dict[int, Decision]]:
         """One plan for every waiting request, made again only after a change (a node, a
@@ -142,7 +145,11 @@ class WaitList:
         # tasks behind the first few wait behind those in any plan: they are not weighed
         tasks = [e for e in entries if e.request.task is not None]
         planned = entries[:len(entries) - len(tasks) + len(snap.nodes)]
-        decisions = plan(snap, costs, planned, self.knowledge.demand())
+        # the last plan's Holds stand for a change that frees no slot, up to FULL seconds
+        kept = self._cache[3] if self._cache is not None and now - self._full < FULL * self.knowledge.scale else None
+        if kept is None:
+            self._full = now
+        decisions = plan(snap, costs, planned, self.knowledge.demand(), kept)
         if len(planned) < len(entries):
             last = decisions[planned[-1].id]
             node = last.estimate.node if isinstance(last, Hold) else getattr(last, "node", None)

@@ -168,3 +168,40 @@ def test_a_short_load_on_a_node_that_held_nothing_is_learned_and_shared() -> Non
     k2.node("c").model = CODE
     learn_load(k2, "c", 0.2)
     assert k2.nodes["c"].rates[QWQ].load == pytest.approx(10.0)
+
+
+def test_a_cold_load_whose_answer_omits_load_duration_took_no_time() -> None:
+    # Ollama leaves zero durations out (Go omitempty): a node that held nothing and loaded
+    # in no time must not keep the 10 s default, or idle nodes look worse than a busy one
+    k = Knowledge()
+    for name in ("a", "b"):
+        k.cost(name, 1, frozenset(), 0.0, (0, 0))
+    job = Job(QWQ, None, 100)
+    k.started(1, "a", job, estimate("a", NodeCost((0.0,), None), job), 0.0)
+    k.ended(1, "a", {"total_duration": 2_000_000_000, "eval_count": 250,
+                     "eval_duration": 1_000_000_000})
+    assert k.cost("b", 1, frozenset(), 0.0).rates_for(QWQ).load == pytest.approx(0.0)
+    # a final chunk without Ollama's durations at all (/v1) says nothing about the load
+    k2 = Knowledge()
+    k2.started(1, "a", job, estimate("a", NodeCost((0.0,), None), job), 0.0)
+    k2.ended(1, "a", {"eval_count": 250})
+    assert k2.nodes["a"].rates[QWQ].load == pytest.approx(10.0)
+
+
+def test_a_change_that_frees_no_slot_keeps_the_waiters_holds() -> None:
+    # both nodes busy: the waiters' Holds from the last plan stand (no re-plan over the
+    # nodes); once a slot frees, the first waiter is planned afresh and takes it
+    busy = Snapshot((NodeView("a", 0, in_flight=1, models=BOTH),
+                     NodeView("b", 1, in_flight=1, models=BOTH)))
+    costs = {"a": NodeCost((5.0,), CODE), "b": NodeCost((9.0,), CODE)}
+    e1 = Entry(1, req(CODE).request, Job(CODE, None, 100))
+    e2 = Entry(2, req(CODE).request, Job(CODE, None, 100))
+    first = plan(busy, costs, [e1, e2])
+    assert all(isinstance(d, Hold) for d in first.values())
+    stale = {e1.id: Hold(estimate("b", costs["b"], e1.job)), e2.id: first[e2.id]}
+    assert plan(busy, costs, [e1, e2], kept=stale)[e1.id] == stale[e1.id]
+    freed = Snapshot((NodeView("a", 0, in_flight=0, models=BOTH), busy.nodes[1]))
+    costs["a"] = NodeCost((0.0,), CODE)
+    after = plan(freed, costs, [e1, e2], kept=stale)
+    assert isinstance(after[e1.id], Pick) and after[e1.id].node == "a"
+    assert isinstance(after[e2.id], Hold)
