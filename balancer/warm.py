@@ -34,7 +34,7 @@ import aiohttp
 
 from .config import Settings
 from .cost import Job, estimate
-from .fleet import Fleet
+from .fleet import Fleet, Node
 from .params import LOAD_TIME
 from .scheduling import Reliability
 
@@ -114,6 +114,7 @@ class Warmer:
         self.settings = settings
         self.pin_idle = PIN_IDLE
         self.loading: dict[str, asyncio.Task[None]] = {}
+        self.embedding: set[str] = set()  # models that load through /api/embed
         self.stopped = False
         self._keys = itertools.count(-1, -1)  # knowledge keys that no request's id() takes
 
@@ -203,16 +204,14 @@ class Warmer:
         try:
             timeout = aiohttp.ClientTimeout(total=LOAD_TIMEOUT * k.scale,
                                             sock_connect=self.settings().connect_timeout)
-            async with self.session.post(node.spec.base_url + "/api/generate", json=body,
-                                         timeout=timeout) as resp:
-                answer = await resp.read()
-                if resp.status == 200:
-                    took = (time.monotonic() - since) / k.scale
-                    final = {"load_duration": int(took * 1e9)}  # no metrics in a load's answer
-                    log.info("warmer: %s loaded on %s in %.1f s", load.model, node.name, took)
-                else:
-                    log.warning("warmer: loading %s on %s: HTTP %s %s", load.model, node.name,
-                                resp.status, answer[:200].decode(errors="replace"))
+            status, answer = await self._post(node, load.model, body, timeout)
+            if status == 200:
+                took = (time.monotonic() - since) / k.scale
+                final = {"load_duration": int(took * 1e9)}  # no metrics in a load's answer
+                log.info("warmer: %s loaded on %s in %.1f s", load.model, node.name, took)
+            else:
+                log.warning("warmer: loading %s on %s: HTTP %s %s", load.model, node.name,
+                            status, answer[:200].decode(errors="replace"))
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             log.warning("warmer: loading %s on %s failed: %s", load.model, node.name,
                         str(exc) or type(exc).__name__)
@@ -225,6 +224,22 @@ class Warmer:
             self.fleet.warming.pop(node.name, None)
             self.loading.pop(node.name, None)
             self.fleet.notify()
+
+    async def _post(self, node: Node, model: str, body: dict[str, Any],
+                    timeout: aiohttp.ClientTimeout) -> tuple[int, bytes]:
+        """The load call: /api/generate with no prompt, or for an embedding model (Ollama
+        answers 400 "does not support generate") /api/embed with no input."""
+        if model not in self.embedding:
+            async with self.session.post(node.spec.base_url + "/api/generate", json=body,
+                                         timeout=timeout) as resp:
+                answer = await resp.read()
+            if resp.status != 400 or b"does not support generate" not in answer:
+                return resp.status, answer
+            self.embedding.add(model)
+        embed = {k: v for k, v in body.items() if k != "stream"}
+        async with self.session.post(node.spec.base_url + "/api/embed", json=embed,
+                                     timeout=timeout) as resp:
+            return resp.status, await resp.read()
 
     async def stop(self) -> None:
         self.stopped = True

@@ -210,3 +210,16 @@ async def test_pins_come_back_on_idle_nodes_and_never_load_over_traffic(
     assert pins and all(c.body["keep_alive"] == -1 and c.body["options"] == {"num_ctx": 16384}
                         for c in pins)
     assert violations == []
+
+
+async def test_a_pinned_embedding_model_is_loaded_through_embed(sim, make_balancer) -> None:
+    """Ollama refuses /api/generate for an embedding model (400 "does not support generate"):
+    the warmer pins it with /api/embed and no input, as the reconciler once did."""
+    embed = "nomic-embed-text:v1.5"
+    node = await sim.add_node(name="gpu-0", models=[embed], timing=TIMING)
+    declared = {embed: ModelParams(keep_loaded=True)}
+    b = await make_balancer([NodeSpec(node.name, node.url, pinned=(embed,))],
+                            model_params=declared, **FAST_SCALE)
+    await until(lambda: embed in node.loaded_models(), timeout=10)
+    paths = [r.path for r in node.requests if (r.body or {}).get("model") == embed]
+    assert paths[-1] == "/api/embed" and b.metrics.warmer_loads >= 1
