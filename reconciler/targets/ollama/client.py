@@ -20,7 +20,7 @@ from reconciler.errors import PermanentError, TemporaryError
 from reconciler.scrub import cut
 from reconciler.targets.deadline import Deadline
 from reconciler.targets.ollama.facts import (PsEntry, ShowInfo, TagEntry, parse_ps, parse_show,
-                                             parse_tags, stream_failure, to_wire)
+                                             parse_tags, stream_failure)
 
 StatusCallback = Callable[[dict[str, Any]], None]
 
@@ -205,16 +205,6 @@ class OllamaClient:
     async def push_blob(self, digest: str, chunks: AsyncIterator[bytes], size: int) -> None:
         await self._request("POST", f"/api/blobs/{digest}", ok=(200, 201), content=chunks,
                             headers={"Content-Length": str(size)}, timeout=self.stream_timeout)
-
-    async def load(self, model: str, *, embedding: bool = False, options: dict[str, Any] | None = None) -> None:
-        """Load `model` with `options` (num_ctx, ...) and pin it in memory (keep_alive -1)."""
-        path = "/api/embed" if embedding else "/api/generate"
-        body: dict[str, Any] = {"model": model, "keep_alive": -1}
-        if options:
-            body["options"] = to_wire(options)
-        if not embedding:
-            body["stream"] = False
-        await self._request("POST", path, json=body, timeout=self.stream_timeout)
 
 
 async def _progressing(chunks: AsyncIterator[bytes], deadline: Deadline) -> AsyncIterator[bytes]:
